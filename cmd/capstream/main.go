@@ -1,0 +1,126 @@
+// Command capstream is the single binary of capstream: the router, the node
+// producer, the sinks, the all-in-one dev pipeline and the user commands are
+// its subcommands. Each subcommand is wiring only: it loads its config,
+// builds the logger and metrics, calls the component's New and runs it.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes scripts can rely on.
+const (
+	exitOK       = 0
+	exitError    = 1 // the command ran and failed
+	exitUsage    = 2 // bad flags, arguments or input files
+	exitNotBuilt = 3 // the subcommand is not built yet
+)
+
+// usageError marks errors caused by how the command was called.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// errNotBuilt is returned by subcommands that later work will implement.
+var errNotBuilt = errors.New("not built yet")
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.Execute()
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errNotBuilt):
+		fmt.Fprintf(os.Stderr, "capstream: %v\n", err)
+		return exitNotBuilt
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(os.Stderr, "capstream: %v\nRun 'capstream --help' for usage.\n", err)
+		return exitUsage
+	default:
+		fmt.Fprintf(os.Stderr, "capstream: %v\n", err)
+		return exitError
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "capstream",
+		Short: "Kubernetes PacketCapture to live packet capture, pcaps on S3 and flows in ClickHouse",
+		Long: `capstream turns projectcalico.org/v3 PacketCapture resources into live packet
+capture on the selected workloads' nodes, streams the packets through NATS
+JetStream, and writes rolling pcap objects to S3-compatible storage and flow
+records to ClickHouse.
+
+Services:   router, producer, sink pcap, sink flows, dev
+User tools: validate, migrate, get, captured-packets, flows, version`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(
+		newVersionCmd(),
+		newValidateCmd(),
+		newMigrateCmd(),
+		notBuilt("router", "Watch PacketCaptures and publish per-node capture commands", "issue 3"),
+		notBuilt("producer", "Capture the selected endpoints on this node and publish packet batches", "issue 4"),
+		newSinkCmd(),
+		notBuilt("dev", "Run the whole pipeline in one process for a laptop or CI box", "issue 6"),
+		notBuilt("get", "Show PacketCaptures and their status at a glance", "issue 6"),
+		newCapturedPacketsCmd(),
+		notBuilt("flows", "Show a capture's flows from ClickHouse", "issue 6"),
+	)
+	return root
+}
+
+func newSinkCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "sink",
+		Short: "Consume packet batches into S3 (pcap) or ClickHouse (flows)",
+		Args:  cobra.NoArgs,
+		RunE:  func(c *cobra.Command, _ []string) error { return usageError{errors.New("sink needs a subcommand: pcap or flows")} },
+	}
+	c.AddCommand(
+		notBuilt("pcap", "Write rolling pcap objects to S3", "issue 5"),
+		notBuilt("flows", "Write flow records to ClickHouse", "issue 5"),
+	)
+	return c
+}
+
+func newCapturedPacketsCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "captured-packets",
+		Short: "Download or delete a capture's pcap objects",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return usageError{errors.New("captured-packets needs a subcommand: copy or clean")}
+		},
+	}
+	c.AddCommand(
+		notBuilt("copy", "Download a capture's pcaps from S3", "issue 6"),
+		notBuilt("clean", "Delete a capture's pcaps from S3", "issue 6"),
+	)
+	return c
+}
+
+// notBuilt is a placeholder for a subcommand that a later issue implements.
+// It says so plainly and exits with exitNotBuilt.
+func notBuilt(name, short, issue string) *cobra.Command {
+	return &cobra.Command{
+		Use:                name,
+		Short:              short + " (not built yet)",
+		DisableFlagParsing: true,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return fmt.Errorf("%s: %w (tracked in %s)", c.CommandPath(), errNotBuilt, issue)
+		},
+	}
+}

@@ -1,0 +1,80 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// S3Bucket is a private bucket on the real S3 server.
+type S3Bucket struct {
+	Endpoint  string
+	AccessKey string
+	SecretKey string
+	Bucket    string
+	Client    *minio.Client
+}
+
+var s3Probe probe
+
+// S3Client connects minio-go to the test S3 server over plain HTTP.
+func S3Client() (*minio.Client, string, error) {
+	endpoint := Getenv(EnvS3Endpoint)
+	c, err := minio.New(endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4(Getenv(EnvS3AccessKey), Getenv(EnvS3SecretKey), ""),
+		Secure: false,
+	})
+	return c, endpoint, err
+}
+
+// S3 creates a bucket with a random name and removes it, with everything in
+// it, when the test ends.
+func S3(t testing.TB) *S3Bucket {
+	t.Helper()
+	skipShort(t, "S3")
+	client, endpoint, err := S3Client()
+	if err == nil {
+		err = s3Probe.check(func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+			defer cancel()
+			_, err := client.ListBuckets(ctx)
+			return err
+		})
+	}
+	if err != nil {
+		unavailable(t, "S3 at "+endpoint, err)
+	}
+	bucket := "test-" + randomHex(6)
+	if err := client.MakeBucket(t.Context(), bucket, minio.MakeBucketOptions{}); err != nil {
+		t.Fatalf("make bucket %s: %v", bucket, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := ctxTimeout(cleanupTimeout)
+		defer cancel()
+		removeBucket(ctx, t, client, bucket)
+	})
+	return &S3Bucket{
+		Endpoint:  endpoint,
+		AccessKey: Getenv(EnvS3AccessKey),
+		SecretKey: Getenv(EnvS3SecretKey),
+		Bucket:    bucket,
+		Client:    client,
+	}
+}
+
+func removeBucket(ctx context.Context, t testing.TB, c *minio.Client, bucket string) {
+	objects := c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true})
+	for r := range c.RemoveObjects(ctx, bucket, objects, minio.RemoveObjectsOptions{}) {
+		t.Errorf("remove %s/%s: %v", bucket, r.ObjectName, r.Err)
+	}
+	for u := range c.ListIncompleteUploads(ctx, bucket, "", true) {
+		if u.Err == nil {
+			_ = c.RemoveIncompleteUpload(ctx, bucket, u.Key)
+		}
+	}
+	if err := c.RemoveBucket(ctx, bucket); err != nil {
+		t.Errorf("remove bucket %s: %v", bucket, err)
+	}
+}
