@@ -1,0 +1,183 @@
+// Package run holds the lifecycle helpers every capstream service shares:
+// the logger, and one HTTP server for /healthz, /readyz and /metrics.
+//
+// Server.Run blocks until its context ends and then shuts the listener down
+// within a short grace period; the caller runs it in the same errgroup as
+// the components, so a failing listener stops the process and a stopping
+// process stops the listener.
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// HTTPConfig configures the health and metrics listener.
+type HTTPConfig struct {
+	// Listen is the host:port for /healthz, /readyz and /metrics; empty
+	// disables the server. Default ":8080".
+	Listen string `yaml:"listen"`
+}
+
+// Check reports whether one part of the process is ready; nil means ready.
+type Check func() error
+
+// Server serves /healthz (the process is alive), /readyz (every Check
+// passes) and /metrics (the registry) on one port.
+type Server struct {
+	cfg    HTTPConfig
+	reg    *prometheus.Registry
+	checks map[string]Check
+	logger *slog.Logger
+	ready  chan net.Addr
+}
+
+// NewRegistry returns a registry with the Go runtime and process collectors,
+// the one every binary hands to its components.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// NewServer checks the config; it does not listen.
+func NewServer(cfg HTTPConfig, reg *prometheus.Registry, checks map[string]Check, logger *slog.Logger) *Server {
+	return &Server{cfg: cfg, reg: reg, checks: checks, logger: logger, ready: make(chan net.Addr, 1)}
+}
+
+// Addr returns the address the server listens on once Run has bound it.
+func (s *Server) Addr(ctx context.Context) (net.Addr, error) {
+	select {
+	case a := <-s.ready:
+		s.ready <- a
+		return a, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Handler is the server's mux, for tests and for embedding.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		names := make([]string, 0, len(s.checks))
+		for n := range s.checks {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		var b strings.Builder
+		failed := false
+		for _, n := range names {
+			if err := s.checks[n](); err != nil {
+				failed = true
+				fmt.Fprintf(&b, "%s: %v\n", n, err)
+			} else {
+				fmt.Fprintf(&b, "%s: ok\n", n)
+			}
+		}
+		if failed {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = io.WriteString(w, b.String())
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	return mux
+}
+
+// Run listens and serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	if s.cfg.Listen == "" {
+		<-ctx.Done()
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	s.ready <- ln.Addr()
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.logger.Info("serving health and metrics", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown http: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// LogConfig configures the logger.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is json, text, or auto (text when stderr is a terminal, JSON
+	// otherwise, as in a cluster). Default auto.
+	Format string `yaml:"format"`
+}
+
+// Validate checks the level and format names.
+func (c LogConfig) Validate() error {
+	var errs []error
+	if _, err := parseLevel(c.Level); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.Format {
+	case "", "auto", "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: want auto, json or text", c.Format))
+	}
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if s == "" {
+		return slog.LevelInfo, nil
+	}
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log.level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// NewLogger builds the process logger writing to stderr.
+func NewLogger(c LogConfig) *slog.Logger {
+	level, _ := parseLevel(c.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	format := c.Format
+	if format == "" || format == "auto" {
+		format = "json"
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
