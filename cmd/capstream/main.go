@@ -7,6 +7,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -30,24 +31,27 @@ func (e usageError) Unwrap() error { return e.err }
 var errNotBuilt = errors.New("not built yet")
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+// run executes one command line and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.Execute()
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, errNotBuilt):
-		fmt.Fprintf(os.Stderr, "capstream: %v\n", err)
+		fmt.Fprintf(stderr, "capstream: %v\n", err)
 		return exitNotBuilt
 	case errors.As(err, new(usageError)):
-		fmt.Fprintf(os.Stderr, "capstream: %v\nRun 'capstream --help' for usage.\n", err)
+		fmt.Fprintf(stderr, "capstream: %v\nRun 'capstream --help' for usage.\n", err)
 		return exitUsage
 	default:
-		fmt.Fprintf(os.Stderr, "capstream: %v\n", err)
+		fmt.Fprintf(stderr, "capstream: %v\n", err)
 		return exitError
 	}
 }

@@ -73,6 +73,8 @@ func NetNode(t testing.TB, pods ...Pod) *Node {
 		"echo 1 > /proc/sys/net/ipv6/conf/all/forwarding && "+
 		"echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad")
 	ip(t, "-n", n.NetNS, "link", "set", "lo", "up")
+	// A node address gives ARP requests the node sends to pods a source.
+	ip(t, "-n", n.NetNS, "addr", "add", "10.64.0.1/32", "dev", "lo")
 	for i, p := range pods {
 		pn := &PodNet{
 			Pod:       p,
@@ -94,6 +96,9 @@ func NetNode(t testing.TB, pods ...Pod) *Node {
 		ip(t, "-n", pn.NetNS, "addr", "add", pn.IPv4.String()+"/32", "dev", "eth0")
 		ip(t, "-n", pn.NetNS, "-6", "addr", "add", pn.IPv6.String()+"/128", "dev", "eth0", "nodad")
 		ip(t, "-n", pn.NetNS, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+		// Calico answers for 169.254.1.1 by proxy ARP because its nodes
+		// have a default route; this node has none, so pin the neighbour.
+		ip(t, "-n", pn.NetNS, "neigh", "add", "169.254.1.1", "lladdr", "ee:ee:ee:ee:ee:ee", "dev", "eth0", "nud", "permanent")
 		ip(t, "-n", pn.NetNS, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
 		// The cali side's link-local address comes from its fixed MAC.
 		ip(t, "-n", pn.NetNS, "-6", "route", "add", "default", "via", "fe80::ecee:eeff:feee:eeee", "dev", "eth0")
