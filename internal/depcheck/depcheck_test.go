@@ -1,0 +1,85 @@
+package depcheck
+
+import (
+	"bufio"
+	"bytes"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/capstream/capstream"
+
+// rule forbids packages under from from depending on packages matching to.
+type rule struct {
+	from, to string
+	why      string
+}
+
+var rules = []rule{
+	{"router", "producer", "components talk only through schemas"},
+	{"router", "sink", "components talk only through schemas"},
+	{"producer", "router", "components talk only through schemas"},
+	{"producer", "sink", "components talk only through schemas"},
+	{"sink", "router", "components talk only through schemas"},
+	{"sink", "producer", "components talk only through schemas"},
+	{"schemas", "router", "schemas imports no project package"},
+	{"schemas", "producer", "schemas imports no project package"},
+	{"schemas", "sink", "schemas imports no project package"},
+	{"schemas", "internal", "schemas imports no project package"},
+	{"internal", "router", "internal never imports a component"},
+	{"internal", "producer", "internal never imports a component"},
+	{"internal", "sink", "internal never imports a component"},
+	{"", "cmd", "nothing imports cmd"},
+	{"", "bench", "nothing imports bench"},
+}
+
+// external forbids third-party prefixes: producers and sinks build without
+// apimachinery, and only schemas/v3 among the schemas pulls in k8s.io.
+var external = []rule{
+	{"producer", "k8s.io/", "producers build without Kubernetes libraries"},
+	{"sink", "k8s.io/", "sinks build without Kubernetes libraries"},
+}
+
+func TestPackageBoundaries(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps=false", "-f", "{{.ImportPath}} {{join .Deps \" \"}}", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		pkg, deps := fields[0], fields[1:]
+		pkgs++
+		for _, dep := range deps {
+			for _, r := range rules {
+				if within(pkg, r.from) && within(dep, r.to) && !within(pkg, r.to) {
+					t.Errorf("%s imports %s: %s", pkg, dep, r.why)
+				}
+			}
+			for _, r := range external {
+				if within(pkg, r.from) && strings.HasPrefix(dep, r.to) {
+					t.Errorf("%s depends on %s: %s", pkg, dep, r.why)
+				}
+			}
+			if within(pkg, "schemas") && !within(pkg, "schemas/v3") && !within(pkg, "schemas/clickhouse") && strings.HasPrefix(dep, "k8s.io/") {
+				t.Errorf("%s depends on %s: only schemas/v3 may use k8s.io", pkg, dep)
+			}
+		}
+	}
+	if pkgs < 5 {
+		t.Fatalf("go list saw %d packages; the check would prove nothing", pkgs)
+	}
+}
+
+// within reports whether pkg is the project directory dir or below it;
+// dir "" means every project package.
+func within(pkg, dir string) bool {
+	if dir == "" {
+		return strings.HasPrefix(pkg, module+"/")
+	}
+	p := module + "/" + dir
+	return pkg == p || strings.HasPrefix(pkg, p+"/")
+}
