@@ -31,8 +31,8 @@ func TestValidatePacketCapture(t *testing.T) {
 		mut  func(*v3.PacketCapture)
 		want []string // substrings of the error; none means valid
 	}{
-		"seed sample":        {nil, nil},
-		"empty selector":     {func(pc *v3.PacketCapture) { pc.Spec.Selector = "" }, nil},
+		"seed sample":    {nil, nil},
+		"empty selector": {func(pc *v3.PacketCapture) { pc.Spec.Selector = "" }, nil},
 		"all filter kinds": {func(pc *v3.PacketCapture) {
 			pc.Spec.Filters = []v3.PacketCaptureRule{
 				{Protocol: proto(intstr.FromString("TCP")), Ports: ports(intstr.FromInt32(80), intstr.FromString("8000:8080"))},

@@ -91,7 +91,9 @@ func newSinkCmd() *cobra.Command {
 		Use:   "sink",
 		Short: "Consume packet batches into S3 (pcap) or ClickHouse (flows)",
 		Args:  cobra.NoArgs,
-		RunE:  func(c *cobra.Command, _ []string) error { return usageError{errors.New("sink needs a subcommand: pcap or flows")} },
+		RunE: func(c *cobra.Command, _ []string) error {
+			return usageError{errors.New("sink needs a subcommand: pcap or flows")}
+		},
 	}
 	c.AddCommand(
 		notBuilt("pcap", "Write rolling pcap objects to S3", "issue 5"),

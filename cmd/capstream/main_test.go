@@ -71,11 +71,11 @@ spec:
   selector: a = "b"
   filters: [{protocol: TCP, ports: ["90:80"]}]
 `), exitError, []string{"ns/good: valid", "ns/bad: invalid", "spec.selector", "spec.filters[0].ports[0]"}},
-		"malformed yaml":   {write("bad.yaml", "apiVersion: [\n"), exitError, []string{"document 1: invalid"}},
-		"garbage bytes":    {write("garbage.yaml", "\x00\x01\xff\xfe{{{"), exitError, []string{"invalid"}},
-		"wrong kind":       {write("pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"), exitError, []string{"want projectcalico.org/v3 PacketCapture"}},
-		"unknown field":    {write("typo.yaml", "apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: p}\nspec: {selectr: all()}\n"), exitError, []string{"selectr"}},
-		"missing file":     {filepath.Join(dir, "none.yaml"), exitUsage, nil},
+		"malformed yaml": {write("bad.yaml", "apiVersion: [\n"), exitError, []string{"document 1: invalid"}},
+		"garbage bytes":  {write("garbage.yaml", "\x00\x01\xff\xfe{{{"), exitError, []string{"invalid"}},
+		"wrong kind":     {write("pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"), exitError, []string{"want projectcalico.org/v3 PacketCapture"}},
+		"unknown field":  {write("typo.yaml", "apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: p}\nspec: {selectr: all()}\n"), exitError, []string{"selectr"}},
+		"missing file":   {filepath.Join(dir, "none.yaml"), exitUsage, nil},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

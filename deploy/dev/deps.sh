@@ -255,24 +255,31 @@ cmd_up() {
 	cat "$ENV_FILE" >&2
 }
 
-cmd_down() {
-	local f pid
-	[ -d "$PID_DIR" ] || { rm -rf "$DEV_DIR"; return 0; }
-	for f in "$PID_DIR"/*.pid; do
-		[ -e "$f" ] || continue
-		pid="$(cat "$f")"
-		# Each service leads its own process group (setsid); signal the group.
-		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-	done
-	for f in "$PID_DIR"/*.pid; do
-		[ -e "$f" ] || continue
-		pid="$(cat "$f")"
+# stop_one NAME stops one recorded service: TERM to its process group, up
+# to 10 s for a clean exit, then KILL.
+stop_one() {
+	local f="$PID_DIR/$1.pid" pid
+	[ -e "$f" ] || return 0
+	pid="$(cat "$f")"
+	# Each service leads its own process group (setsid); signal the group.
+	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$pid" 2>/dev/null; then
+		log "$1 did not stop within 10s of TERM; killing"
+		kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
 		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "$(basename "$f" .pid) did not stop on TERM; killing"
-			kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-		fi
-	done
+	fi
+	rm -f "$f"
+}
+
+cmd_down() {
+	[ -d "$PID_DIR" ] || { rm -rf "$DEV_DIR"; return 0; }
+	# Reverse start order: the API server before the etcd it talks to.
+	stop_one kube-apiserver &
+	stop_one s3 &
+	stop_one clickhouse &
+	wait
+	stop_one etcd
 	rm -rf "$DEV_DIR"
 	log "services stopped"
 }
