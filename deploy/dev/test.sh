@@ -13,7 +13,13 @@ if ! deploy/dev/deps.sh status >/dev/null 2>&1; then
 	deploy/dev/deps.sh up
 	started=1
 fi
-cleanup() { if [ "$started" = 1 ]; then deploy/dev/deps.sh down; fi; }
+log="$(mktemp -t capstream-test.XXXXXX)"
+summary=""
+cleanup() {
+	if [ "$started" = 1 ]; then deploy/dev/deps.sh down; fi
+	# The closing line CI reads: how many tests passed and failed.
+	if [ -n "$summary" ]; then echo "$summary"; fi
+}
 trap cleanup EXIT
 echo "test: services ready after $(($(date +%s) - start))s"
 
@@ -28,17 +34,35 @@ if [ -n "$out" ]; then
 fi
 go vet ./...
 
-go test -race -count=1 -timeout 40m ./...
+set +e
+go test -race -count=1 -timeout 40m -v ./... >"$log" 2>&1
+rc=$?
+set -e
+grep -E '^(ok|FAIL|panic:)|^[[:space:]]*--- FAIL' "$log" || true
+passed=$(grep -cE '^[[:space:]]*--- PASS' "$log" || true)
+failed=$(grep -cE '^[[:space:]]*--- FAIL' "$log" || true)
+skipped=$(grep -cE '^[[:space:]]*--- SKIP' "$log" || true)
+summary="test: $passed passed, $failed failed, $skipped skipped"
+if [ "$rc" != 0 ]; then
+	echo "test: go test failed; full output follows"
+	cat "$log"
+	exit "$rc"
+fi
 
 echo "test: fuzzing each target for $FUZZTIME"
+fuzzlog="$(mktemp -t capstream-fuzz.XXXXXX)"
 for pkg in $(go list ./...); do
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/capstream-fuzz.log 2>&1 || {
-			cat /tmp/capstream-fuzz.log
-			echo "test: fuzz $pkg $target failed"
+		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >"$fuzzlog" 2>&1; then
+			cat "$fuzzlog"
+			failed=$((failed + 1))
+			summary="test: $passed passed, $failed failed, $skipped skipped"
+			echo "test: fuzz $pkg $target failed (the failing input is under testdata/fuzz/$target)"
 			exit 1
-		}
+		fi
+		passed=$((passed + 1))
 		echo "fuzz ok   $pkg $target ($FUZZTIME)"
 	done
 done
+summary="test: $passed passed, $failed failed, $skipped skipped"
 echo "test: done in $(($(date +%s) - start))s"
