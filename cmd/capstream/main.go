@@ -44,12 +44,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, errNotBuilt):
-		fmt.Fprintf(stderr, "capstream: %v\n", err)
-		return exitNotBuilt
 	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "capstream: %v\nRun 'capstream --help' for usage.\n", err)
 		return exitUsage
+	case errors.Is(err, errNotFound):
+		fmt.Fprintf(stderr, "capstream: %v\n", err)
+		return exitNotFound
+	case errors.Is(err, errUnavailable):
+		fmt.Fprintf(stderr, "capstream: %v\n", err)
+		return exitUnavailable
+	case errors.Is(err, errNotBuilt):
+		fmt.Fprintf(stderr, "capstream: %v\n", err)
+		return exitNotBuilt
 	default:
 		fmt.Fprintf(stderr, "capstream: %v\n", err)
 		return exitError
@@ -79,9 +85,9 @@ User tools: validate, migrate, get, captured-packets, flows, version`,
 		notBuilt("producer", "Capture the selected endpoints on this node and publish packet batches", "issue 4"),
 		newSinkCmd(),
 		notBuilt("dev", "Run the whole pipeline in one process for a laptop or CI box", "issue 6"),
-		notBuilt("get", "Show PacketCaptures and their status at a glance", "issue 6"),
+		newGetCmd(),
 		newCapturedPacketsCmd(),
-		notBuilt("flows", "Show a capture's flows from ClickHouse", "issue 6"),
+		newFlowsCmd(),
 	)
 	return root
 }
@@ -98,22 +104,6 @@ func newSinkCmd() *cobra.Command {
 	c.AddCommand(
 		notBuilt("pcap", "Write rolling pcap objects to S3", "issue 5"),
 		notBuilt("flows", "Write flow records to ClickHouse", "issue 5"),
-	)
-	return c
-}
-
-func newCapturedPacketsCmd() *cobra.Command {
-	c := &cobra.Command{
-		Use:   "captured-packets",
-		Short: "Download or delete a capture's pcap objects",
-		Args:  cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			return usageError{errors.New("captured-packets needs a subcommand: copy or clean")}
-		},
-	}
-	c.AddCommand(
-		notBuilt("copy", "Download a capture's pcaps from S3", "issue 6"),
-		notBuilt("clean", "Delete a capture's pcaps from S3", "issue 6"),
 	)
 	return c
 }

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newFlowsCmd() *cobra.Command {
+	var ch chFlags
+	var namespace, where string
+	var limit int
+	c := &cobra.Command{
+		Use:   "flows NAME [-n NAMESPACE] [--where EXPR] [--limit N]",
+		Short: "Show a capture's flows from ClickHouse",
+		Long: `flows prints the flow records of one capture, oldest first: protocol, client
+and server, Zeek-style state and history, packets and bytes each way, and
+the DNS query, TLS SNI or HTTP Host when the traffic had one.
+
+--where adds a ClickHouse SQL condition over the flows table's columns,
+for example --where "resp_port = 443" or --where "dns_query != ''".`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			name := args[0]
+			if err := checkCaptureName(namespace, name); err != nil {
+				return err
+			}
+			if limit <= 0 {
+				return usageError{fmt.Errorf("--limit %d: must be positive", limit)}
+			}
+			if strings.Contains(where, ";") {
+				return usageError{errors.New("--where: one condition, no ';'")}
+			}
+			conn, err := ch.open()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			if err := conn.Ping(c.Context()); err != nil {
+				return fmt.Errorf("clickhouse %s: %w: %v", ch.addr, errUnavailable, err)
+			}
+			q := `SELECT start_time, start_ns, node, pod, protocol, orig_addr, orig_port, resp_addr, resp_port,
+				conn_state, history, orig_packets, resp_packets, orig_bytes, resp_bytes, dns_query, tls_sni, http_host
+				FROM flows FINAL WHERE namespace = ? AND capture = ?`
+			if where != "" {
+				q += " AND (" + where + ")"
+			}
+			q += fmt.Sprintf(" ORDER BY start_time, start_ns LIMIT %d", limit)
+			rows, err := conn.Query(c.Context(), q, namespace, name)
+			if err != nil {
+				return fmt.Errorf("query flows: %w", err)
+			}
+			defer rows.Close()
+			var out []flowRow
+			for rows.Next() {
+				var r flowRow
+				if err := rows.Scan(&r.start, &r.startNs, &r.node, &r.pod, &r.proto, &r.origAddr, &r.origPort, &r.respAddr, &r.respPort,
+					&r.state, &r.history, &r.origPkts, &r.respPkts, &r.origBytes, &r.respBytes, &r.dns, &r.sni, &r.host); err != nil {
+					return fmt.Errorf("read flows: %w", err)
+				}
+				out = append(out, r)
+			}
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("read flows: %w", err)
+			}
+			if len(out) == 0 && where == "" {
+				return fmt.Errorf("no flows recorded for capture %s/%s: %w", namespace, name, errNotFound)
+			}
+			return printFlows(c.OutOrStdout(), out)
+		},
+	}
+	ch.add(c.Flags())
+	c.Flags().StringVarP(&namespace, "namespace", "n", "default", "the capture's namespace")
+	c.Flags().StringVar(&where, "where", "", "extra SQL condition on the flows table")
+	c.Flags().IntVar(&limit, "limit", 50, "show at most this many flows")
+	return c
+}
+
+type flowRow struct {
+	start                                    time.Time
+	startNs                                  uint32
+	node, pod                                string
+	proto                                    uint8
+	origAddr, respAddr                       string
+	origPort, respPort                       uint16
+	state, history                           string
+	origPkts, respPkts, origBytes, respBytes uint64
+	dns, sni, host                           string
+}
+
+var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 132: "sctp", 136: "udplite"}
+
+func printFlows(w io.Writer, rows []flowRow) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "START\tNODE\tPROTO\tCLIENT\tSERVER\tSTATE\tHISTORY\tPACKETS\tBYTES\tL7")
+	for _, r := range rows {
+		proto := protoNames[r.proto]
+		if proto == "" {
+			proto = fmt.Sprint(r.proto)
+		}
+		l7 := ""
+		switch {
+		case r.dns != "":
+			l7 = "dns " + r.dns
+		case r.sni != "":
+			l7 = "sni " + r.sni
+		case r.host != "":
+			l7 = "host " + r.host
+		}
+		ts := r.start.Add(time.Duration(r.startNs)).UTC().Format("15:04:05.000")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\n", ts, r.node, proto,
+			hostPort(r.origAddr, r.origPort), hostPort(r.respAddr, r.respPort), dash(r.state), dash(r.history),
+			r.origPkts, r.respPkts, r.origBytes, r.respBytes, truncate(l7, 48))
+	}
+	return tw.Flush()
+}
+
+// hostPort prints a FixedString(16) address, IPv4 mapped into IPv6 shown as
+// IPv4.
+func hostPort(addr string, port uint16) string {
+	ip := net.IP([]byte(addr))
+	if len(ip) != net.IPv6len {
+		return "?"
+	}
+	return net.JoinHostPort(ip.String(), fmt.Sprint(port))
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

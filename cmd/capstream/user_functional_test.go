@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/capstream/capstream/internal/testenv"
+	chschema "github.com/capstream/capstream/schemas/clickhouse"
+	v3 "github.com/capstream/capstream/schemas/v3"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/minio/minio-go/v7"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+func TestGetPacketCaptures(t *testing.T) {
+	k := testenv.Kube(t)
+	ns := k.Namespace(t, nil)
+	pc := &v3.PacketCapture{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v3.SchemeGroupVersion.String(), Kind: v3.Kind},
+		ObjectMeta: metav1.ObjectMeta{Name: "sample-capture", Namespace: ns},
+		Spec:       v3.PacketCaptureSpec{Selector: `k8s-app == "sample-app"`},
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Create(t.Context(), &unstructured.Unstructured{Object: u}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := v3.StateCapturing
+	status := v3.PacketCaptureStatus{Packets: 1234, Bytes: 5 << 20, Drops: 7, Objects: 3,
+		Files: []v3.PacketCaptureFile{{Node: "node-a", State: &state}},
+		Conditions: []metav1.Condition{{Type: v3.ConditionReady, Status: metav1.ConditionTrue, Reason: "Capturing", Message: "ok", LastTransitionTime: metav1.Now()}}}
+	su, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(&status)
+	created.Object["status"] = su
+	if _, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).UpdateStatus(t.Context(), created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, name := range []string{"packetcaptures", "packetcapture.p"} {
+		code, out, errOut := runCmd(t, "get", name, "-n", ns, "--kubeconfig", k.Kubeconfig)
+		if code != exitOK {
+			t.Fatalf("get %s = %d %q", name, code, errOut)
+		}
+		for _, want := range []string{"sample-capture", "Capturing", "1234", "5.0MiB", "True"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("get %s output lacks %q:\n%s", name, want, out)
+			}
+		}
+	}
+	code, out, _ := runCmd(t, "get", "packetcaptures", "sample-capture", "-n", ns, "--kubeconfig", k.Kubeconfig, "-o", "json")
+	if code != exitOK || !strings.Contains(out, `"packets": 1234`) {
+		t.Errorf("get -o json = %d %s", code, out)
+	}
+	cases := map[string]struct {
+		args []string
+		code int
+		msg  string
+	}{
+		"missing capture": {[]string{"get", "packetcaptures", "nope", "-n", ns, "--kubeconfig", k.Kubeconfig}, exitNotFound, "not found"},
+		"bad name":        {[]string{"get", "packetcaptures", "Bad_Name", "-n", ns, "--kubeconfig", k.Kubeconfig}, exitUsage, "invalid capture name"},
+		"wrong resource":  {[]string{"get", "pods", "--kubeconfig", k.Kubeconfig}, exitUsage, "unknown resource"},
+		"unreachable":     {[]string{"get", "packetcaptures", "--kubeconfig", unreachableKubeconfig(t)}, exitUnavailable, "unavailable"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			code, _, errOut := runCmd(t, tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.msg) {
+				t.Errorf("exit %d stderr %q, want %d and %q", code, errOut, tc.code, tc.msg)
+			}
+		})
+	}
+}
+
+func unreachableKubeconfig(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n" +
+		"users: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestFlowsCommand(t *testing.T) {
+	db := testenv.ClickHouse(t)
+	if _, err := chschema.Migrate(t.Context(), db.Conn); err != nil {
+		t.Fatal(err)
+	}
+	batch, err := db.Conn.PrepareBatch(t.Context(), `INSERT INTO flows (namespace, capture, node, record_id, start_time, start_ns,
+		protocol, orig_addr, orig_port, resp_addr, resp_port, orig_packets, resp_packets, orig_bytes, resp_bytes, conn_state, history, dns_query, tls_sni)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	a, b := string(net.ParseIP("10.65.0.2").To16()), string(net.ParseIP("10.65.0.3").To16())
+	rows := []struct {
+		id         uint64
+		proto      uint8
+		port       uint16
+		state, dns string
+		sni        string
+	}{{1, 17, 53, "SF", "example.internal", ""}, {2, 6, 443, "SF", "", "api.example.internal"}}
+	for i, r := range rows {
+		if err := batch.Append("sample-namespace", "sample-capture", "node-a", r.id, start.Add(time.Duration(i)*time.Second), uint32(5),
+			r.proto, a, uint16(40000+i), b, r.port, uint64(3), uint64(2), uint64(300), uint64(200), r.state, "Dd", r.dns, r.sni); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--clickhouse-addr", db.Addr, "--clickhouse-database", db.Database}
+	code, out, errOut := runCmd(t, append([]string{"flows", "sample-capture", "-n", "sample-namespace"}, base...)...)
+	if code != exitOK {
+		t.Fatalf("flows = %d %q", code, errOut)
+	}
+	for _, want := range []string{"10.65.0.2:40000", "10.65.0.3:53", "udp", "dns example.internal", "tcp", "sni api.example.internal", "3/2", "300/200"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("flows output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = runCmd(t, append([]string{"flows", "sample-capture", "-n", "sample-namespace", "--where", "resp_port = 443"}, base...)...)
+	if code != exitOK || strings.Contains(out, ":53") || !strings.Contains(out, ":443") {
+		t.Errorf("flows --where = %d:\n%s", code, out)
+	}
+	cases := map[string]struct {
+		args []string
+		code int
+	}{
+		"missing capture": {append([]string{"flows", "nope", "-n", "sample-namespace"}, base...), exitNotFound},
+		"bad name":        {append([]string{"flows", "../x", "-n", "sample-namespace"}, base...), exitUsage},
+		"unreachable":     {[]string{"flows", "sample-capture", "--clickhouse-addr", "127.0.0.1:1"}, exitUnavailable},
+		"bad where":       {append([]string{"flows", "sample-capture", "-n", "sample-namespace", "--where", "no_such_column = 1"}, base...), exitError},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			code, _, errOut := runCmd(t, tc.args...)
+			if code != tc.code || errOut == "" {
+				t.Errorf("exit %d stderr %q, want %d", code, errOut, tc.code)
+			}
+		})
+	}
+}
+
+// putPcap stores a pcap object the way the pcap sink lays them out.
+func putPcap(t *testing.T, b *testenv.S3Bucket, key string, stamps ...int64) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := pcapgo.NewWriterNanos(&buf)
+	if err := w.WriteFileHeader(262144, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range stamps {
+		data := []byte(fmt.Sprintf("packet at %d", ns))
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(0, ns), CaptureLength: len(data), Length: len(data)}, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	meta := map[string]string{
+		metaFirstTime: time.Unix(0, stamps[0]).UTC().Format(time.RFC3339Nano),
+		metaLastTime:  time.Unix(0, stamps[len(stamps)-1]).UTC().Format(time.RFC3339Nano),
+		metaSHA256:    hex.EncodeToString(sum[:]),
+	}
+	if _, err := b.Client.PutObject(t.Context(), b.Bucket, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
+		minio.PutObjectOptions{UserMetadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestCapturedPacketsCopyAndClean(t *testing.T) {
+	b := testenv.S3(t)
+	t.Setenv("CAPSTREAM_S3_ENDPOINT", b.Endpoint)
+	t.Setenv("CAPSTREAM_S3_ACCESS_KEY", b.AccessKey)
+	t.Setenv("CAPSTREAM_S3_SECRET_KEY", b.SecretKey)
+	t.Setenv("CAPSTREAM_S3_BUCKET", b.Bucket)
+	sec := int64(time.Second)
+	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC).UnixNano()
+	objA1 := putPcap(t, b, "capstream/ns1/cap/node-a/pod-a_cali1/20261127T100000.000000000Z-1.pcap", t0, t0+2*sec)
+	putPcap(t, b, "capstream/ns1/cap/node-a/pod-a_cali1/20261127T100004.000000000Z-9.pcap", t0+4*sec, t0+5*sec)
+	putPcap(t, b, "capstream/ns1/cap/node-b/pod-b_cali2/20261127T100001.000000000Z-3.pcap", t0+1*sec, t0+3*sec)
+	putPcap(t, b, "capstream/ns1/other/node-a/pod-a_cali1/20261127T100000.000000000Z-1.pcap", t0)
+
+	dir := t.TempDir()
+	code, out, errOut := runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "-d", dir)
+	if code != exitOK || !strings.Contains(out, "downloaded 3 objects") {
+		t.Fatalf("copy = %d %q %q", code, out, errOut)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "node-a/pod-a_cali1/20261127T100000.000000000Z-1.pcap"))
+	if err != nil || !bytes.Equal(got, objA1) {
+		t.Errorf("downloaded object differs or is missing: %v", err)
+	}
+	if !strings.Contains(errOut, "download:") {
+		t.Errorf("no progress on stderr: %q", errOut)
+	}
+
+	mdir := t.TempDir()
+	code, out, errOut = runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "--merge", "-d", mdir)
+	if code != exitOK || !strings.Contains(out, "6 packets") {
+		t.Fatalf("copy --merge = %d %q %q", code, out, errOut)
+	}
+	stamps := readStamps(t, filepath.Join(mdir, "ns1_cap.pcap"))
+	want := []int64{t0, t0 + sec, t0 + 2*sec, t0 + 3*sec, t0 + 4*sec, t0 + 5*sec}
+	if fmt.Sprint(stamps) != fmt.Sprint(want) {
+		t.Errorf("merged stamps %v, want %v", stamps, want)
+	}
+	if entries, _ := os.ReadDir(mdir); len(entries) != 1 {
+		t.Errorf("merge left %d entries in the directory, want only the merged pcap", len(entries))
+	}
+
+	ndir := t.TempDir()
+	code, out, _ = runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "--node", "node-b", "-q", "-d", ndir)
+	if code != exitOK || !strings.Contains(out, "downloaded 1 objects") {
+		t.Errorf("copy --node = %d %q", code, out)
+	}
+	wdir := t.TempDir()
+	code, out, _ = runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "--since", "2026-11-27T10:00:03.5Z", "-q", "-d", wdir)
+	if code != exitOK || !strings.Contains(out, "downloaded 1 objects") {
+		t.Errorf("copy --since = %d %q", code, out)
+	}
+
+	for name, tc := range map[string]struct {
+		args []string
+		code int
+	}{
+		"missing capture": {[]string{"captured-packets", "copy", "nope", "-n", "ns1", "-d", t.TempDir()}, exitNotFound},
+		"bad name":        {[]string{"captured-packets", "copy", "a/../b", "-n", "ns1", "-d", t.TempDir()}, exitUsage},
+		"no dir":          {[]string{"captured-packets", "copy", "cap", "-n", "ns1"}, exitUsage},
+		"bad since":       {[]string{"captured-packets", "copy", "cap", "-n", "ns1", "--since", "yesterday", "-d", t.TempDir()}, exitUsage},
+		"unreachable":     {[]string{"captured-packets", "copy", "cap", "-n", "ns1", "--s3-endpoint", "127.0.0.1:1", "-d", t.TempDir()}, exitUnavailable},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, _, errOut := runCmd(t, tc.args...)
+			if code != tc.code || errOut == "" {
+				t.Errorf("exit %d stderr %q, want %d", code, errOut, tc.code)
+			}
+		})
+	}
+
+	code, out, errOut = runCmd(t, "captured-packets", "clean", "cap", "-n", "ns1")
+	if code != exitOK || !strings.Contains(out, "deleted 3 objects") {
+		t.Fatalf("clean = %d %q %q", code, out, errOut)
+	}
+	if code, _, _ := runCmd(t, "captured-packets", "clean", "cap", "-n", "ns1"); code != exitNotFound {
+		t.Errorf("second clean = %d, want not found", code)
+	}
+	if _, err := b.Client.StatObject(t.Context(), b.Bucket, "capstream/ns1/other/node-a/pod-a_cali1/20261127T100000.000000000Z-1.pcap", minio.StatObjectOptions{}); err != nil {
+		t.Errorf("clean removed another capture's object: %v", err)
+	}
+}
+
+func readStamps(t *testing.T, path string) []int64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int64
+	for {
+		_, ci, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ci.Timestamp.UnixNano())
+	}
+}
