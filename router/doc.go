@@ -1,7 +1,20 @@
 // Package router turns PacketCapture resources into per-node capture
 // commands on JetStream and writes the nodes' status back to the resources.
 //
-// This file set so far holds ValidatePacketCapture, the one check of what
-// the CRD's OpenAPI schema cannot express; the router and the CLI both call
-// it so a capture is judged the same way everywhere.
+// The pieces, each in its own file:
+//   - reconciler.go: the pure decision. Decide maps a capture, its
+//     namespace and pods to one complete command per node; it does no I/O
+//     and is unit-tested without a server.
+//   - publisher.go: CAPSTREAM_COMMANDS as a last-value store. It remembers
+//     the last command per subject (read back from the stream when a term
+//     starts) and publishes only what differs, plus a stop for every node
+//     that no longer has endpoints.
+//   - status.go: the status consumer and the status subresource writer.
+//   - handlers.go: informer events to the captures they affect.
+//   - validate.go: ValidatePacketCapture, shared with the CLI.
+//
+// Lifecycle: New checks the configuration and allocates; Run starts the
+// informers, campaigns for a coordination.k8s.io Lease and, while leading,
+// runs the workqueues and the status consumer. Every goroutine is started by
+// Run and has ended when it returns; a cancelled context returns nil.
 package router

@@ -44,7 +44,7 @@ func TestGetPacketCaptures(t *testing.T) {
 	}
 	state := v3.StateCapturing
 	status := v3.PacketCaptureStatus{Packets: 1234, Bytes: 5 << 20, Drops: 7, Objects: 3,
-		Files: []v3.PacketCaptureFile{{Node: "node-a", State: &state}},
+		Files:      []v3.PacketCaptureFile{{Node: "node-a", State: &state}},
 		Conditions: []metav1.Condition{{Type: v3.ConditionReady, Status: metav1.ConditionTrue, Reason: "Capturing", Message: "ok", LastTransitionTime: metav1.Now()}}}
 	su, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(&status)
 	created.Object["status"] = su

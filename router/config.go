@@ -1,0 +1,234 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/capstream/capstream/schemas"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Config is the router's own section of the configuration. Connection
+// settings for Kubernetes and NATS are separate sections (KubeConfig,
+// NATSConfig) because main turns them into clients and hands those over in
+// Deps; the router itself never reads files or the environment.
+type Config struct {
+	// InterfacePrefix is the prefix of the host-side veth names, "cali" for
+	// Calico. With the 11 hex digits of the name it must fit IFNAMSIZ, so
+	// it is 1 to 4 bytes. Default "cali".
+	InterfacePrefix string `yaml:"interfacePrefix"`
+	// SnapLength is the bytes kept per packet, written into every command.
+	// Veths keep GRO/TSO, so frames of 64 KiB and more are common; the
+	// default is schemas.MaxSnapLength (262144) so none is truncated.
+	SnapLength int `yaml:"snapLength"`
+	// Workers is the number of captures reconciled concurrently. Default 2.
+	Workers int `yaml:"workers"`
+	// ResyncPeriod is the informers' resync period: every capture is
+	// reconciled again this often, which is a no-op unless something was
+	// missed. Default 10m; 0 disables resync.
+	ResyncPeriod time.Duration `yaml:"resyncPeriod"`
+	// StatusFlushDelay coalesces status writes: reports for one capture that
+	// arrive within this delay end up in one status update. Default 1s.
+	StatusFlushDelay time.Duration `yaml:"statusFlushDelay"`
+	// RetryBaseDelay and RetryMaxDelay bound the per-capture exponential
+	// backoff after a failed reconcile or status write. Defaults 100ms, 1m.
+	RetryBaseDelay time.Duration `yaml:"retryBaseDelay"`
+	RetryMaxDelay  time.Duration `yaml:"retryMaxDelay"`
+	// StartupTimeout bounds the wait for the first informer sync and for
+	// reading the published commands when becoming leader. Default 2m.
+	StartupTimeout time.Duration `yaml:"startupTimeout"`
+	// GracePeriod bounds the work done after shutdown starts: draining the
+	// status consumer and releasing the lease. Default 10s.
+	GracePeriod time.Duration `yaml:"gracePeriod"`
+	// Namespace limits the router to the captures and pods of one
+	// namespace; empty (the default) watches all. Meant for tests and
+	// development clusters shared by several routers, each with its own
+	// NATS: commands of captures outside the namespace are left alone.
+	Namespace string `yaml:"namespace"`
+	// LeaderElection makes one replica of several the active one.
+	LeaderElection LeaderElectionConfig `yaml:"leaderElection"`
+}
+
+// LeaderElectionConfig configures the coordination.k8s.io Lease that elects
+// the one router replica that publishes commands and writes status.
+type LeaderElectionConfig struct {
+	// Enabled turns election on. When off, the router acts as leader at
+	// once: only safe with a single replica. Default true.
+	Enabled bool `yaml:"enabled"`
+	// Namespace and Name locate the Lease. Defaults "default",
+	// "capstream-router". In a cluster use the router's own namespace
+	// (CAPSTREAM_ROUTER_ROUTER_LEADERELECTION_NAMESPACE from the downward API).
+	Namespace string `yaml:"namespace"`
+	Name      string `yaml:"name"`
+	// Identity names this replica in the Lease; empty means the host name
+	// plus a random suffix, chosen by main.
+	Identity string `yaml:"identity"`
+	// LeaseDuration is how long a lease holds without renewal: the longest
+	// time without a leader after the leader dies. Default 15s.
+	LeaseDuration time.Duration `yaml:"leaseDuration"`
+	// RenewDeadline is how long the leader keeps trying to renew before it
+	// gives up leadership. Must be below LeaseDuration. Default 10s.
+	RenewDeadline time.Duration `yaml:"renewDeadline"`
+	// RetryPeriod is the interval between acquire or renew attempts.
+	// Default 2s.
+	RetryPeriod time.Duration `yaml:"retryPeriod"`
+}
+
+// KubeConfig says how to reach the API server.
+type KubeConfig struct {
+	// Kubeconfig is a kubeconfig file; empty means in-cluster configuration
+	// (the pod's service account).
+	Kubeconfig string `yaml:"kubeconfig"`
+	// QPS and Burst bound the client's request rate. Defaults 50 and 100.
+	QPS   float32 `yaml:"qps"`
+	Burst int     `yaml:"burst"`
+}
+
+// NATSConfig says how to reach NATS. At most one of CredsFile,
+// User/Password and Token is used.
+type NATSConfig struct {
+	// URL is one or more comma-separated server URLs. Default
+	// "nats://127.0.0.1:4222".
+	URL string `yaml:"url"`
+	// CredsFile is a NATS credentials (JWT + nkey seed) file.
+	CredsFile string `yaml:"credsFile"`
+	// User and Password authenticate with a user name.
+	User     string `yaml:"user"`
+	Password string `yaml:"password" secret:"true"`
+	// Token authenticates with a token.
+	Token string `yaml:"token" secret:"true"`
+}
+
+// DefaultConfig returns the router defaults.
+func DefaultConfig() Config {
+	return Config{
+		InterfacePrefix:  "cali",
+		SnapLength:       schemas.MaxSnapLength,
+		Workers:          2,
+		ResyncPeriod:     10 * time.Minute,
+		StatusFlushDelay: time.Second,
+		RetryBaseDelay:   100 * time.Millisecond,
+		RetryMaxDelay:    time.Minute,
+		StartupTimeout:   2 * time.Minute,
+		GracePeriod:      10 * time.Second,
+		LeaderElection: LeaderElectionConfig{
+			Enabled:       true,
+			Namespace:     "default",
+			Name:          "capstream-router",
+			LeaseDuration: 15 * time.Second,
+			RenewDeadline: 10 * time.Second,
+			RetryPeriod:   2 * time.Second,
+		},
+	}
+}
+
+// DefaultKubeConfig returns in-cluster defaults.
+func DefaultKubeConfig() KubeConfig {
+	return KubeConfig{QPS: 50, Burst: 100}
+}
+
+// DefaultNATSConfig returns a local server without authentication.
+func DefaultNATSConfig() NATSConfig {
+	return NATSConfig{URL: "nats://127.0.0.1:4222"}
+}
+
+// maxInterfacePrefix leaves room for the 11 hex digits in IFNAMSIZ-1.
+const maxInterfacePrefix = schemas.MaxInterfaceLength - ifaceHashDigits
+
+// Validate returns every problem with c, joined.
+func (c Config) Validate() error {
+	var errs []error
+	if n := len(c.InterfacePrefix); n == 0 || n > maxInterfacePrefix {
+		errs = append(errs, fmt.Errorf("router.interfacePrefix %q: want 1 to %d bytes", c.InterfacePrefix, maxInterfacePrefix))
+	} else if err := schemas.CheckInterface(c.InterfacePrefix); err != nil {
+		errs = append(errs, fmt.Errorf("router.interfacePrefix: %w", err))
+	}
+	if c.SnapLength < 1 || c.SnapLength > schemas.MaxSnapLength {
+		errs = append(errs, fmt.Errorf("router.snapLength %d: want 1 to %d", c.SnapLength, schemas.MaxSnapLength))
+	}
+	if c.Workers < 1 || c.Workers > 64 {
+		errs = append(errs, fmt.Errorf("router.workers %d: want 1 to 64", c.Workers))
+	}
+	if c.ResyncPeriod < 0 {
+		errs = append(errs, fmt.Errorf("router.resyncPeriod %s: must not be negative", c.ResyncPeriod))
+	}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"statusFlushDelay", c.StatusFlushDelay}, {"retryBaseDelay", c.RetryBaseDelay},
+		{"retryMaxDelay", c.RetryMaxDelay}, {"startupTimeout", c.StartupTimeout}, {"gracePeriod", c.GracePeriod},
+	} {
+		if d.d <= 0 {
+			errs = append(errs, fmt.Errorf("router.%s %s: must be positive", d.name, d.d))
+		}
+	}
+	if c.RetryMaxDelay < c.RetryBaseDelay {
+		errs = append(errs, fmt.Errorf("router.retryMaxDelay %s: below retryBaseDelay %s", c.RetryMaxDelay, c.RetryBaseDelay))
+	}
+	// The status consumer's ack wait must cover the coalescing delay, or
+	// reports would be redelivered while they wait for their write.
+	if c.StatusFlushDelay >= schemas.RouterStatusAckWait/2 {
+		errs = append(errs, fmt.Errorf("router.statusFlushDelay %s: must be under %s", c.StatusFlushDelay, schemas.RouterStatusAckWait/2))
+	}
+	if c.Namespace != "" {
+		if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("router.namespace %q: %s", c.Namespace, msgs[0]))
+		}
+	}
+	if err := c.LeaderElection.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the lease timings the way client-go's elector does, so a
+// bad combination is reported at --check rather than at start.
+func (c LeaderElectionConfig) Validate() error {
+	if !c.Enabled {
+		return nil
+	}
+	var errs []error
+	if c.Namespace == "" || c.Name == "" {
+		errs = append(errs, errors.New("router.leaderElection: namespace and name are required"))
+	}
+	if c.RetryPeriod <= 0 || c.RenewDeadline <= 0 || c.LeaseDuration <= 0 {
+		errs = append(errs, errors.New("router.leaderElection: leaseDuration, renewDeadline and retryPeriod must be positive"))
+	}
+	if c.LeaseDuration <= c.RenewDeadline {
+		errs = append(errs, fmt.Errorf("router.leaderElection.leaseDuration %s: must exceed renewDeadline %s", c.LeaseDuration, c.RenewDeadline))
+	}
+	// client-go requires renewDeadline > retryPeriod * JitterFactor (1.2).
+	if float64(c.RenewDeadline) <= 1.2*float64(c.RetryPeriod) {
+		errs = append(errs, fmt.Errorf("router.leaderElection.renewDeadline %s: must exceed 1.2 x retryPeriod %s", c.RenewDeadline, c.RetryPeriod))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the client rate limits.
+func (c KubeConfig) Validate() error {
+	if c.QPS <= 0 || c.Burst < 1 {
+		return fmt.Errorf("kube: qps %g and burst %d must be positive", c.QPS, c.Burst)
+	}
+	return nil
+}
+
+// Validate checks that a server is named and at most one credential kind is
+// set.
+func (c NATSConfig) Validate() error {
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, errors.New("nats.url is required"))
+	}
+	kinds := 0
+	for _, set := range []bool{c.CredsFile != "", c.User != "" || c.Password != "", c.Token != ""} {
+		if set {
+			kinds++
+		}
+	}
+	if kinds > 1 {
+		errs = append(errs, errors.New("nats: set only one of credsFile, user/password and token"))
+	}
+	return errors.Join(errs...)
+}
