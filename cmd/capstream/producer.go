@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/capstream/capstream/internal/config"
+	// Aliased: package main has a func run.
+	svc "github.com/capstream/capstream/internal/run"
+	"github.com/capstream/capstream/producer"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+)
+
+// producerEnvPrefix prefixes the producer's environment overrides; the
+// DaemonSet sets CAPSTREAM_PRODUCER_NODE from the downward API
+// (spec.nodeName).
+const producerEnvPrefix = "CAPSTREAM_PRODUCER"
+
+// producerSettings is the producer binary's configuration file. Node and
+// NATS sit at the top so their overrides are CAPSTREAM_PRODUCER_NODE and
+// CAPSTREAM_PRODUCER_NATS_URL; they are copied into the producer section.
+type producerSettings struct {
+	// Node is the Kubernetes node this producer captures on. Required.
+	Node string `yaml:"node"`
+	// NATS is the NATS connection.
+	NATS producer.NATSConfig `yaml:"nats"`
+	// Log configures the logger.
+	Log svc.LogConfig `yaml:"log"`
+	// HTTP is the health and metrics listener.
+	HTTP svc.HTTPConfig `yaml:"http"`
+	// Producer configures capture, batching and publishing.
+	Producer producer.Config `yaml:"producer"`
+}
+
+func defaultProducerSettings() *producerSettings {
+	p := producer.DefaultConfig()
+	return &producerSettings{
+		NATS:     p.NATS,
+		Log:      svc.LogConfig{Level: "info", Format: "auto"},
+		HTTP:     svc.HTTPConfig{Listen: ":8080"},
+		Producer: p,
+	}
+}
+
+// Validate copies the top-level node and NATS settings into the producer
+// section (config.Load calls it after the overrides) and checks it all.
+func (s *producerSettings) Validate() error {
+	s.Producer.Node = s.Node
+	s.Producer.NATS = s.NATS
+	return errors.Join(s.Log.Validate(), s.Producer.Validate())
+}
+
+func newProducerCmd() *cobra.Command {
+	var path string
+	var check, dump bool
+	c := &cobra.Command{
+		Use:   "producer",
+		Short: "Capture the selected endpoints on this node and publish packet batches",
+		Long: `producer runs on every node (DaemonSet, hostNetwork). It follows the node's
+capture commands in JetStream, captures the selected pod interfaces with
+AF_PACKET, and publishes batches of pcap records to CAPSTREAM_PACKETS.
+
+Configuration: --config FILE (see deploy/dev/producer.yaml), then environment
+overrides CAPSTREAM_PRODUCER_<PATH>, e.g. CAPSTREAM_PRODUCER_NODE (set from
+spec.nodeName) and CAPSTREAM_PRODUCER_NATS_URL.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg := defaultProducerSettings()
+			if err := config.Load(path, producerEnvPrefix, os.Environ(), cfg); err != nil {
+				return usageError{err}
+			}
+			if dump {
+				return config.Dump(c.OutOrStdout(), cfg)
+			}
+			if check {
+				fmt.Fprintln(c.OutOrStdout(), "config ok")
+				return nil
+			}
+			return runProducer(c.Context(), cfg)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&path, "config", "", "YAML configuration file")
+	f.BoolVar(&check, "check", false, "validate the configuration and exit")
+	f.BoolVar(&dump, "dump", false, "print the effective configuration (secrets redacted) and exit")
+	return c
+}
+
+// runProducer runs the producer and the health/metrics server until a
+// signal arrives or one of them fails.
+func runProducer(parent context.Context, cfg *producerSettings) error {
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := svc.NewLogger(cfg.Log)
+	reg := svc.NewRegistry()
+	p, err := producer.New(cfg.Producer, producer.Deps{Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	srv := svc.NewServer(cfg.HTTP, reg, map[string]svc.Check{"producer": p.Ready}, logger)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	return g.Wait()
+}

@@ -1,0 +1,545 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/capstream/capstream/producer/filter"
+	"github.com/capstream/capstream/producer/source"
+	"github.com/capstream/capstream/schemas"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/net/bpf"
+)
+
+var errSubjectMismatch = fmt.Errorf("%w: command does not match its subject or node", schemas.ErrMalformed)
+
+// Interface loop states.
+const (
+	ifWaiting   int32 = iota // interface missing or not opened yet
+	ifOpen                   // capturing, no packet yet
+	ifCapturing              // packets seen
+	ifError                  // failed for good (filter refused)
+	ifEnded                  // replay reached its end
+)
+
+// manager owns the captures. Only its run goroutine touches the map; the
+// interface loops report through atomics and the changed channel.
+type manager struct {
+	p        *Producer
+	js       jetstream.JetStream
+	pub      *publisher
+	flushCtx context.Context // lives until the grace period ends
+
+	captures map[schemas.Key]*capture
+	// seqs keeps each (capture UID, interface) batch sequence across
+	// restarts of its loop within this process, so Msg-IDs never repeat.
+	seqs    map[string]*uint64
+	changed chan struct{}
+	timers  chan schemas.Key
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// capture is one capture on this node.
+type capture struct {
+	key       schemas.Key
+	cmd       *schemas.Command
+	filter    []bpf.RawInstruction
+	snap      int
+	subject   string
+	statusSub string
+	ctr       *counters
+	ifaces    map[string]*ifaceLoop
+	failed    string // the command cannot be captured (filter refused)
+	scheduled bool   // start time ahead
+	finished  bool
+	ran       bool // started in this process, so Finished is worth reporting
+	reported  schemas.State
+	timer     *time.Timer
+}
+
+// ifaceLoop is the goroutine capturing one interface of a capture.
+type ifaceLoop struct {
+	ep     schemas.Endpoint
+	cancel context.CancelFunc
+	done   chan struct{}
+	state  atomic.Int32
+}
+
+func newManager(p *Producer, js jetstream.JetStream, pub *publisher, flushCtx context.Context) *manager {
+	return &manager{
+		p: p, js: js, pub: pub, flushCtx: flushCtx,
+		captures: map[schemas.Key]*capture{},
+		seqs:     map[string]*uint64{},
+		changed:  make(chan struct{}, 1),
+		timers:   make(chan schemas.Key, 16),
+		done:     make(chan struct{}),
+	}
+}
+
+// notify tells the manager that some interface changed state.
+func (m *manager) notify() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+// run applies commands and reports status until ctx ends.
+func (m *manager) run(ctx context.Context, cmds <-chan jetstream.Msg) {
+	defer close(m.done)
+	tick := time.NewTicker(m.p.cfg.StatusInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-cmds:
+			m.handle(msg)
+		case k := <-m.timers:
+			if c := m.captures[k]; c != nil {
+				m.evaluate(c)
+				m.report(c, false)
+			}
+		case <-m.changed:
+			for _, c := range m.captures {
+				m.report(c, false)
+			}
+			m.gauges()
+		case <-tick.C:
+			for _, c := range m.captures {
+				m.report(c, true)
+			}
+			m.gauges()
+		}
+	}
+}
+
+func (m *manager) handle(msg jetstream.Msg) {
+	cmd, err := m.p.decodeCommand(msg)
+	if err != nil {
+		m.p.m.commands.WithLabelValues("invalid").Inc()
+		m.p.logger.Warn("ignoring invalid command", "subject", msg.Subject(), "error", err)
+		return
+	}
+	key := schemas.Key{Namespace: cmd.Namespace, Name: cmd.Name, Node: cmd.Node}
+	old := m.captures[key]
+	log := m.p.logger.With("namespace", cmd.Namespace, "capture", cmd.Name, "uid", cmd.UID, "generation", cmd.Generation)
+	if cmd.Action == schemas.ActionStop {
+		m.p.m.commands.WithLabelValues("stop").Inc()
+		if old != nil && !old.finished {
+			log.Info("stopping capture")
+			m.finish(old)
+			m.report(old, false)
+		}
+		return
+	}
+	m.p.m.commands.WithLabelValues("capture").Inc()
+	if old != nil && old.cmd.UID == cmd.UID && sameSpec(old.cmd, cmd) && old.failed == "" && !old.finished {
+		log.Info("updating capture endpoints", "endpoints", len(cmd.Endpoints))
+		old.cmd = cmd
+		if !old.scheduled {
+			m.syncIfaces(old)
+		}
+		m.report(old, false)
+		return
+	}
+	var ctr *counters
+	if old != nil {
+		m.stop(old)
+		if old.cmd.UID == cmd.UID {
+			ctr = old.ctr // same capture, new spec: totals carry on
+		} else if old.ran && !old.finished {
+			old.finished = true
+			m.report(old, false)
+		}
+	}
+	log.Info("starting capture", "endpoints", len(cmd.Endpoints), "filters", len(cmd.Filters))
+	c := m.newCapture(key, cmd, ctr)
+	m.captures[key] = c
+	m.evaluate(c)
+	m.gauges()
+	m.report(c, false)
+}
+
+// sameSpec reports whether b differs from a only in endpoints, which can
+// change without restarting the other interfaces.
+func sameSpec(a, b *schemas.Command) bool {
+	return reflect.DeepEqual(a.Filters, b.Filters) && a.SnapLength == b.SnapLength &&
+		reflect.DeepEqual(a.StartTime, b.StartTime) && reflect.DeepEqual(a.EndTime, b.EndTime)
+}
+
+func (m *manager) newCapture(key schemas.Key, cmd *schemas.Command, ctr *counters) *capture {
+	if ctr == nil {
+		ctr = &counters{}
+	}
+	c := &capture{key: key, cmd: cmd, ctr: ctr, ifaces: map[string]*ifaceLoop{}}
+	c.snap = cmd.SnapLength
+	if c.snap == 0 {
+		c.snap = m.p.cfg.DefaultSnapLength
+	}
+	var err error
+	if c.subject, err = schemas.PacketSubject(key.Namespace, key.Name, key.Node); err == nil {
+		c.statusSub, err = schemas.StatusSubject(key.Namespace, key.Name, key.Node)
+	}
+	if err == nil {
+		c.filter, err = filter.Assemble(cmd.Filters, uint32(c.snap))
+	}
+	if err != nil {
+		c.failed = err.Error()
+		c.ctr.setError(c.failed)
+		m.p.logger.Warn("capture refused", "namespace", key.Namespace, "capture", key.Name, "error", err)
+	}
+	return c
+}
+
+// evaluate starts or finishes c according to its times.
+func (m *manager) evaluate(c *capture) {
+	if c.failed != "" || c.finished {
+		return
+	}
+	now := time.Now()
+	if c.cmd.EndTime != nil && !c.cmd.EndTime.After(now) {
+		m.finish(c)
+		return
+	}
+	if c.cmd.StartTime != nil && c.cmd.StartTime.After(now) {
+		c.scheduled = true
+		m.arm(c, c.cmd.StartTime.Sub(now))
+		return
+	}
+	c.scheduled = false
+	c.ran = true
+	m.syncIfaces(c)
+	if c.cmd.EndTime != nil {
+		m.arm(c, c.cmd.EndTime.Sub(now))
+	}
+}
+
+// arm schedules a re-evaluation of c after d.
+func (m *manager) arm(c *capture, d time.Duration) {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	key := c.key
+	c.timer = time.AfterFunc(d, func() {
+		select {
+		case m.timers <- key:
+		case <-m.done:
+		}
+	})
+}
+
+// syncIfaces starts loops for new endpoints and stops those no longer
+// listed.
+func (m *manager) syncIfaces(c *capture) {
+	want := map[string]schemas.Endpoint{}
+	for _, ep := range c.cmd.Endpoints {
+		want[ep.Interface] = ep
+	}
+	for name, l := range c.ifaces {
+		if ep, ok := want[name]; !ok || ep.Pod != l.ep.Pod || ep.Namespace != l.ep.Namespace {
+			l.cancel()
+			<-l.done
+			delete(c.ifaces, name)
+		}
+	}
+	for name, ep := range want {
+		if _, ok := c.ifaces[name]; ok {
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		l := &ifaceLoop{ep: ep, cancel: cancel, done: make(chan struct{})}
+		c.ifaces[name] = l
+		uid := c.cmd.UID // c.cmd is the manager's to replace; loops get a copy
+		seqKey := uid + "/" + name
+		seq := m.seqs[seqKey]
+		if seq == nil {
+			seq = new(uint64)
+			m.seqs[seqKey] = seq
+		}
+		m.wg.Go(func() {
+			defer close(l.done)
+			m.runIface(ctx, c, uid, l, seq)
+		})
+	}
+}
+
+// stop ends every interface loop of c and waits for them (each flushes).
+func (m *manager) stop(c *capture) {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	for _, l := range c.ifaces {
+		l.cancel()
+	}
+	for name, l := range c.ifaces {
+		<-l.done
+		delete(c.ifaces, name)
+	}
+}
+
+// finish stops c for good: a stop command or its end time.
+func (m *manager) finish(c *capture) {
+	m.stop(c)
+	c.finished = true
+	c.scheduled = false
+}
+
+// stopAll stops every capture at shutdown, without marking them finished
+// (the next producer run picks them up again) and keeping their loops'
+// last states for the final report.
+func (m *manager) stopAll() {
+	for _, c := range m.captures {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		for _, l := range c.ifaces {
+			l.cancel()
+		}
+	}
+	m.wg.Wait()
+}
+
+// ifStateNames label the interfaces gauge.
+var ifStateNames = [...]string{ifWaiting: "waiting", ifOpen: "open", ifCapturing: "capturing", ifError: "error", ifEnded: "ended"}
+
+// gauges refreshes the capture and interface gauges.
+func (m *manager) gauges() {
+	var n [len(ifStateNames)]int
+	active := 0
+	for _, c := range m.captures {
+		if !c.finished && c.failed == "" {
+			active++
+		}
+		for _, l := range c.ifaces {
+			n[l.state.Load()]++
+		}
+	}
+	m.p.m.captures.Set(float64(active))
+	for i, name := range ifStateNames {
+		m.p.m.interfaces.WithLabelValues(name).Set(float64(n[i]))
+	}
+}
+
+// state is the capture's state for status.
+func (m *manager) state(c *capture) schemas.State {
+	switch {
+	case c.failed != "":
+		return schemas.StateError
+	case c.finished:
+		return schemas.StateFinished
+	case c.scheduled:
+		return schemas.StateScheduled
+	}
+	ended, capturing := 0, false
+	for _, l := range c.ifaces {
+		switch l.state.Load() {
+		case ifError:
+			return schemas.StateError
+		case ifEnded:
+			ended++
+		case ifCapturing:
+			capturing = true
+		}
+	}
+	switch {
+	case len(c.ifaces) > 0 && ended == len(c.ifaces):
+		return schemas.StateFinished
+	case capturing:
+		return schemas.StateCapturing
+	}
+	return schemas.StateWaitingForTraffic
+}
+
+// report publishes c's status when its state changed, or always when
+// periodic (except for captures at rest: finished or failed).
+func (m *manager) report(c *capture, periodic bool) {
+	st := m.state(c)
+	if st == c.reported && (!periodic || st == schemas.StateFinished || st == schemas.StateError) {
+		return
+	}
+	if st == schemas.StateFinished && !c.ran && c.reported == "" {
+		// Replayed stop of a capture this process never ran: nothing
+		// to add to what an earlier run reported.
+		c.reported = st
+		return
+	}
+	c.reported = st
+	m.publishStatus(c, st)
+}
+
+// reportAll publishes every capture's status once, at shutdown.
+func (m *manager) reportAll() {
+	for _, c := range m.captures {
+		if c.ran || c.failed != "" {
+			m.publishStatus(c, m.state(c))
+		}
+	}
+}
+
+func (m *manager) publishStatus(c *capture, st schemas.State) {
+	s := &schemas.Status{
+		Source:       schemas.SourceProducer,
+		Namespace:    c.key.Namespace,
+		Name:         c.key.Name,
+		UID:          c.cmd.UID,
+		Generation:   c.cmd.Generation,
+		Node:         c.key.Node,
+		State:        st,
+		Packets:      c.ctr.packets.Load(),
+		Bytes:        c.ctr.bytes.Load(),
+		KernelDrops:  c.ctr.kernelDrops.Load(),
+		PublishDrops: c.ctr.publishDrops.Load(),
+		LastError:    c.ctr.lastError(),
+		Time:         time.Now().UTC(),
+	}
+	for _, ep := range c.cmd.Endpoints {
+		s.Interfaces = append(s.Interfaces, ep.Interface)
+	}
+	slices.Sort(s.Interfaces)
+	data, err := schemas.EncodeStatus(s)
+	if err == nil {
+		// Fire and forget: status is cumulative, the next report
+		// repairs a lost one.
+		_, err = m.js.PublishAsync(c.statusSub, data)
+	}
+	if err != nil {
+		m.p.m.statusErrors.Inc()
+		m.p.logger.Debug("publish status", "subject", c.statusSub, "error", err)
+	}
+}
+
+// runIface captures one interface until ctx ends: it opens the source
+// (waiting for a missing interface), reads into a batcher, and goes back
+// to waiting when the interface disappears.
+//
+// It reads only the parts of c that never change after newCapture (key,
+// subject, filter, snap length, counters).
+func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *ifaceLoop, seq *uint64) {
+	cfg := m.p.cfg
+	log := m.p.logger.With("namespace", c.key.Namespace, "capture", c.key.Name, "interface", l.ep.Interface)
+	bat := &batcher{
+		pub: m.pub, ctr: c.ctr, m: m.p.m, subject: c.subject,
+		maxBytes: cfg.BatchBytes, maxDelay: cfg.BatchDelay,
+		hdr: schemas.BatchHeader{
+			Namespace: c.key.Namespace, Capture: c.key.Name, CaptureUID: uid, Node: c.key.Node,
+			Pod: l.ep.Pod, Interface: l.ep.Interface, SnapLength: uint32(c.snap), Producer: m.p.epoch,
+			Seq: *seq,
+		},
+	}
+	defer func() { *seq = bat.hdr.Seq }()
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
+		backoff.WithMaxInterval(cfg.InterfaceRetry), backoff.WithMaxElapsedTime(0))
+	waitingLogged := false
+	for ctx.Err() == nil {
+		src, err := m.p.opener.Open(source.Options{Interface: l.ep.Interface, Filter: c.filter, SnapLength: c.snap})
+		if err != nil {
+			if errors.Is(err, source.ErrFilter) {
+				log.Warn("capture refused", "error", err)
+				c.ctr.setError(err.Error())
+				l.state.Store(ifError)
+				m.notify()
+				return
+			}
+			if !errors.Is(err, source.ErrNoInterface) {
+				c.ctr.setError(err.Error())
+				log.Warn("open capture", "error", err)
+			} else if !waitingLogged {
+				log.Info("waiting for interface")
+				waitingLogged = true
+			}
+			l.state.Store(ifWaiting)
+			m.notify()
+			select {
+			case <-time.After(b.NextBackOff()):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		b.Reset()
+		waitingLogged = false
+		log.Info("capturing")
+		if l.state.Load() != ifCapturing {
+			l.state.Store(ifOpen)
+		}
+		bat.hdr.LinkType = src.LinkType()
+		err = m.readLoop(ctx, src, bat, c, l)
+		_ = src.Close()
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, io.EOF):
+			log.Info("replay ended")
+			l.state.Store(ifEnded)
+			m.notify()
+			return
+		case errors.Is(err, source.ErrGone):
+			log.Info("interface gone, waiting for it")
+		default:
+			log.Warn("capture failed, reopening", "error", err)
+			c.ctr.setError(err.Error())
+		}
+		l.state.Store(ifWaiting)
+		m.notify()
+	}
+}
+
+// readLoop moves packets from src into bat until ctx ends (nil) or the
+// source fails. It never logs per packet.
+func (m *manager) readLoop(ctx context.Context, src source.Source, bat *batcher, c *capture, l *ifaceLoop) error {
+	bat.wait = m.p.cfg.PublishWait
+	if !src.Paced() {
+		bat.wait = -1 // a file can wait for JetStream without losing anything
+	}
+	var drops uint64
+	statsAt := time.Now()
+	pollStats := func() {
+		st, err := src.Stats()
+		if err == nil && st.Drops > drops {
+			d := st.Drops - drops
+			drops = st.Drops
+			c.ctr.kernelDrops.Add(d)
+			m.p.m.kernelDrops.Add(float64(d))
+		}
+	}
+	defer pollStats()
+	for n := 0; ; n++ {
+		// Checking the context costs a lock: every 64 packets, and on
+		// every idle poll, is often enough.
+		if n&63 == 0 && ctx.Err() != nil {
+			bat.flush(m.flushCtx)
+			return nil
+		}
+		data, info, err := src.Read()
+		now := time.Now()
+		switch {
+		case err == nil:
+			bat.add(m.flushCtx, data, info)
+			if l.state.Load() != ifCapturing {
+				l.state.Store(ifCapturing)
+				m.notify()
+			}
+		case errors.Is(err, source.ErrTimeout):
+			n = -1 // check the context next round
+		default:
+			bat.flush(m.flushCtx)
+			return err
+		}
+		if bat.due(now) {
+			bat.flush(m.flushCtx)
+		}
+		if now.Sub(statsAt) >= time.Second {
+			statsAt = now
+			pollStats()
+		}
+	}
+}

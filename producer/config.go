@@ -1,0 +1,150 @@
+package producer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/capstream/capstream/producer/source/afpacket"
+	"github.com/capstream/capstream/producer/source/file"
+	"github.com/capstream/capstream/schemas"
+)
+
+// Capture source kinds for Config.Source.
+const (
+	// SourceAFPacket captures live with AF_PACKET.
+	SourceAFPacket = "afpacket"
+	// SourceFile replays pcap/pcapng files.
+	SourceFile = "file"
+)
+
+// Config configures a Producer.
+type Config struct {
+	// Node is the Kubernetes node this producer serves. It is not read
+	// from the producer's YAML section: main sets it from the top-level
+	// node setting (CAPSTREAM_PRODUCER_NODE, from the downward API).
+	Node string `yaml:"-"`
+	// NATS is the server connection.
+	NATS NATSConfig `yaml:"nats"`
+	// Source is "afpacket" (live capture) or "file" (replay). Default
+	// afpacket.
+	Source string `yaml:"source"`
+	// AFPacket configures live capture rings.
+	AFPacket afpacket.Config `yaml:"afpacket"`
+	// File configures replay.
+	File file.Config `yaml:"file"`
+	// DefaultSnapLength is the bytes kept per packet when a command sets
+	// none. Default 262144 (schemas.MaxSnapLength, tcpdump's default).
+	DefaultSnapLength int `yaml:"defaultSnapLength"`
+	// BatchBytes is the body size, in bytes, at which a batch is
+	// published. Default 512 KiB (schemas.DefaultBatchBytes).
+	BatchBytes int `yaml:"batchBytes"`
+	// BatchDelay is the longest a packet waits in an open batch. Default
+	// 100ms.
+	BatchDelay time.Duration `yaml:"batchDelay"`
+	// MaxInFlightBytes bounds the batch bytes published but not yet
+	// acknowledged; beyond it live captures drop batches. Default 32 MiB.
+	MaxInFlightBytes int `yaml:"maxInFlightBytes"`
+	// MaxInFlightBatches bounds the number of unacknowledged batches.
+	// Default 4096.
+	MaxInFlightBatches int `yaml:"maxInFlightBatches"`
+	// PublishWait is how long a live capture waits for room in the
+	// in-flight budget before dropping the batch; the ring absorbs
+	// traffic meanwhile. Default 20ms.
+	PublishWait time.Duration `yaml:"publishWait"`
+	// AckTimeout is how long a published batch waits for JetStream's ack
+	// before it counts as dropped. Default 5s.
+	AckTimeout time.Duration `yaml:"ackTimeout"`
+	// StatusInterval is the period of status reports; a state change is
+	// reported at once. Default 5s.
+	StatusInterval time.Duration `yaml:"statusInterval"`
+	// InterfaceRetry is the longest wait between attempts to open a
+	// missing interface. Default 1s.
+	InterfaceRetry time.Duration `yaml:"interfaceRetry"`
+	// GracePeriod bounds the shutdown flush: open batches, pending acks
+	// and final status. Default 10s.
+	GracePeriod time.Duration `yaml:"gracePeriod"`
+}
+
+// NATSConfig is the connection to NATS.
+type NATSConfig struct {
+	// URL is the server URL list, comma separated. Default
+	// nats://127.0.0.1:4222.
+	URL string `yaml:"url"`
+	// Name is the client connection name. Default capstream-producer.
+	Name string `yaml:"name"`
+	// CredsFile is a NATS credentials file; empty means none.
+	CredsFile string `yaml:"credsFile"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		NATS:               NATSConfig{URL: "nats://127.0.0.1:4222", Name: "capstream-producer"},
+		Source:             SourceAFPacket,
+		AFPacket:           afpacket.DefaultConfig(),
+		File:               file.DefaultConfig(),
+		DefaultSnapLength:  schemas.MaxSnapLength,
+		BatchBytes:         schemas.DefaultBatchBytes,
+		BatchDelay:         100 * time.Millisecond,
+		MaxInFlightBytes:   32 << 20,
+		MaxInFlightBatches: 4096,
+		PublishWait:        20 * time.Millisecond,
+		AckTimeout:         5 * time.Second,
+		StatusInterval:     5 * time.Second,
+		InterfaceRetry:     time.Second,
+		GracePeriod:        10 * time.Second,
+	}
+}
+
+// Validate returns every problem, joined.
+func (c Config) Validate() error {
+	var errs []error
+	if _, err := schemas.Token(c.Node); err != nil {
+		errs = append(errs, fmt.Errorf("node %q: %w", c.Node, err))
+	}
+	if c.NATS.URL == "" {
+		errs = append(errs, errors.New("nats.url: empty"))
+	}
+	switch c.Source {
+	case SourceAFPacket:
+		if err := c.AFPacket.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	case SourceFile:
+		if err := c.File.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		errs = append(errs, fmt.Errorf("source %q: want %s or %s", c.Source, SourceAFPacket, SourceFile))
+	}
+	if c.DefaultSnapLength < 1 || c.DefaultSnapLength > schemas.MaxSnapLength {
+		errs = append(errs, fmt.Errorf("defaultSnapLength %d: want 1 to %d", c.DefaultSnapLength, schemas.MaxSnapLength))
+	}
+	// A batch holds up to BatchBytes plus one record that did not fit;
+	// the limit keeps that under the server's max payload.
+	if c.BatchBytes < 4096 || c.BatchBytes > schemas.MaxBatchBodyBytes-schemas.RecordHeaderLen-schemas.MaxSnapLength {
+		errs = append(errs, fmt.Errorf("batchBytes %d: want 4096 to %d", c.BatchBytes, schemas.MaxBatchBodyBytes-schemas.RecordHeaderLen-schemas.MaxSnapLength))
+	}
+	if c.BatchDelay < time.Millisecond {
+		errs = append(errs, fmt.Errorf("batchDelay %s: want at least 1ms", c.BatchDelay))
+	}
+	if c.MaxInFlightBytes < schemas.MaxBatchBytes {
+		errs = append(errs, fmt.Errorf("maxInFlightBytes %d: want at least one full batch (%d)", c.MaxInFlightBytes, schemas.MaxBatchBytes))
+	}
+	if c.MaxInFlightBatches < 1 {
+		errs = append(errs, fmt.Errorf("maxInFlightBatches %d: want at least 1", c.MaxInFlightBatches))
+	}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"publishWait", c.PublishWait}, {"ackTimeout", c.AckTimeout}, {"statusInterval", c.StatusInterval},
+		{"interfaceRetry", c.InterfaceRetry}, {"gracePeriod", c.GracePeriod},
+	} {
+		if d.d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.d))
+		}
+	}
+	return errors.Join(errs...)
+}

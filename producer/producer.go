@@ -1,0 +1,209 @@
+// Package producer is the node agent: it follows its node's capture
+// commands, captures the selected interfaces (AF_PACKET, or pcap replay),
+// batches the packets into the schemas wire format and publishes the batches
+// to JetStream, reporting status per (capture, node).
+//
+// Lifecycle: New only validates and allocates. Run connects to NATS, owns
+// every goroutine (command consumer, one capture loop per (capture,
+// interface), the ack settler, the status reporter) and waits for all of
+// them before it returns. When its context ends, Run stops consuming,
+// stops the captures (each flushes its open batch), waits for pending acks
+// and publishes a final status, all under GracePeriod on a fresh context.
+package producer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/capstream/capstream/producer/source"
+	"github.com/capstream/capstream/producer/source/afpacket"
+	"github.com/capstream/capstream/producer/source/file"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Deps are the producer's collaborators.
+type Deps struct {
+	// Logger is the process logger; the producer adds component=producer.
+	Logger *slog.Logger
+	// Registerer receives the producer's metrics.
+	Registerer prometheus.Registerer
+	// Opener, when set, replaces the source Config.Source selects, for
+	// tests and embedding.
+	Opener source.Opener
+}
+
+// Producer captures for one node. See the package comment.
+type Producer struct {
+	cfg    Config
+	logger *slog.Logger
+	m      *metrics
+	opener source.Opener
+
+	// epoch identifies this process in batch headers and message IDs, so
+	// sequence numbers restarting at 1 never collide with an earlier run.
+	epoch string
+
+	nc    atomic.Pointer[nats.Conn]
+	bound atomic.Bool
+}
+
+// New validates cfg and builds the producer; it does no I/O.
+func New(cfg Config, deps Deps) (*Producer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("producer config: %w", err)
+	}
+	if deps.Logger == nil || deps.Registerer == nil {
+		return nil, errors.New("producer: logger and registerer are required")
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("producer metrics: %w", err)
+	}
+	opener := deps.Opener
+	if opener == nil {
+		switch cfg.Source {
+		case SourceAFPacket:
+			opener, err = afpacket.NewOpener(cfg.AFPacket)
+		case SourceFile:
+			opener, err = file.NewOpener(cfg.File)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("producer source: %w", err)
+		}
+	}
+	var e [8]byte
+	_, _ = rand.Read(e[:])
+	return &Producer{
+		cfg:    cfg,
+		logger: deps.Logger.With("component", "producer", "node", cfg.Node),
+		m:      m,
+		opener: opener,
+		epoch:  hex.EncodeToString(e[:]),
+	}, nil
+}
+
+// Ready reports whether the producer is connected to NATS and following
+// its node's commands.
+func (p *Producer) Ready() error {
+	nc := p.nc.Load()
+	switch {
+	case nc == nil:
+		return errors.New("not connected to nats")
+	case !nc.IsConnected():
+		return fmt.Errorf("nats connection %s", nc.Status())
+	case !p.bound.Load():
+		return errors.New("command consumer not bound")
+	}
+	return nil
+}
+
+// Run captures until ctx ends; see the package comment.
+func (p *Producer) Run(ctx context.Context) error {
+	nc, err := p.connect(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	p.nc.Store(nc)
+	defer nc.Close()
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncTimeout(p.cfg.AckTimeout),
+		// Above the producer's own bound, so the client never stalls
+		// a capture loop; status reports take the extra room.
+		jetstream.WithPublishAsyncMaxPending(p.cfg.MaxInFlightBatches+1024),
+	)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	// graceCtx outlives ctx by the grace period, for the shutdown flush.
+	graceCtx, graceCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer graceCancel()
+	pub := newPublisher(js, p.cfg, p.m, p.logger)
+	mgr := newManager(p, js, pub, graceCtx)
+	var wg sync.WaitGroup
+	wg.Go(func() { pub.run(graceCtx) })
+	cmds := make(chan jetstream.Msg, 64)
+	wg.Go(func() { p.consume(ctx, js, cmds) })
+
+	mgr.run(ctx, cmds)
+
+	// Shutdown: captures are stopped (they flushed their batches on a
+	// context that ends with the grace period); wait for acks.
+	stop := time.AfterFunc(p.cfg.GracePeriod, graceCancel)
+	defer stop.Stop()
+	mgr.stopAll()
+	for pub.inFly.Load() > 0 && graceCtx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	mgr.reportAll()
+	graceCancel()
+	wg.Wait()
+	pub.drain(graceCtx)
+	if err := nc.FlushTimeout(time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		p.logger.Debug("final flush", "error", err)
+	}
+	return nil
+}
+
+// connect dials NATS, retrying with exponential backoff until ctx ends.
+// Once connected, the client reconnects by itself forever. Publishes made
+// while it is disconnected fail at once (no reconnect buffer), so the
+// capture loops drop and count instead of buffering.
+func (p *Producer) connect(ctx context.Context) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(p.cfg.NATS.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil on a deliberate close
+				p.logger.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			p.logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+	if p.cfg.NATS.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(p.cfg.NATS.CredsFile))
+	}
+	b := backoff.NewExponentialBackOff(backoff.WithMaxInterval(10*time.Second), backoff.WithMaxElapsedTime(0))
+	var nc *nats.Conn
+	err := backoff.RetryNotify(func() error {
+		var err error
+		nc, err = nats.Connect(p.cfg.NATS.URL, opts...)
+		return err
+	}, backoff.WithContext(b, ctx), func(err error, d time.Duration) {
+		p.logger.Warn("connect to nats", "url", redactURL(p.cfg.NATS.URL), "error", err, "retry_in", d)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	return nc, nil
+}
+
+// redactURL drops credentials from a URL list for logs.
+func redactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, s := range parts {
+		if at := strings.LastIndex(s, "@"); at >= 0 {
+			if scheme := strings.Index(s, "://"); scheme >= 0 && scheme < at {
+				parts[i] = s[:scheme+3] + "REDACTED" + s[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
