@@ -52,5 +52,5 @@ bench: ## Micro-benchmarks (go test -bench)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
 .PHONY: demo
-demo: ## End-to-end demo (not built yet: issue 6)
-	@echo "make demo: not built yet; the end-to-end pipeline lands with issue 6" >&2; exit 3
+demo: ## End-to-end demo on a simulated node: capture, flows, pcaps (needs root)
+	deploy/dev/demo.sh

@@ -15,10 +15,11 @@ import (
 
 // Exit codes scripts can rely on.
 const (
-	exitOK       = 0
-	exitError    = 1 // the command ran and failed
-	exitUsage    = 2 // bad flags, arguments or input files
-	exitNotBuilt = 3 // the subcommand is not built yet
+	exitOK    = 0
+	exitError = 1 // the command ran and failed
+	exitUsage = 2 // bad flags, arguments or input files
+	// 3 was "not built yet" while subcommands were placeholders; it stays
+	// unused so no script that checked it is misled.
 )
 
 // usageError marks errors caused by how the command was called.
@@ -26,9 +27,6 @@ type usageError struct{ err error }
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
-
-// errNotBuilt is returned by subcommands that later work will implement.
-var errNotBuilt = errors.New("not built yet")
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -53,9 +51,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUnavailable):
 		fmt.Fprintf(stderr, "capstream: %v\n", err)
 		return exitUnavailable
-	case errors.Is(err, errNotBuilt):
-		fmt.Fprintf(stderr, "capstream: %v\n", err)
-		return exitNotBuilt
 	default:
 		fmt.Fprintf(stderr, "capstream: %v\n", err)
 		return exitError
@@ -84,7 +79,7 @@ User tools: validate, migrate, get, captured-packets, flows, version`,
 		newRouterCmd(),
 		newProducerCmd(),
 		newSinkCmd(),
-		notBuilt("dev", "Run the whole pipeline in one process for a laptop or CI box", "issue 6"),
+		newDevCmd(),
 		newGetCmd(),
 		newCapturedPacketsCmd(),
 		newFlowsCmd(),
@@ -102,21 +97,8 @@ func newSinkCmd() *cobra.Command {
 		},
 	}
 	c.AddCommand(
-		notBuilt("pcap", "Write rolling pcap objects to S3", "issue 5"),
-		notBuilt("flows", "Write flow records to ClickHouse", "issue 5"),
+		newSinkPcapCmd(),
+		newSinkFlowsCmd(),
 	)
 	return c
-}
-
-// notBuilt is a placeholder for a subcommand that a later issue implements.
-// It says so plainly and exits with exitNotBuilt.
-func notBuilt(name, short, issue string) *cobra.Command {
-	return &cobra.Command{
-		Use:                name,
-		Short:              short + " (not built yet)",
-		DisableFlagParsing: true,
-		RunE: func(c *cobra.Command, _ []string) error {
-			return fmt.Errorf("%s: %w (tracked in %s)", c.CommandPath(), errNotBuilt, issue)
-		},
-	}
 }

@@ -91,10 +91,3 @@ spec:
 		})
 	}
 }
-
-func TestNotBuiltSaysSo(t *testing.T) {
-	code, _, errOut := runCmd(t, "dev")
-	if code != exitNotBuilt || !strings.Contains(errOut, "not built yet") {
-		t.Errorf("dev = %d %q", code, errOut)
-	}
-}

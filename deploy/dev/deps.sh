@@ -23,7 +23,7 @@ ENV_FILE="$DEV_DIR/env"
 PID_DIR="$DEV_DIR/pids"
 
 VERSITYGW_VERSION=v1.8.0
-APT_PACKAGES=(clickhouse-server clickhouse-client tcpdump tshark iproute2 openssl curl)
+APT_PACKAGES=(clickhouse-server clickhouse-client tcpdump tshark iproute2 openssl curl argus-server argus-client)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,443 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/minio/minio-go/v7"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/capstream/capstream/internal/netsim"
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/producer"
+	v3 "github.com/capstream/capstream/schemas/v3"
+)
+
+// devNeedRoot skips (or, with CAPSTREAM_TEST_REQUIRE_DEPS=1, fails) a test
+// that builds network namespaces and captures live.
+func devNeedRoot(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: network namespaces")
+	}
+	_, err := exec.LookPath("ip")
+	if os.Geteuid() != 0 || err != nil {
+		if os.Getenv(testenv.EnvRequireDeps) == "1" {
+			t.Fatalf("live capture needs root and iproute2 (euid %d, ip: %v)", os.Geteuid(), err)
+		}
+		t.Skip("live capture needs root and iproute2")
+	}
+}
+
+// devEventually polls fn until it returns nil or timeout passes.
+func devEventually(t *testing.T, timeout time.Duration, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// TestDevPipelineLive runs `capstream dev`'s wiring in-process: embedded
+// JetStream, router, a live AF_PACKET producer inside a simulated node,
+// both sinks, against the real ClickHouse, S3 and kube-apiserver. It
+// applies the seed's sample capture and checks what a user would look at:
+// pcap objects holding the pods' packets, flow rows with the L7 hints,
+// and the capture's status.
+func TestDevPipelineLive(t *testing.T) {
+	devNeedRoot(t)
+	ch := testenv.ClickHouse(t)
+	bucket := testenv.S3(t)
+	k := testenv.Kube(t)
+	ns := k.Namespace(t, nil)
+
+	cfg := devTestSettings(ch, bucket, k, ns, "dev-test-node")
+	cfg.Producer.AFPacket.RingBytes = 4 << 20
+	cfg.Simulate.Enabled = true
+	cfg.Simulate.Node = "dev-test-node"
+	cfg.Simulate.Namespace = ns
+	cfg.Simulate.NetNS = "csdev-" + ns[len(ns)-6:]
+	cfg.Simulate.Interval = 300 * time.Millisecond
+
+	var sim *netsim.Simulator
+	stop := startDev(t, cfg, func(s *netsim.Simulator) { sim = s })
+	applySample(t, k, ns)
+
+	// Objects: completed pcaps under the capture's prefix, for both
+	// selected pods and not for the third.
+	keys := waitObjects(t, bucket, cfg.Pcap.Prefix+"/"+ns+"/sample-capture/dev-test-node/")
+	ports := map[uint16]int{}
+	for _, key := range keys {
+		if strings.Contains(key, "sample-web_") {
+			countPorts(t, bucket, key, ports)
+		}
+	}
+	for _, p := range []uint16{80, 443, 53} {
+		if ports[p] == 0 {
+			t.Errorf("no packets to or from port %d in sample-web's objects (ports seen: %v)", p, ports)
+		}
+	}
+
+	// Flows: one row per protocol with its L7 hint.
+	host := "sample-web." + ns + ".svc.cluster.local"
+	devEventually(t, 60*time.Second, "flow rows with HTTP host, TLS SNI and DNS query", func() error {
+		var httpN, tlsN, dnsN uint64
+		err := ch.Conn.QueryRow(t.Context(), `SELECT countIf(http_host = ? AND resp_port = 80), countIf(tls_sni = ? AND resp_port = 443),
+			countIf(dns_query = ? AND resp_port = 53) FROM flows FINAL WHERE namespace = ? AND capture = 'sample-capture'`,
+			host, host, host, ns).Scan(&httpN, &tlsN, &dnsN)
+		if err != nil {
+			return err
+		}
+		if httpN == 0 || tlsN == 0 || dnsN == 0 {
+			return fmt.Errorf("http %d, tls %d, dns %d rows", httpN, tlsN, dnsN)
+		}
+		return nil
+	})
+
+	// Status: the router wrote the producer's and the sink's reports.
+	devEventually(t, 30*time.Second, "capture status", func() error {
+		obj, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Get(t.Context(), "sample-capture", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		var got v3.PacketCapture
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &got); err != nil {
+			return err
+		}
+		st := got.Status
+		if st.Packets == 0 || st.Objects == 0 || len(st.Files) != 1 || st.Files[0].Node != "dev-test-node" ||
+			st.Files[0].State == nil || *st.Files[0].State != v3.StateCapturing || len(st.Files[0].FileNames) == 0 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	if st := sim.Stats(); st.OK == 0 || st.Failed != 0 {
+		t.Errorf("simulated exchanges: %+v", st)
+	}
+
+	stop()
+	if _, err := os.Stat(netsim.NetNSPath(cfg.Simulate.NetNS)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("simulated node's netns left behind: %v", err)
+	}
+}
+
+// devTestSettings is a dev configuration on the test's services, with
+// short rotation and timeouts so results show within seconds.
+func devTestSettings(ch *testenv.ClickHouseDB, bucket *testenv.S3Bucket, k *testenv.KubeEnv, ns, node string) *devSettings {
+	cfg := defaultDevSettings()
+	cfg.Log.Level = "warn"
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Kube.Kubeconfig = k.Kubeconfig
+	cfg.ClickHouse.Addr, cfg.ClickHouse.Database = ch.Addr, ch.Database
+	cfg.S3.Endpoint, cfg.S3.AccessKey, cfg.S3.SecretKey, cfg.S3.Bucket = bucket.Endpoint, bucket.AccessKey, bucket.SecretKey, bucket.Bucket
+	cfg.CreateStorage = false
+	cfg.Nodes = []string{node}
+	cfg.Router.Namespace = ns
+	cfg.Pcap.MaxObjectAge, cfg.Pcap.StopAfter = 2*time.Second, 2*time.Second
+	cfg.Flows.ActiveTimeout, cfg.Flows.IdleTimeout, cfg.Flows.StopAfter = 4*time.Second, 2*time.Second, 4*time.Second
+	return cfg
+}
+
+// startDev runs runDev until the returned stop is called, which cancels it
+// and checks that it returns nil in time.
+func startDev(t *testing.T, cfg *devSettings, started func(*netsim.Simulator)) (stop func()) {
+	t.Helper()
+	// As config.Load would: Validate also copies the shared S3 section.
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	up := make(chan struct{})
+	go func() {
+		done <- runDev(ctx, cfg, &devHooks{started: func(_ string, s *netsim.Simulator) {
+			if started != nil {
+				started(s)
+			}
+			close(up)
+		}})
+	}()
+	select {
+	case <-up:
+	case err := <-done:
+		cancel()
+		t.Fatalf("runDev ended before starting: %v", err)
+	case <-time.After(time.Minute):
+		cancel()
+		t.Fatal("runDev did not start within 1m")
+	}
+	stopped := false
+	stop = func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("runDev: %v", err)
+			}
+		case <-time.After(90 * time.Second):
+			t.Error("runDev did not stop within 90s of cancel")
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// applySample creates the seed's sample capture in ns.
+func applySample(t *testing.T, k *testenv.KubeEnv, ns string) {
+	t.Helper()
+	pc := &v3.PacketCapture{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v3.SchemeGroupVersion.String(), Kind: v3.Kind},
+		ObjectMeta: metav1.ObjectMeta{Name: "sample-capture", Namespace: ns},
+		Spec:       v3.PacketCaptureSpec{Selector: `k8s-app == "sample-app"`},
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Create(t.Context(), &unstructured.Unstructured{Object: u}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitObjects waits for completed pcap objects under prefix for both
+// selected pods, and none for the unselected one, and returns their keys.
+func waitObjects(t *testing.T, bucket *testenv.S3Bucket, prefix string) []string {
+	t.Helper()
+	var keys []string
+	devEventually(t, 90*time.Second, "pcap objects of both selected pods", func() error {
+		keys = keys[:0]
+		pods := map[string]bool{}
+		for o := range bucket.Client.ListObjects(t.Context(), bucket.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+			if o.Err != nil {
+				return o.Err
+			}
+			keys = append(keys, o.Key)
+			pods[strings.SplitN(strings.TrimPrefix(o.Key, prefix), "_", 2)[0]] = true
+		}
+		if !pods["sample-web"] || !pods["sample-client"] {
+			return fmt.Errorf("objects %v", keys)
+		}
+		if pods["other-client"] {
+			return fmt.Errorf("other-client was captured: %v", keys)
+		}
+		return nil
+	})
+	return keys
+}
+
+// countPorts adds the TCP and UDP ports of every packet in a pcap object
+// to ports, checking on the way that the object is a readable pcap.
+func countPorts(t *testing.T, b *testenv.S3Bucket, key string, ports map[uint16]int) int {
+	t.Helper()
+	obj, err := b.Client.GetObject(t.Context(), b.Bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	r, err := pcapgo.NewReader(obj)
+	if err != nil {
+		t.Fatalf("object %s is not a pcap: %v", key, err)
+	}
+	n := 0
+	for {
+		data, _, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read %s: %v", key, err)
+		}
+		n++
+		p := gopacket.NewPacket(data, r.LinkType(), gopacket.DecodeOptions{Lazy: true, NoCopy: true})
+		if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+			ports[uint16(tcp.SrcPort)]++
+			ports[uint16(tcp.DstPort)]++
+		}
+		if udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); ok {
+			ports[uint16(udp.SrcPort)]++
+			ports[uint16(udp.DstPort)]++
+		}
+	}
+	if n == 0 {
+		t.Errorf("object %s holds no packets", key)
+	}
+	return n
+}
+
+// TestDevPipelineReplay runs the dev wiring with the file source, which
+// needs no root: every selected interface replays a generated pcap of one
+// HTTP exchange and one DNS lookup. The objects must hold exactly the
+// replayed packets, the flows their L7 names, the status their count.
+func TestDevPipelineReplay(t *testing.T) {
+	ch := testenv.ClickHouse(t)
+	bucket := testenv.S3(t)
+	k := testenv.Kube(t)
+	ns := k.Namespace(t, nil)
+	const node = "replay-node"
+	host := "sample-web." + ns + ".svc.cluster.local"
+	path := filepath.Join(t.TempDir(), "replay.pcap")
+	n := writeReplayPcap(t, path, host)
+	for i, p := range []struct{ name, app string }{{"sample-web", "sample-app"}, {"sample-client", "sample-app"}, {"other-client", "other-app"}} {
+		createRunningPod(t, k, ns, p.name, map[string]string{"k8s-app": p.app}, node, fmt.Sprintf("10.70.0.%d", i+2))
+	}
+	cfg := devTestSettings(ch, bucket, k, ns, node)
+	cfg.Producer.Source = producer.SourceFile
+	cfg.Producer.File.Default = path
+	startDev(t, cfg, nil)
+	applySample(t, k, ns)
+
+	keys := waitObjects(t, bucket, cfg.Pcap.Prefix+"/"+ns+"/sample-capture/"+node+"/")
+	ports := map[uint16]int{}
+	total := 0
+	for _, key := range keys {
+		total += countPorts(t, bucket, key, ports)
+	}
+	if total != 2*n || ports[80] != 2*n-4 || ports[53] != 4 {
+		t.Errorf("objects hold %d packets (ports %v), want %d: the file once per selected pod", total, ports, 2*n)
+	}
+	devEventually(t, 60*time.Second, "flow rows with HTTP host and DNS query", func() error {
+		var httpN, dnsN uint64
+		err := ch.Conn.QueryRow(t.Context(), `SELECT countIf(http_host = ? AND resp_port = 80 AND conn_state = 'SF'), countIf(dns_query = ? AND resp_port = 53)
+			FROM flows FINAL WHERE namespace = ? AND capture = 'sample-capture'`, host, host, ns).Scan(&httpN, &dnsN)
+		if err != nil {
+			return err
+		}
+		if httpN != 2 || dnsN != 2 {
+			return fmt.Errorf("http %d, dns %d rows; want 2 each (one per pod)", httpN, dnsN)
+		}
+		return nil
+	})
+	devEventually(t, 30*time.Second, "capture status", func() error {
+		obj, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Get(t.Context(), "sample-capture", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		var got v3.PacketCapture
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &got); err != nil {
+			return err
+		}
+		if st := got.Status; st.Packets != int64(2*n) || st.Objects < 2 || len(st.Files) != 1 || st.Files[0].Node != node {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+}
+
+// createRunningPod creates a pod on node and marks it Running with ip, as
+// a kubelet would.
+func createRunningPod(t *testing.T, k *testenv.KubeEnv, ns, name string, labels map[string]string, node, ip string) {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
+	}
+	created, err := k.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+	if _, err := k.Client.CoreV1().Pods(ns).UpdateStatus(t.Context(), created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeReplayPcap writes one HTTP exchange (handshake, request with Host,
+// response, FIN both ways) and one DNS lookup for host between two pod
+// addresses, stamped now, and returns the number of packets.
+func writeReplayPcap(t *testing.T, path, host string) int {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := pcapgo.NewWriterNanos(f)
+	if err := w.WriteFileHeader(262144, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	client, server := net.IPv4(10, 70, 0, 3).To4(), net.IPv4(10, 70, 0, 2).To4()
+	cmac, smac := net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}, net.HardwareAddr{0x02, 0, 0, 0, 0, 2}
+	at := time.Now().Add(-time.Second)
+	count := 0
+	write := func(fromClient bool, l4 gopacket.SerializableLayer, payload []byte) {
+		src, dst, sm, dm := client, server, cmac, smac
+		if !fromClient {
+			src, dst, sm, dm = server, client, smac, cmac
+		}
+		ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: src, DstIP: dst, Protocol: layers.IPProtocolTCP}
+		switch l := l4.(type) {
+		case *layers.UDP:
+			ip.Protocol = layers.IPProtocolUDP
+			_ = l.SetNetworkLayerForChecksum(ip)
+		case *layers.TCP:
+			_ = l.SetNetworkLayerForChecksum(ip)
+		}
+		buf := gopacket.NewSerializeBuffer()
+		eth := &layers.Ethernet{SrcMAC: sm, DstMAC: dm, EthernetType: layers.EthernetTypeIPv4}
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, l4, gopacket.Payload(payload)); err != nil {
+			t.Fatal(err)
+		}
+		at = at.Add(time.Millisecond)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(buf.Bytes()), Length: len(buf.Bytes())}, buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		count++
+	}
+	req := []byte("GET / HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: test\r\n\r\n")
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+	const cp, sp = 40000, 80
+	var cs, ss uint32 = 1000, 5000
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, SYN: true, Seq: cs, Window: 64240}, nil)
+	write(false, &layers.TCP{SrcPort: sp, DstPort: cp, SYN: true, ACK: true, Seq: ss, Ack: cs + 1, Window: 64240}, nil)
+	cs, ss = cs+1, ss+1
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, Seq: cs, Ack: ss, Window: 64240}, nil)
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, PSH: true, Seq: cs, Ack: ss, Window: 64240}, req)
+	cs += uint32(len(req))
+	write(false, &layers.TCP{SrcPort: sp, DstPort: cp, ACK: true, PSH: true, Seq: ss, Ack: cs, Window: 64240}, resp)
+	ss += uint32(len(resp))
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, FIN: true, Seq: cs, Ack: ss, Window: 64240}, nil)
+	write(false, &layers.TCP{SrcPort: sp, DstPort: cp, ACK: true, FIN: true, Seq: ss, Ack: cs + 1, Window: 64240}, nil)
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, Seq: cs + 1, Ack: ss + 1, Window: 64240}, nil)
+
+	q := &layers.DNS{ID: 7, RD: true, QDCount: 1, Questions: []layers.DNSQuestion{{Name: []byte(host), Type: layers.DNSTypeA, Class: layers.DNSClassIN}}}
+	qb := gopacket.NewSerializeBuffer()
+	if err := q.SerializeTo(qb, gopacket.SerializeOptions{FixLengths: true}); err != nil {
+		t.Fatal(err)
+	}
+	write(true, &layers.UDP{SrcPort: 45000, DstPort: 53}, qb.Bytes())
+	a := &layers.DNS{ID: 7, QR: true, AA: true, RD: true, QDCount: 1, ANCount: 1, Questions: q.Questions,
+		Answers: []layers.DNSResourceRecord{{Name: []byte(host), Type: layers.DNSTypeA, Class: layers.DNSClassIN, TTL: 30, IP: server}}}
+	ab := gopacket.NewSerializeBuffer()
+	if err := a.SerializeTo(ab, gopacket.SerializeOptions{FixLengths: true}); err != nil {
+		t.Fatal(err)
+	}
+	write(false, &layers.UDP{SrcPort: 53, DstPort: 45000}, ab.Bytes())
+	return count
+}

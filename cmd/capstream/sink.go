@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/capstream/capstream/internal/config"
+	svc "github.com/capstream/capstream/internal/run"
+	"github.com/capstream/capstream/sink"
+	"github.com/capstream/capstream/sink/flowstore"
+	"github.com/capstream/capstream/sink/pcapstore"
+)
+
+// Environment override prefixes of the two sinks, e.g.
+// CAPSTREAM_SINK_PCAP_S3_SECRETKEY or CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.
+const (
+	sinkPcapEnvPrefix  = "CAPSTREAM_SINK_PCAP"
+	sinkFlowsEnvPrefix = "CAPSTREAM_SINK_FLOWS"
+)
+
+// sinkPcapSettings is `capstream sink pcap`'s configuration file. The
+// connections sit at the top so secrets have short override names.
+type sinkPcapSettings struct {
+	// Log configures the logger.
+	Log svc.LogConfig `yaml:"log"`
+	// HTTP is the health and metrics listener.
+	HTTP svc.HTTPConfig `yaml:"http"`
+	// NATS is the NATS connection.
+	NATS sink.NATSConfig `yaml:"nats"`
+	// ClickHouse holds the pcap_objects index.
+	ClickHouse sink.ClickHouseConfig `yaml:"clickhouse"`
+	// S3 receives the objects.
+	S3 sink.S3Config `yaml:"s3"`
+	// Pcap configures objects, rotation and delivery.
+	Pcap pcapstore.Config `yaml:"pcap"`
+}
+
+func defaultSinkPcapSettings() *sinkPcapSettings {
+	return &sinkPcapSettings{
+		Log:        svc.LogConfig{Level: "info", Format: "auto"},
+		HTTP:       svc.HTTPConfig{Listen: ":8080"},
+		NATS:       sink.NATSConfig{URL: nats.DefaultURL, Name: "capstream-sink-pcap"},
+		ClickHouse: sink.DefaultClickHouseConfig(),
+		Pcap:       pcapstore.DefaultConfig(),
+	}
+}
+
+// Validate copies the S3 section into the pcap section (config.Load calls
+// it after the overrides) and checks everything.
+func (s *sinkPcapSettings) Validate() error {
+	s.Pcap.S3 = s.S3
+	return errors.Join(s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Pcap.Validate())
+}
+
+// sinkFlowsSettings is `capstream sink flows`' configuration file.
+type sinkFlowsSettings struct {
+	// Log configures the logger.
+	Log svc.LogConfig `yaml:"log"`
+	// HTTP is the health and metrics listener.
+	HTTP svc.HTTPConfig `yaml:"http"`
+	// NATS is the NATS connection.
+	NATS sink.NATSConfig `yaml:"nats"`
+	// ClickHouse receives the flow records.
+	ClickHouse sink.ClickHouseConfig `yaml:"clickhouse"`
+	// Flows configures aggregation and inserts.
+	Flows flowstore.Config `yaml:"flows"`
+}
+
+func defaultSinkFlowsSettings() *sinkFlowsSettings {
+	return &sinkFlowsSettings{
+		Log:        svc.LogConfig{Level: "info", Format: "auto"},
+		HTTP:       svc.HTTPConfig{Listen: ":8080"},
+		NATS:       sink.NATSConfig{URL: nats.DefaultURL, Name: "capstream-sink-flows"},
+		ClickHouse: sink.DefaultClickHouseConfig(),
+		Flows:      flowstore.DefaultConfig(),
+	}
+}
+
+// Validate checks every section.
+func (s *sinkFlowsSettings) Validate() error {
+	return errors.Join(s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Flows.Validate())
+}
+
+// sinkCmd builds a sink subcommand: flags --config, --check and --dump
+// only, as every service.
+func sinkCmd(use, short, long, prefix string, cfg config.Validator, run func(context.Context) error) *cobra.Command {
+	var path string
+	var check, dump bool
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  long,
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := config.Load(path, prefix, os.Environ(), cfg); err != nil {
+				return usageError{err}
+			}
+			if dump {
+				return config.Dump(c.OutOrStdout(), cfg)
+			}
+			if check {
+				fmt.Fprintln(c.OutOrStdout(), "config ok")
+				return nil
+			}
+			ctx := c.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run(ctx)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&path, "config", "", "YAML configuration file")
+	f.BoolVar(&check, "check", false, "validate the configuration and exit")
+	f.BoolVar(&dump, "dump", false, "print the effective configuration (secrets redacted) and exit")
+	return c
+}
+
+func newSinkPcapCmd() *cobra.Command {
+	cfg := defaultSinkPcapSettings()
+	return sinkCmd("pcap", "Write rolling pcap objects to S3",
+		`sink pcap consumes CAPSTREAM_PACKETS (durable consumer capstream-sink-pcap,
+shared by all replicas), keeps one open pcap object per capture, node and
+interface, uploads it to S3 when it reaches its size or age limit, when the
+capture stops or at shutdown, indexes it in ClickHouse (pcap_objects), and
+only then acks its batches.
+
+Configuration: --config FILE (see deploy/dev/sink-pcap.yaml), then environment
+overrides CAPSTREAM_SINK_PCAP_<PATH>, e.g. CAPSTREAM_SINK_PCAP_S3_ACCESSKEY,
+CAPSTREAM_SINK_PCAP_S3_SECRETKEY, CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD.`,
+		sinkPcapEnvPrefix, cfg, func(ctx context.Context) error {
+			s3, err := cfg.S3.Client()
+			if err != nil {
+				return err
+			}
+			return runSink(ctx, cfg.Log, cfg.HTTP, cfg.NATS, cfg.ClickHouse, "sink-pcap",
+				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (sinkComponent, error) {
+					return pcapstore.New(cfg.Pcap, pcapstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
+				})
+		})
+}
+
+func newSinkFlowsCmd() *cobra.Command {
+	cfg := defaultSinkFlowsSettings()
+	return sinkCmd("flows", "Write flow records to ClickHouse",
+		`sink flows consumes CAPSTREAM_PACKETS (durable consumer capstream-sink-flows,
+shared by all replicas), aggregates packets into bidirectional flow records
+(Zeek-style fields, Community ID, DNS/TLS/HTTP hints), inserts them into
+ClickHouse (flows) on active timeout, idle timeout, TCP close and capture
+stop, and acks a batch once all of its packets are in inserted records.
+
+Configuration: --config FILE (see deploy/dev/sink-flows.yaml), then environment
+overrides CAPSTREAM_SINK_FLOWS_<PATH>, e.g.
+CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.`,
+		sinkFlowsEnvPrefix, cfg, func(ctx context.Context) error {
+			return runSink(ctx, cfg.Log, cfg.HTTP, cfg.NATS, cfg.ClickHouse, "sink-flows",
+				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (sinkComponent, error) {
+					return flowstore.New(cfg.Flows, flowstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch})
+				})
+		})
+}
+
+// sinkComponent is what both sinks provide.
+type sinkComponent interface {
+	Run(context.Context) error
+	Ready() error
+}
+
+// runSink connects, builds the sink and runs it with the health and
+// metrics server in one group until ctx ends or either fails.
+func runSink(ctx context.Context, logCfg svc.LogConfig, httpCfg svc.HTTPConfig, natsCfg sink.NATSConfig, chCfg sink.ClickHouseConfig, name string,
+	build func(*slog.Logger, prometheus.Registerer, jetstream.JetStream, driver.Conn) (sinkComponent, error)) error {
+	logger := svc.NewLogger(logCfg)
+	reg := svc.NewRegistry()
+	opts := []nats.Option{
+		nats.Name(natsCfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		// Start even when NATS is not up yet; Ready says so meanwhile.
+		nats.RetryOnFailedConnect(true),
+	}
+	if natsCfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(natsCfg.CredsFile))
+	}
+	nc, err := nats.Connect(natsCfg.URL, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to nats %s: %w", natsCfg.URL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	ch, err := chCfg.Open()
+	if err != nil {
+		return err
+	}
+	defer func(c io.Closer) { _ = c.Close() }(ch)
+	s, err := build(logger, reg, js, ch)
+	if err != nil {
+		return err
+	}
+	srv := svc.NewServer(httpCfg, reg, map[string]svc.Check{name: s.Ready}, logger)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	return g.Wait()
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/capstream/capstream/internal/config"
+)
+
+func TestSinkExampleConfigs(t *testing.T) {
+	env := []string{
+		"CAPSTREAM_SINK_PCAP_S3_ACCESSKEY=ak",
+		"CAPSTREAM_SINK_PCAP_S3_SECRETKEY=sk",
+		"CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD=chpw",
+		"CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD=chpw",
+		"CAPSTREAM_SINK_FLOWS_FLOWS_IDLETIMEOUT=10s",
+	}
+	pcap := defaultSinkPcapSettings()
+	if err := config.Load("../../deploy/dev/sink-pcap.yaml", sinkPcapEnvPrefix, env, pcap); err != nil {
+		t.Fatalf("load sink-pcap.yaml: %v", err)
+	}
+	if diff := cmp.Diff([]string{"ak", "sk", "capstream", "ak"}, []string{pcap.S3.AccessKey, pcap.S3.SecretKey, pcap.Pcap.Prefix, pcap.Pcap.S3.AccessKey}); diff != "" {
+		t.Errorf("pcap settings (-want +got):\n%s", diff)
+	}
+	flows := defaultSinkFlowsSettings()
+	if err := config.Load("../../deploy/dev/sink-flows.yaml", sinkFlowsEnvPrefix, env, flows); err != nil {
+		t.Fatalf("load sink-flows.yaml: %v", err)
+	}
+	if flows.Flows.IdleTimeout != 10*time.Second || flows.ClickHouse.Password != "chpw" {
+		t.Errorf("flows overrides not applied: idle %s", flows.Flows.IdleTimeout)
+	}
+	for name, cfg := range map[string]any{"pcap": pcap, "flows": flows} {
+		var out bytes.Buffer
+		if err := config.Dump(&out, cfg); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out.String(), "chpw") || strings.Contains(out.String(), "sk\n") {
+			t.Errorf("%s dump leaks a secret:\n%s", name, out.String())
+		}
+	}
+}
+
+func TestSinkConfigRejectsUnknown(t *testing.T) {
+	cfg := defaultSinkPcapSettings()
+	err := config.Load("", sinkPcapEnvPrefix, []string{"CAPSTREAM_SINK_PCAP_S3_BUCKET=", "CAPSTREAM_SINK_PCAP_S3_ENDPOINT=x:1", "CAPSTREAM_SINK_PCAP_PCAP_MAXOBJECTBYTES=10"}, cfg)
+	if err == nil || !strings.Contains(err.Error(), "s3.bucket") || !strings.Contains(err.Error(), "maxObjectBytes") {
+		t.Errorf("want errors for the bucket and object size, got %v", err)
+	}
+}

@@ -1,0 +1,126 @@
+package netsim
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/capstream/capstream/internal/testenv"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestInterfaceNameMatchesTestenv(t *testing.T) {
+	// The router, testenv and netsim must agree on Calico's names.
+	for _, p := range [][2]string{{"sample-namespace", "sample-web"}, {"default", "a.b"}} {
+		if got, want := InterfaceName("cali", p[0], p[1]), testenv.CalicoInterfaceName("cali", p[0], p[1]); got != want {
+			t.Errorf("InterfaceName(%s, %s) = %s, want %s", p[0], p[1], got, want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	cases := map[string]func(*Config){
+		"bad node":       func(c *Config) { c.Node = "Bad_Node" },
+		"long netns":     func(c *Config) { c.NetNS = strings.Repeat("n", 41) },
+		"bad namespace":  func(c *Config) { c.Namespace = "a.b" },
+		"long prefix":    func(c *Config) { c.InterfacePrefix = "calico" },
+		"fast interval":  func(c *Config) { c.Interval = time.Millisecond },
+		"one pod":        func(c *Config) { c.Pods = c.Pods[:1] },
+		"duplicate pods": func(c *Config) { c.Pods[1].Name = c.Pods[0].Name },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := DefaultConfig()
+			mutate(&c)
+			if err := c.Validate(); err == nil {
+				t.Error("Validate accepted it")
+			}
+		})
+	}
+}
+
+// needRoot skips (or, with CAPSTREAM_TEST_REQUIRE_DEPS=1, fails) a test
+// that builds network namespaces.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: network namespaces")
+	}
+	_, err := exec.LookPath("ip")
+	if os.Geteuid() != 0 || err != nil {
+		if os.Getenv(testenv.EnvRequireDeps) == "1" {
+			t.Fatalf("network namespaces need root and iproute2 (euid %d, ip: %v)", os.Geteuid(), err)
+		}
+		t.Skip("network namespaces need root and iproute2")
+	}
+}
+
+// TestSimulatorTraffic runs a node with pods registered in the real
+// kube-apiserver, checks that every exchange succeeds, and that stopping
+// removes namespaces and pods.
+func TestSimulatorTraffic(t *testing.T) {
+	needRoot(t)
+	k := testenv.Kube(t)
+	ns := k.Namespace(t, nil)
+	cfg := DefaultConfig()
+	cfg.Namespace = ns
+	cfg.NetNS = "csim-" + ns[len(ns)-6:]
+	cfg.Interval = 200 * time.Millisecond
+	sim, err := New(cfg, Deps{Logger: slog.New(slog.DiscardHandler), Kube: k.Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- sim.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for sim.Stats().OK < 12 {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("stats after 30s: %+v (ready: %v)", sim.Stats(), sim.Ready())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := sim.Stats(); st.Failed != 0 {
+		t.Errorf("failed exchanges: %+v", st)
+	}
+	pods, err := k.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "k8s-app=sample-app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 2 {
+		t.Errorf("sample-app pods = %d, want 2", len(pods.Items))
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != cfg.Node || p.Status.Phase != "Running" || p.Status.PodIP == "" {
+			t.Errorf("pod %s: node %q phase %q ip %q", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.PodIP)
+		}
+	}
+	// The server pod's veth carries the traffic, seen from the node.
+	web := sim.Pods()[0]
+	out, err := exec.Command("ip", "-n", cfg.NetNS, "-s", "link", "show", web.HostIface).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link show %s: %v: %s", web.HostIface, err, out)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := os.Stat(NetNSPath(cfg.NetNS)); !os.IsNotExist(err) {
+		t.Errorf("node netns still present after Run: %v", err)
+	}
+	left, err := k.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left.Items) != 0 {
+		t.Errorf("%d pods left after Run", len(left.Items))
+	}
+}

@@ -1,0 +1,78 @@
+package flowstore
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/capstream/capstream/sink"
+)
+
+// Config configures the flow sink.
+type Config struct {
+	// Consumer tunes the pull from the durable consumer.
+	Consumer sink.ConsumerConfig `yaml:"consumer"`
+	// ActiveTimeout is the active timeout: records are cut at multiples of
+	// it in packet time. Default 60s.
+	ActiveTimeout time.Duration `yaml:"activeTimeout"`
+	// IdleTimeout ends a record after a gap this long between its packets.
+	// Default 30s.
+	IdleTimeout time.Duration `yaml:"idleTimeout"`
+	// StopAfter: an interface that sends no batch for this long (wall
+	// time) is taken as stopped and its open records are released.
+	// Default 30s.
+	StopAfter time.Duration `yaml:"stopAfter"`
+	// MaxFlows bounds the open flows; when reached every open record is
+	// released early (end reason "evict"). Default 200000.
+	MaxFlows int `yaml:"maxFlows"`
+	// FlushInterval is how often released records are inserted. Default 1s.
+	FlushInterval time.Duration `yaml:"flushInterval"`
+	// MaxInsertRows caps the rows of one INSERT. Default 100000.
+	MaxInsertRows int `yaml:"maxInsertRows"`
+	// GracePeriod bounds the final flush at shutdown. Default 20s.
+	GracePeriod time.Duration `yaml:"gracePeriod"`
+	// Migrate applies the ClickHouse migrations at start. Default true.
+	Migrate bool `yaml:"migrate"`
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Consumer:      sink.DefaultConsumerConfig(),
+		ActiveTimeout: time.Minute,
+		IdleTimeout:   30 * time.Second,
+		StopAfter:     30 * time.Second,
+		MaxFlows:      200000,
+		FlushInterval: time.Second,
+		MaxInsertRows: 100000,
+		GracePeriod:   20 * time.Second,
+		Migrate:       true,
+	}
+}
+
+// Validate returns every problem with c.
+func (c Config) Validate() error {
+	errs := []error{c.Consumer.Validate()}
+	if c.ActiveTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("activeTimeout %s: want at least 1s", c.ActiveTimeout))
+	}
+	if c.IdleTimeout <= 0 || c.IdleTimeout > c.ActiveTimeout {
+		errs = append(errs, fmt.Errorf("idleTimeout %s: want positive and at most activeTimeout", c.IdleTimeout))
+	}
+	if c.StopAfter <= 0 {
+		errs = append(errs, fmt.Errorf("stopAfter %s: must be positive", c.StopAfter))
+	}
+	if c.MaxFlows < 1 {
+		errs = append(errs, fmt.Errorf("maxFlows %d: must be positive", c.MaxFlows))
+	}
+	if c.FlushInterval <= 0 {
+		errs = append(errs, fmt.Errorf("flushInterval %s: must be positive", c.FlushInterval))
+	}
+	if c.MaxInsertRows < 1 {
+		errs = append(errs, fmt.Errorf("maxInsertRows %d: must be positive", c.MaxInsertRows))
+	}
+	if c.GracePeriod <= 0 {
+		errs = append(errs, fmt.Errorf("gracePeriod %s: must be positive", c.GracePeriod))
+	}
+	return errors.Join(errs...)
+}

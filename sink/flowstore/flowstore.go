@@ -1,0 +1,401 @@
+// Package flowstore is `capstream sink flows`: it aggregates packet batches
+// from CAPSTREAM_PACKETS into bidirectional flow records and inserts them
+// into ClickHouse's flows table.
+//
+// Lifecycle: New only checks the configuration. Run migrates the schema,
+// binds the durable consumer, and owns every goroutine (the pull pump and
+// the processing loop, in one group); it returns nil on a clean cancel
+// after releasing and inserting every open record within GracePeriod.
+//
+// Delivery: a batch is acked only once every one of its packets is in an
+// inserted record and the replay ledger (flow_batches) says so. A batch
+// redelivered after a crash is aggregated without the packets the ledger
+// covers; see sink/DESIGN-sink.md for the argument and its limits.
+package flowstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/capstream/capstream/schemas"
+	chschema "github.com/capstream/capstream/schemas/clickhouse"
+	"github.com/capstream/capstream/sink"
+)
+
+// Deps are the flow sink's collaborators.
+type Deps struct {
+	// Logger is the process logger; the sink adds its component name.
+	Logger *slog.Logger
+	// Registerer receives the sink's metrics.
+	Registerer prometheus.Registerer
+	// JetStream is the client the consumer is bound with; its connection
+	// carries the acks.
+	JetStream jetstream.JetStream
+	// ClickHouse is the database the tables live in.
+	ClickHouse driver.Conn
+}
+
+// Sink is the flow sink.
+type Sink struct {
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	m     *metrics
+	acker sink.Acker
+
+	table   *Table
+	pending map[StreamKey][]*pendingBatch
+	bySeq   map[uint64]*pendingBatch
+	unsent  []Record
+	npend   int
+
+	bound       atomic.Bool
+	npendAtomic atomic.Int64
+	lastErr     atomic.Pointer[error]
+	retryWait   *backoff.ExponentialBackOff
+	retryAt     time.Time
+}
+
+// pendingBatch is a batch held unacked until its packets are inserted.
+type pendingBatch struct {
+	seq          uint64
+	reply        string
+	minTs, maxTs int64
+	ledgered     int64 // floor last written to the ledger
+}
+
+// New checks cfg and allocates the sink; it does no I/O.
+func New(cfg Config, deps Deps) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("flow sink config: %w", err)
+	}
+	if deps.Logger == nil || deps.Registerer == nil || deps.JetStream == nil || deps.ClickHouse == nil {
+		return nil, errors.New("flow sink: logger, registerer, jetstream and clickhouse are required")
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("flow sink metrics: %w", err)
+	}
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
+	return &Sink{
+		cfg:       cfg,
+		deps:      deps,
+		log:       deps.Logger.With("component", "sink-flows"),
+		m:         m,
+		acker:     sink.Acker{Conn: deps.JetStream.Conn()},
+		table:     NewTable(TableConfig{Window: cfg.ActiveTimeout, Idle: cfg.IdleTimeout, MaxFlows: cfg.MaxFlows}),
+		pending:   map[StreamKey][]*pendingBatch{},
+		bySeq:     map[uint64]*pendingBatch{},
+		retryWait: bo,
+	}, nil
+}
+
+// Ready reports whether the consumer is bound, NATS connected and the last
+// ClickHouse write succeeded.
+func (s *Sink) Ready() error {
+	if !s.bound.Load() {
+		return errors.New("consumer not bound yet")
+	}
+	if !s.deps.JetStream.Conn().IsConnected() {
+		return errors.New("nats disconnected")
+	}
+	if p := s.lastErr.Load(); p != nil && *p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (s *Sink) setErr(err error) { s.lastErr.Store(&err) }
+
+// pendingBatches is the number of batches held unacked, for tests.
+func (s *Sink) pendingBatches() int { return int(s.npendAtomic.Load()) }
+
+// retry runs fn until it succeeds or ctx ends.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.MaxInterval, bo.MaxElapsedTime = 10*time.Second, 0
+	return backoff.RetryNotify(fn, backoff.WithContext(bo, ctx), func(err error, d time.Duration) {
+		log.Warn("retrying", "op", what, "error", err, "wait", d)
+	})
+}
+
+// Run consumes until ctx ends, then flushes within GracePeriod. It may be
+// called once.
+func (s *Sink) Run(ctx context.Context) error {
+	if s.cfg.Migrate {
+		if err := retry(ctx, s.log, "migrate", func() error {
+			_, err := chschema.Migrate(ctx, s.deps.ClickHouse)
+			return err
+		}); err != nil {
+			return nilIfDone(ctx, fmt.Errorf("migrate clickhouse: %w", err))
+		}
+	}
+	var cons jetstream.Consumer
+	if err := retry(ctx, s.log, "bind consumer", func() error {
+		var err error
+		cons, err = sink.Bind(ctx, s.deps.JetStream, schemas.FlowSinkConsumer(), s.cfg.Consumer.AckWait)
+		return err
+	}); err != nil {
+		return nilIfDone(ctx, err)
+	}
+	s.bound.Store(true)
+	defer s.bound.Store(false)
+	ackWait := schemas.FlowSinkAckWait
+	if s.cfg.Consumer.AckWait > 0 {
+		ackWait = s.cfg.Consumer.AckWait
+	}
+
+	in := make(chan jetstream.Msg, 64)
+	stop := make(chan struct{})
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sink.Pump(gctx, cons, s.cfg.Consumer.PullMaxBytes, in, stop) })
+	g.Go(func() error {
+		defer close(stop)
+		return s.loop(ctx, in, ackWait)
+	})
+	return g.Wait()
+}
+
+func nilIfDone(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (s *Sink) loop(ctx context.Context, in <-chan jetstream.Msg, ackWait time.Duration) error {
+	flush := time.NewTicker(s.cfg.FlushInterval)
+	defer flush.Stop()
+	progress := time.NewTicker(ackWait / 4)
+	defer progress.Stop()
+	done := ctx.Done()
+	var grace <-chan time.Time
+	var graceCtx context.Context = ctx
+	for {
+		// While records wait for ClickHouse, stop taking batches: memory
+		// stays bounded by what is already held.
+		src := in
+		if len(s.unsent) > 0 && done != nil {
+			src = nil
+		}
+		select {
+		case msg, ok := <-src:
+			if !ok {
+				// The pump drained the client's buffer, because ctx ended
+				// or the connection closed. The pump may see ctx end
+				// before this loop does, so the grace context is made
+				// here if need be: the final flush never runs on a
+				// cancelled context.
+				if done != nil {
+					var cancel context.CancelFunc
+					graceCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.GracePeriod)
+					defer cancel()
+				}
+				return s.shutdown(graceCtx, ctx.Err() != nil)
+			}
+			s.handle(graceCtx, msg)
+		case <-flush.C:
+			s.flush(graceCtx, false, "")
+		case <-progress.C:
+			s.progress()
+		case <-done:
+			// Pump drains the client's buffer into in and closes it; the
+			// loop keeps going until then, under the grace period.
+			done = nil
+			var cancel context.CancelFunc
+			graceCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.GracePeriod)
+			defer cancel()
+			t := time.NewTimer(s.cfg.GracePeriod)
+			defer t.Stop()
+			grace = t.C
+		case <-grace:
+			s.log.Warn("grace period over before the pull drained; unflushed batches will be redelivered")
+			return nil
+		}
+	}
+}
+
+// shutdown releases and inserts every record under ctx, the grace
+// context. requested says whether the sink was asked to stop; if not, the
+// connection is gone, which is an error once the records are flushed.
+func (s *Sink) shutdown(ctx context.Context, requested bool) error {
+	if !requested {
+		s.flush(ctx, true, ReasonShutdown)
+		return errors.New("packet consumer closed")
+	}
+	for {
+		if s.flush(ctx, true, ReasonShutdown) {
+			s.log.Info("flushed at shutdown")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Warn("grace period over with records not inserted; their batches will be redelivered", "records", len(s.unsent))
+			return nil
+		case <-time.After(s.retryWait.NextBackOff()):
+		}
+	}
+}
+
+func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
+	d, err := sink.Decode(msg)
+	if err != nil {
+		if sink.IsPermanent(err) {
+			s.m.batches.WithLabelValues("terminated").Inc()
+			s.log.Warn("terminating malformed batch", "subject", msg.Subject(), "error", err)
+			s.ack(s.acker.Term(msg.Reply()), "term")
+			return
+		}
+		s.m.batches.WithLabelValues("retried").Inc()
+		s.ack(s.acker.Nak(msg.Reply(), time.Second), "nak")
+		return
+	}
+	k := StreamKey{CaptureUID: d.Header.CaptureUID, Node: d.Header.Node, Interface: d.Header.Interface}
+	var skip int64
+	if d.Delivered > 1 {
+		if b := s.bySeq[d.StreamSeq]; b != nil {
+			// Still held here (an InProgress was lost): keep the newer
+			// reply subject, the packets are already counted.
+			b.reply = d.Reply
+			s.m.batches.WithLabelValues("duplicate").Inc()
+			return
+		}
+		skip, err = ledgerFloor(ctx, s.deps.ClickHouse, k, d.StreamSeq)
+		if err != nil {
+			s.setErr(err)
+			s.m.insertErrs.WithLabelValues("flow_batches").Inc()
+			s.m.batches.WithLabelValues("retried").Inc()
+			s.ack(s.acker.Nak(d.Reply, s.retryWait.NextBackOff()), "nak")
+			return
+		}
+	}
+	if s.table.Full() {
+		s.flush(ctx, true, ReasonEvict)
+	}
+	before := s.table.Stats()
+	minTs, maxTs := s.table.Add(&d.Header, d.Body, d.StreamSeq, skip, time.Now())
+	after := s.table.Stats()
+	s.m.packets.WithLabelValues("flow").Add(float64(after.Packets - before.Packets - (after.Malformed - before.Malformed) - (after.NotIP - before.NotIP)))
+	s.m.packets.WithLabelValues("malformed").Add(float64(after.Malformed - before.Malformed))
+	s.m.packets.WithLabelValues("not_ip").Add(float64(after.NotIP - before.NotIP))
+	s.m.packets.WithLabelValues("replayed").Add(float64(after.Skipped - before.Skipped))
+	if skip > maxTs {
+		s.m.batches.WithLabelValues("duplicate").Inc()
+		s.ack(s.acker.Ack(d.Reply), "ack")
+		return
+	}
+	s.m.batches.WithLabelValues("aggregated").Inc()
+	b := &pendingBatch{seq: d.StreamSeq, reply: d.Reply, minTs: minTs, maxTs: maxTs, ledgered: skip}
+	s.pending[k] = append(s.pending[k], b)
+	s.bySeq[b.seq] = b
+	s.npend++
+	s.m.pending.Set(float64(s.npend))
+	s.npendAtomic.Store(int64(s.npend))
+	s.m.openFlows.Set(float64(s.table.Flows()))
+}
+
+func (s *Sink) ack(err error, reason string) {
+	if err != nil {
+		s.m.ackErrs.WithLabelValues(reason).Inc()
+	}
+}
+
+// progress keeps the server from redelivering batches that wait for their
+// window to end.
+func (s *Sink) progress() {
+	for _, bs := range s.pending {
+		for _, b := range bs {
+			s.ack(s.acker.Progress(b.reply), "progress")
+		}
+	}
+}
+
+// flush inserts released records, writes the ledger and acks the batches
+// that are fully covered. force releases every open record. It reports
+// whether nothing is left to insert.
+func (s *Sink) flush(ctx context.Context, force bool, reason string) bool {
+	now := time.Now()
+	if !force && now.Before(s.retryAt) {
+		return false
+	}
+	recs := s.table.Flush(force, reason, now.Add(-s.cfg.StopAfter))
+	s.unsent = append(s.unsent, recs...)
+	s.m.openFlows.Set(float64(s.table.Flows()))
+	start := time.Now()
+	for len(s.unsent) > 0 {
+		n := min(len(s.unsent), s.cfg.MaxInsertRows)
+		if err := insertRecords(ctx, s.deps.ClickHouse, s.unsent[:n]); err != nil {
+			s.fail("flows", err)
+			return false
+		}
+		s.m.records.Add(float64(n))
+		s.m.recordsSize.Observe(float64(n))
+		s.unsent = s.unsent[n:]
+	}
+	s.unsent = nil
+	// The ledger: every batch whose covered time moved gets a row, before
+	// any ack, so a lost ack still finds its batch covered.
+	var rows []ledgerRow
+	for k, bs := range s.pending {
+		floor := s.table.Floor(k)
+		for _, b := range bs {
+			if floor > b.ledgered && floor > b.minTs {
+				rows = append(rows, ledgerRow{Stream: k, Seq: b.seq, Floor: floor})
+			}
+		}
+	}
+	if len(rows) > 0 {
+		if err := insertLedgerRows(ctx, s.deps.ClickHouse, rows); err != nil {
+			s.fail("flow_batches", err)
+			return false
+		}
+	}
+	for k, bs := range s.pending {
+		floor := s.table.Floor(k)
+		kept := bs[:0]
+		for _, b := range bs {
+			b.ledgered = max(b.ledgered, floor)
+			if floor > b.maxTs {
+				s.ack(s.acker.Ack(b.reply), "ack")
+				delete(s.bySeq, b.seq)
+				s.npend--
+				continue
+			}
+			kept = append(kept, b)
+		}
+		if len(kept) == 0 {
+			delete(s.pending, k)
+			s.table.Forget(k)
+		} else {
+			s.pending[k] = kept
+		}
+	}
+	s.m.pending.Set(float64(s.npend))
+	s.npendAtomic.Store(int64(s.npend))
+	if len(rows) > 0 || len(recs) > 0 {
+		s.m.flushTime.Observe(time.Since(start).Seconds())
+	}
+	s.retryWait.Reset()
+	s.retryAt = time.Time{}
+	s.setErr(nil)
+	return true
+}
+
+func (s *Sink) fail(table string, err error) {
+	s.m.insertErrs.WithLabelValues(table).Inc()
+	s.setErr(err)
+	wait := s.retryWait.NextBackOff()
+	s.retryAt = time.Now().Add(wait)
+	s.log.Warn("clickhouse insert failed; retrying", "table", table, "error", err, "wait", wait)
+}

@@ -1,0 +1,415 @@
+package flowstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
+	chschema "github.com/capstream/capstream/schemas/clickhouse"
+	"github.com/capstream/capstream/sink"
+	"github.com/capstream/capstream/sink/sinktest"
+)
+
+const testAckWait = 3 * time.Second
+
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.StopAfter = 300 * time.Millisecond
+	cfg.FlushInterval = 100 * time.Millisecond
+	cfg.GracePeriod = 5 * time.Second
+	cfg.Consumer.AckWait = testAckWait
+	return cfg
+}
+
+// instance is one running sink with its own connections, so a test can
+// kill it the way a crash would: connections gone, nothing flushed.
+type instance struct {
+	cancel context.CancelFunc
+	done   chan error
+	nc     *nats.Conn
+	ch     driver.Conn
+	sink   *Sink
+	reg    *prometheus.Registry
+	t      *testing.T
+}
+
+func start(t *testing.T, srv *testenv.NATSServer, db *testenv.ClickHouseDB, cfg Config) *instance {
+	t.Helper()
+	return startVia(t, srv, db.Addr, db, cfg)
+}
+
+// startVia starts a sink whose ClickHouse connection goes to addr (a
+// proxy in the outage test).
+func startVia(t *testing.T, srv *testenv.NATSServer, addr string, db *testenv.ClickHouseDB, cfg Config) *instance {
+	t.Helper()
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := clickhouse.Open(testenv.ClickHouseOptions(addr, db.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	s, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), Registerer: reg, JetStream: js, ClickHouse: ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{cancel: cancel, done: make(chan error, 1), nc: nc, ch: ch, sink: s, reg: reg, t: t}
+	go func() { in.done <- s.Run(ctx) }()
+	t.Cleanup(in.stop)
+	return in
+}
+
+// stop is a graceful shutdown.
+func (in *instance) stop() {
+	if in.cancel == nil {
+		return
+	}
+	in.cancel()
+	if err := <-in.done; err != nil {
+		in.t.Errorf("Run after a clean cancel: %v", err)
+	}
+	in.cancel = nil
+	in.nc.Close()
+	in.ch.Close()
+}
+
+// kill simulates a crash: with connections closed, records and ledger rows
+// may or may not be written and no ack gets through.
+func (in *instance) kill(closeClickHouse bool) {
+	if closeClickHouse {
+		in.ch.Close()
+	}
+	in.nc.Close()
+	in.cancel()
+	<-in.done
+	in.cancel = nil
+	in.ch.Close()
+}
+
+func setup(t *testing.T) (*testenv.NATSServer, *testenv.ClickHouseDB) {
+	srv := testenv.NATS(t)
+	db := testenv.ClickHouse(t)
+	if err := schemas.EnsureStreams(t.Context(), srv.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
+		t.Fatal(err)
+	}
+	// The durable must exist before publishing: the stream has interest
+	// retention and drops batches nobody is bound to.
+	if _, err := sink.Bind(t.Context(), srv.JS, schemas.FlowSinkConsumer(), testAckWait); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chschema.Migrate(t.Context(), db.Conn); err != nil {
+		t.Fatal(err)
+	}
+	return srv, db
+}
+
+type flowSum struct{ OrigPackets, OrigBytes, RespPackets, RespBytes uint64 }
+
+func hostPort(addr [16]byte, port uint16) string {
+	ip := net.IP(addr[:])
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	return ip.String() + ":" + strconv.Itoa(int(port)) // as tshark prints it, brackets-free
+}
+
+// flowsByTuple sums the records per direction-agnostic 5-tuple, with the
+// key written as tshark does (left endpoint first).
+func flowsByTuple(t *testing.T, conn driver.Conn) map[string]flowSum {
+	t.Helper()
+	rows, err := conn.Query(t.Context(), `SELECT protocol, orig_addr, orig_port, resp_addr, resp_port,
+		sum(orig_packets), sum(orig_bytes), sum(resp_packets), sum(resp_bytes)
+		FROM flows FINAL GROUP BY protocol, orig_addr, orig_port, resp_addr, resp_port`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]flowSum{}
+	for rows.Next() {
+		var proto uint8
+		var oa, ra string
+		var op, rp uint16
+		var s flowSum
+		if err := rows.Scan(&proto, &oa, &op, &ra, &rp, &s.OrigPackets, &s.OrigBytes, &s.RespPackets, &s.RespBytes); err != nil {
+			t.Fatal(err)
+		}
+		var o, r [16]byte
+		copy(o[:], oa)
+		copy(r[:], ra)
+		name := map[uint8]string{6: "tcp", 17: "udp"}[proto]
+		if op < rp {
+			// A record cut by a stop or shutdown can be continued by one
+			// whose first packet came from the server: orient every record
+			// client (the high port, here) first, as tshark does.
+			o, r, op, rp = r, o, rp, op
+			s.OrigPackets, s.OrigBytes, s.RespPackets, s.RespBytes = s.RespPackets, s.RespBytes, s.OrigPackets, s.OrigBytes
+		}
+		if prev, ok := out[fmt.Sprintf("%s %s %s", name, hostPort(o, op), hostPort(r, rp))]; ok {
+			s.OrigPackets += prev.OrigPackets
+			s.OrigBytes += prev.OrigBytes
+			s.RespPackets += prev.RespPackets
+			s.RespBytes += prev.RespBytes
+		}
+		out[fmt.Sprintf("%s %s %s", name, hostPort(o, op), hostPort(r, rp))] = s
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func tsharkFlows(t *testing.T, path string) map[string]flowSum {
+	t.Helper()
+	convs, err := sinktest.TsharkConversations(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]flowSum{}
+	for _, c := range convs {
+		// The left endpoint is the client in this traffic: it sent first.
+		out[fmt.Sprintf("%s %s %s", c.Proto, c.A, c.B)] = flowSum{c.AtoBFrames, c.AtoBBytes, c.BtoAFrames, c.BtoABytes}
+	}
+	return out
+}
+
+func waitDrained(t *testing.T, srv *testenv.NATSServer, timeout time.Duration) {
+	t.Helper()
+	testenv.Eventually(t, timeout, func() error {
+		ci, err := srv.JS.Consumer(t.Context(), schemas.StreamPackets, schemas.ConsumerFlowSink)
+		if err != nil {
+			return err
+		}
+		info, err := ci.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
+			return fmt.Errorf("consumer: %d pending, %d unacked, %d redelivered", info.NumPending, info.NumAckPending, info.NumRedelivered)
+		}
+		return nil
+	})
+}
+
+func replayPcap(t *testing.T, rounds int) (string, []sinktest.Batch) {
+	g := sinktest.Mixed(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), rounds, 5000)
+	path := filepath.Join(t.TempDir(), "mixed.pcap")
+	if err := sinktest.WritePcap(path, g.Pkts); err != nil {
+		t.Fatal(err)
+	}
+	h := sinktest.Header("team-a", "web.capture", "0b1c2d3e-uid", "node-1", "web-0", "cali1234567890a")
+	return path, sinktest.Batches(h, g.Pkts, 16<<10)
+}
+
+func TestFunctionalFlowsMatchTshark(t *testing.T) {
+	srv, db := setup(t)
+	path, batches := replayPcap(t, 20)
+	if err := sinktest.Publish(t.Context(), srv.JS, batches); err != nil {
+		t.Fatal(err)
+	}
+	in := start(t, srv, db, testConfig())
+	waitDrained(t, srv, 30*time.Second)
+	if err := in.sink.Ready(); err != nil {
+		t.Errorf("Ready: %v", err)
+	}
+	in.stop()
+	want := tsharkFlows(t, path)
+	if diff := cmp.Diff(want, flowsByTuple(t, db.Conn)); diff != "" {
+		t.Errorf("flows (-tshark +sink):\n%s", diff)
+	}
+	// Hints where the traffic has them.
+	var dns, nx, sni, host uint64
+	row := db.Conn.QueryRow(t.Context(), `SELECT countIf(dns_query != '' AND dns_rcode = 0), countIf(dns_rcode = 3),
+		countIf(tls_sni = 'secure.example.com'), countIf(http_host = 'web.example.com') FROM flows FINAL`)
+	if err := row.Scan(&dns, &nx, &sni, &host); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([4]uint64{14, 6, 20, 20}, [4]uint64{dns, nx, sni, host}); diff != "" {
+		t.Errorf("hints dns/nxdomain/sni/host (-want +got):\n%s", diff)
+	}
+	var states []string
+	rows, err := db.Conn.Query(t.Context(), "SELECT DISTINCT concat(toString(protocol), ' ', conn_state, ' ', history) FROM flows FINAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		_ = rows.Scan(&s)
+		states = append(states, s)
+	}
+	rows.Close()
+	sort.Strings(states)
+	if diff := cmp.Diff([]string{"17 SF ", "6 SF ShADadFf"}, states); diff != "" {
+		t.Errorf("conn states (-want +got):\n%s", diff)
+	}
+}
+
+func TestFunctionalFlowsCrashRestart(t *testing.T) {
+	srv, db := setup(t)
+	path, batches := replayPcap(t, 40)
+	cfg := testConfig()
+	rnd := rand.New(rand.NewSource(time.Now().UnixNano()))
+	in := start(t, srv, db, cfg)
+	next := 0
+	for kill := 0; kill < 4; kill++ {
+		n := min(len(batches)-next, 1+rnd.Intn(len(batches)/4))
+		if err := sinktest.Publish(t.Context(), srv.JS, batches[next:next+n]); err != nil {
+			t.Fatal(err)
+		}
+		next += n
+		time.Sleep(time.Duration(rnd.Intn(400)) * time.Millisecond) // a random point in the replay
+		in.kill(rnd.Intn(2) == 0)
+		in = start(t, srv, db, cfg)
+	}
+	if err := sinktest.Publish(t.Context(), srv.JS, batches[next:]); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, srv, 60*time.Second)
+	in.stop()
+	if diff := cmp.Diff(tsharkFlows(t, path), flowsByTuple(t, db.Conn)); diff != "" {
+		t.Errorf("flows after crashes (-tshark +sink):\n%s", diff)
+	}
+}
+
+// outage is how long ClickHouse is away in
+// TestFunctionalFlowsClickHouseOutage; CAPSTREAM_TEST_OUTAGE (a duration)
+// shortens it when iterating.
+var outage = 30 * time.Second
+
+func TestFunctionalFlowsClickHouseOutage(t *testing.T) {
+	if d, err := time.ParseDuration(os.Getenv("CAPSTREAM_TEST_OUTAGE")); err == nil {
+		outage = d
+	}
+	srv, db := setup(t)
+	proxy, err := sinktest.NewProxy(db.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	path, batches := replayPcap(t, 40)
+	cfg := testConfig()
+	in := startVia(t, srv, proxy.Addr, db, cfg)
+	third := len(batches) / 3
+	if err := sinktest.Publish(t.Context(), srv.JS, batches[:third]); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, srv, 30*time.Second)
+	proxy.Down()
+	if err := sinktest.Publish(t.Context(), srv.JS, batches[third:]); err != nil {
+		t.Fatal(err)
+	}
+	// While ClickHouse is away, the sink stops pulling once an insert
+	// failed: the batches it holds stay few.
+	var peak int
+	for end := time.Now().Add(outage); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		peak = max(peak, in.sink.pendingBatches())
+	}
+	if in.sink.Ready() == nil {
+		t.Error("Ready during the ClickHouse outage")
+	}
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, srv, 90*time.Second)
+	in.stop()
+	if diff := cmp.Diff(tsharkFlows(t, path), flowsByTuple(t, db.Conn)); diff != "" {
+		t.Errorf("flows after the outage (-tshark +sink):\n%s", diff)
+	}
+	t.Logf("at most %d batches held during the outage, of %d published", peak, len(batches)-third)
+}
+
+func TestFunctionalFlowsTermMalformed(t *testing.T) {
+	srv, db := setup(t)
+	_, batches := replayPcap(t, 1)
+	bad := batches[0]
+	bad.Header.Packets++ // the body holds one record less than the header says
+	bad.Header.Seq = 1000
+	wrongSubject := batches[0]
+	wrongSubject.Header.Seq = 1001
+	m := wrongSubject.Msg()
+	m.Subject = "capstream.pkt.other.web_capture.node-1"
+	if err := sinktest.Publish(t.Context(), srv.JS, append([]sinktest.Batch{bad}, batches...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.JS.PublishMsg(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	in := start(t, srv, db, testConfig())
+	waitDrained(t, srv, 30*time.Second)
+	mfs, err := in.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var terminated float64
+	for _, mf := range mfs {
+		if mf.GetName() != "capstream_sink_flows_batches_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == "terminated" {
+				terminated = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if terminated != 2 {
+		t.Errorf("%v batches terminated, want 2", terminated)
+	}
+}
+
+func TestFunctionalFlowsReplicas(t *testing.T) {
+	srv, db := setup(t)
+	path, batches := replayPcap(t, 40)
+	a, b := start(t, srv, db, testConfig()), start(t, srv, db, testConfig())
+	half := len(batches) / 2
+	if err := sinktest.Publish(t.Context(), srv.JS, batches[:half]); err != nil {
+		t.Fatal(err)
+	}
+	// Kill a replica while it holds batches, so they come back to the
+	// other one.
+	var victim *instance
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, x := range []*instance{a, b} {
+			if x.sink.pendingBatches() > 0 {
+				victim = x
+				return nil
+			}
+		}
+		return errors.New("no replica holds a batch yet")
+	})
+	victim.kill(false)
+	if victim == b {
+		b = a
+	}
+	if err := sinktest.Publish(t.Context(), srv.JS, batches[half:]); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, srv, 60*time.Second)
+	b.stop()
+	if diff := cmp.Diff(tsharkFlows(t, path), flowsByTuple(t, db.Conn)); diff != "" {
+		t.Errorf("flows with two replicas (-tshark +sink):\n%s", diff)
+	}
+}

@@ -1,0 +1,55 @@
+package flowstore
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	batches     *prometheus.CounterVec
+	packets     *prometheus.CounterVec
+	records     prometheus.Counter
+	insertErrs  *prometheus.CounterVec
+	ackErrs     *prometheus.CounterVec
+	openFlows   prometheus.Gauge
+	pending     prometheus.Gauge
+	flushTime   prometheus.Histogram
+	recordsSize prometheus.Histogram
+}
+
+func newMetrics(r prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "capstream_sink_flows_batches_total", Help: "Packet batches handled, by result (aggregated, duplicate, terminated, retried).",
+		}, []string{"result"}),
+		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "capstream_sink_flows_packets_total", Help: "Packets seen, by result (flow, malformed, not_ip, replayed).",
+		}, []string{"result"}),
+		records: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "capstream_sink_flows_records_inserted_total", Help: "Flow records inserted into ClickHouse.",
+		}),
+		insertErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "capstream_sink_flows_insert_errors_total", Help: "Failed ClickHouse operations, by table.",
+		}, []string{"table"}),
+		ackErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "capstream_sink_flows_ack_errors_total", Help: "Failed acknowledgements, by reason.",
+		}, []string{"reason"}),
+		openFlows: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "capstream_sink_flows_open_flows", Help: "Flows being aggregated.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "capstream_sink_flows_pending_batches", Help: "Batches held unacked until their records are inserted.",
+		}),
+		flushTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "capstream_sink_flows_flush_seconds", Help: "Time to insert records and ledger rows.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		recordsSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "capstream_sink_flows_flush_records", Help: "Records per flush.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.batches, m.packets, m.records, m.insertErrs, m.ackErrs, m.openFlows, m.pending, m.flushTime, m.recordsSize} {
+		if err := r.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

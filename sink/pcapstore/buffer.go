@@ -1,0 +1,80 @@
+package pcapstore
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
+	"io"
+	"sort"
+)
+
+// Chunk sizes of an object's buffer: the first is small so thousands of
+// quiet interfaces cost little, later ones double up to the largest so a
+// big object never copies what it already holds (append on one slice would
+// copy it again at every growth).
+const (
+	minChunk = 64 << 10
+	maxChunk = 4 << 20
+)
+
+// buffer holds an object's bytes in chunks and hashes them as they arrive,
+// so completing an object does not read it again. It is an io.ReaderAt, so
+// minio-go uploads its parts in parallel straight from memory.
+type buffer struct {
+	chunks [][]byte
+	starts []int64 // offset of each chunk
+	size   int64
+	h      hash.Hash
+}
+
+func newBuffer() *buffer { return &buffer{h: sha256.New()} }
+
+// Write appends p; it never fails.
+func (b *buffer) Write(p []byte) (int, error) {
+	b.h.Write(p)
+	n := len(p)
+	for len(p) > 0 {
+		last := len(b.chunks) - 1
+		if last < 0 || len(b.chunks[last]) == cap(b.chunks[last]) {
+			c := int64(minChunk)
+			if b.size > c {
+				c = min(b.size, maxChunk)
+			}
+			b.chunks = append(b.chunks, make([]byte, 0, c))
+			b.starts = append(b.starts, b.size)
+			last++
+		}
+		ch := b.chunks[last]
+		k := min(len(p), cap(ch)-len(ch))
+		b.chunks[last] = append(ch, p[:k]...)
+		b.size += int64(k)
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// Len is the number of bytes held.
+func (b *buffer) Len() int64 { return b.size }
+
+// Sum is the hex SHA-256 of everything written.
+func (b *buffer) Sum() string { return hex.EncodeToString(b.h.Sum(nil)) }
+
+// ReadAt implements io.ReaderAt.
+func (b *buffer) ReadAt(p []byte, off int64) (int, error) {
+	if off >= b.size {
+		return 0, io.EOF
+	}
+	i := sort.Search(len(b.starts), func(i int) bool { return b.starts[i] > off }) - 1
+	n := 0
+	for n < len(p) && i < len(b.chunks) {
+		ch := b.chunks[i][off-b.starts[i]:]
+		k := copy(p[n:], ch)
+		n += k
+		off += int64(k)
+		i++
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}

@@ -1,0 +1,57 @@
+package pcapstore
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"math/rand"
+	"testing"
+)
+
+func TestBuffer(t *testing.T) {
+	rnd := rand.New(rand.NewSource(1))
+	var want []byte
+	b := newBuffer()
+	for range 300 {
+		p := make([]byte, rnd.Intn(100<<10))
+		rnd.Read(p)
+		want = append(want, p...)
+		b.Write(p)
+	}
+	got, err := io.ReadAll(io.NewSectionReader(b, 0, b.Len()))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read back %d bytes (err %v), want %d", len(got), err, len(want))
+	}
+	for range 100 {
+		off := rnd.Int63n(int64(len(want)))
+		p := make([]byte, rnd.Intn(9<<20))
+		n, _ := b.ReadAt(p, off)
+		if !bytes.Equal(p[:n], want[off:off+int64(n)]) || (n < len(p) && off+int64(n) != int64(len(want))) {
+			t.Fatalf("ReadAt(%d, %d) = %d bytes, wrong", len(p), off, n)
+		}
+	}
+	sum := sha256.Sum256(want)
+	if b.Sum() != hex.EncodeToString(sum[:]) {
+		t.Error("sha256 differs")
+	}
+}
+
+func TestRanges(t *testing.T) {
+	var r ranges
+	for _, s := range []uint64{5, 6, 8, 7, 1, 3, 2, 10} {
+		r = r.add(s)
+	}
+	if got, want := r.String(), "1-3,5-8,10"; got != want {
+		t.Errorf("ranges %s, want %s", got, want)
+	}
+	p, err := parseRanges(r.String())
+	if err != nil || p.String() != r.String() || !p.has(7) || p.has(4) || p.has(11) {
+		t.Errorf("parseRanges: %v %v", p, err)
+	}
+	for _, bad := range []string{"x", "3-1", "1-", ","} {
+		if _, err := parseRanges(bad); err == nil {
+			t.Errorf("parseRanges(%q) accepted", bad)
+		}
+	}
+}

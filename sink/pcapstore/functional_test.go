@@ -1,0 +1,517 @@
+package pcapstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/go-cmp/cmp"
+	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
+	chschema "github.com/capstream/capstream/schemas/clickhouse"
+	"github.com/capstream/capstream/sink"
+	"github.com/capstream/capstream/sink/sinktest"
+)
+
+const testAckWait = 3 * time.Second
+
+type env struct {
+	nats *testenv.NATSServer
+	db   *testenv.ClickHouseDB
+	s3   *testenv.S3Bucket
+}
+
+func setup(t *testing.T) *env {
+	e := &env{nats: testenv.NATS(t), db: testenv.ClickHouse(t), s3: testenv.S3(t)}
+	if err := schemas.EnsureStreams(t.Context(), e.nats.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
+		t.Fatal(err)
+	}
+	// Bind before publishing: interest retention drops unwanted batches.
+	if _, err := sink.Bind(t.Context(), e.nats.JS, schemas.PcapSinkConsumer(), testAckWait); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chschema.Migrate(t.Context(), e.db.Conn); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) config() Config {
+	cfg := DefaultConfig()
+	cfg.S3 = sink.S3Config{Endpoint: e.s3.Endpoint, Bucket: e.s3.Bucket, AccessKey: e.s3.AccessKey, SecretKey: e.s3.SecretKey}
+	cfg.Prefix = "pcaps"
+	cfg.MaxObjectBytes = 64 << 10
+	cfg.StopAfter = 500 * time.Millisecond
+	cfg.GracePeriod = 5 * time.Second
+	cfg.Consumer.AckWait = testAckWait
+	return cfg
+}
+
+type instance struct {
+	cancel context.CancelFunc
+	done   chan error
+	nc     *nats.Conn
+	ch     driver.Conn
+	sink   *Sink
+	reg    *prometheus.Registry
+	t      *testing.T
+}
+
+func start(t *testing.T, e *env, cfg Config) *instance {
+	t.Helper()
+	nc, err := nats.Connect(e.nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := clickhouse.Open(testenv.ClickHouseOptions(e.db.Addr, e.db.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3, err := cfg.S3.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	s, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{cancel: cancel, done: make(chan error, 1), nc: nc, ch: ch, sink: s, reg: reg, t: t}
+	go func() { in.done <- s.Run(ctx) }()
+	t.Cleanup(in.stop)
+	return in
+}
+
+func (in *instance) stop() {
+	if in.cancel == nil {
+		return
+	}
+	in.cancel()
+	if err := <-in.done; err != nil {
+		in.t.Errorf("Run after a clean cancel: %v", err)
+	}
+	in.cancel = nil
+	in.nc.Close()
+	in.ch.Close()
+}
+
+// kill simulates a crash: acks no longer get through, and with
+// closeClickHouse the index insert after an upload fails too.
+func (in *instance) kill(closeClickHouse bool) {
+	if closeClickHouse {
+		in.ch.Close()
+	}
+	in.nc.Close()
+	in.cancel()
+	<-in.done
+	in.cancel = nil
+	in.ch.Close()
+}
+
+func waitDrained(t *testing.T, e *env, timeout time.Duration) {
+	t.Helper()
+	testenv.Eventually(t, timeout, func() error {
+		c, err := e.nats.JS.Consumer(t.Context(), schemas.StreamPackets, schemas.ConsumerPcapSink)
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("consumer: %d pending, %d unacked", info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+}
+
+func traffic(t *testing.T, rounds int) (string, []sinktest.Batch) {
+	g := sinktest.Mixed(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), rounds, 5000)
+	path := filepath.Join(t.TempDir(), "in.pcap")
+	if err := sinktest.WritePcap(path, g.Pkts); err != nil {
+		t.Fatal(err)
+	}
+	h := sinktest.Header("team-a", "web.capture", "0b1c2d3e-uid", "node-1", "web-0", "cali1234567890a")
+	return path, sinktest.Batches(h, g.Pkts, 16<<10)
+}
+
+// download fetches every object into dir and returns the local paths in
+// key order, which is time order.
+func download(t *testing.T, e *env, dir string) (keys []string, paths []string) {
+	t.Helper()
+	for info := range e.s3.Client.ListObjects(t.Context(), e.s3.Bucket, minio.ListObjectsOptions{Prefix: "pcaps/", Recursive: true}) {
+		if info.Err != nil {
+			t.Fatal(info.Err)
+		}
+		keys = append(keys, info.Key)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		obj, err := e.s3.Client.GetObject(t.Context(), e.s3.Bucket, k, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, fmt.Sprintf("%03d.pcap", i))
+		f, _ := os.Create(p)
+		if _, err := io.Copy(f, obj); err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		f.Close()
+		obj.Close()
+		paths = append(paths, p)
+	}
+	return keys, paths
+}
+
+func packetsOf(t *testing.T, paths ...string) []string {
+	t.Helper()
+	var all []string
+	for _, p := range paths {
+		pk, err := sinktest.TcpdumpPackets(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, pk...)
+	}
+	return all
+}
+
+type indexed struct {
+	Key     string
+	Packets uint64
+	First   string
+	Last    string
+}
+
+func index(t *testing.T, e *env) map[string]indexed {
+	t.Helper()
+	rows, err := e.db.Conn.Query(t.Context(), `SELECT key, packets, first_time, first_ns, last_time, last_ns FROM pcap_objects FINAL`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]indexed{}
+	for rows.Next() {
+		var r indexed
+		var ft, lt time.Time
+		var fns, lns uint32
+		if err := rows.Scan(&r.Key, &r.Packets, &ft, &fns, &lt, &lns); err != nil {
+			t.Fatal(err)
+		}
+		r.First = fmt.Sprintf("%d.%09d", ft.Unix(), fns)
+		r.Last = fmt.Sprintf("%d.%09d", lt.Unix(), lns)
+		if _, dup := out[r.Key]; dup {
+			t.Errorf("pcap_objects has %s twice", r.Key)
+		}
+		out[r.Key] = r
+	}
+	return out
+}
+
+// capinfosIndex describes an object as capinfos sees it.
+func capinfosIndex(t *testing.T, key, path string) indexed {
+	t.Helper()
+	out, err := exec.Command("capinfos", "-T", "-r", "-c", "-a", "-e", "-S", path).Output()
+	if err != nil {
+		t.Fatalf("capinfos %s: %v", path, err)
+	}
+	f := strings.Split(strings.TrimSpace(string(out)), "\t")
+	if len(f) != 4 {
+		t.Fatalf("capinfos output %q", out)
+	}
+	n, _ := strconv.ParseUint(f[1], 10, 64)
+	return indexed{Key: key, Packets: n, First: f[2], Last: f[3]}
+}
+
+func TestFunctionalPcapRoundTrip(t *testing.T) {
+	e := setup(t)
+	in, batches := traffic(t, 40)
+	if err := sinktest.Publish(t.Context(), e.nats.JS, batches); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, e, e.config())
+	waitDrained(t, e, 30*time.Second)
+	if err := s.sink.Ready(); err != nil {
+		t.Errorf("Ready: %v", err)
+	}
+	s.stop()
+	keys, paths := download(t, e, t.TempDir())
+	if len(keys) < 3 {
+		t.Fatalf("%d objects, want several rolled at 64 KiB", len(keys))
+	}
+	if diff := cmp.Diff(packetsOf(t, in), packetsOf(t, paths...)); diff != "" {
+		t.Errorf("packets (-input +objects):\n%s", diff)
+	}
+	want := map[string]indexed{}
+	for i, k := range keys {
+		want[k] = capinfosIndex(t, k, paths[i])
+		st, err := e.s3.Client.StatObject(t.Context(), e.s3.Bucket, k, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size > 64<<10 {
+			t.Errorf("%s: %d bytes, above the 64 KiB limit", k, st.Size)
+		}
+		if got := st.UserMetadata["Capstream-Packets"]; got != strconv.FormatUint(want[k].Packets, 10) {
+			t.Errorf("%s: packets metadata %q, capinfos %d", k, got, want[k].Packets)
+		}
+		if !strings.HasPrefix(k, "pcaps/team-a/web.capture/node-1/web-0_cali1234567890a/20261127T1000") {
+			t.Errorf("key %s does not follow the layout", k)
+		}
+	}
+	if diff := cmp.Diff(want, index(t, e)); diff != "" {
+		t.Errorf("pcap_objects (-capinfos +index):\n%s", diff)
+	}
+	// The last status report lists every object and the total.
+	stream, err := e.nats.JS.Stream(t.Context(), schemas.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := schemas.StatusSubject("team-a", "web.capture", "node-1")
+	raw, err := stream.GetLastMsgForSubject(t.Context(), subj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := schemas.DecodeStatus(raw.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total uint64
+	for _, w := range want {
+		total += w.Packets
+	}
+	if st.Source != schemas.SourcePcapSink || st.Packets != total || len(st.Objects) != len(keys) ||
+		st.Directory != "s3://"+e.s3.Bucket+"/pcaps/team-a/web.capture/node-1/" || !cmp.Equal(st.Interfaces, []string{"cali1234567890a"}) {
+		t.Errorf("status: %+v, want %d packets in %d objects", st, total, len(keys))
+	}
+}
+
+func TestFunctionalPcapRollsOnAge(t *testing.T) {
+	e := setup(t)
+	_, batches := traffic(t, 4)
+	cfg := e.config()
+	cfg.MaxObjectBytes = 1 << 20
+	cfg.MaxObjectAge = time.Second
+	cfg.StopAfter = time.Minute
+	s := start(t, e, cfg)
+	for _, b := range batches {
+		if err := sinktest.Publish(t.Context(), e.nats.JS, []sinktest.Batch{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitDrained(t, e, 20*time.Second)
+	s.stop()
+	if n := len(index(t, e)); n != 1 {
+		t.Errorf("%d objects, want 1 completed on age", n)
+	}
+}
+
+func TestFunctionalPcapCrashRestart(t *testing.T) {
+	e := setup(t)
+	in, batches := traffic(t, 60)
+	cfg := e.config()
+	rnd := rand.New(rand.NewSource(time.Now().UnixNano()))
+	s := start(t, e, cfg)
+	next := 0
+	for kill := 0; kill < 4; kill++ {
+		n := min(len(batches)-next, 1+rnd.Intn(len(batches)/4))
+		if err := sinktest.Publish(t.Context(), e.nats.JS, batches[next:next+n]); err != nil {
+			t.Fatal(err)
+		}
+		next += n
+		time.Sleep(time.Duration(rnd.Intn(600)) * time.Millisecond)
+		s.kill(rnd.Intn(2) == 0)
+		s = start(t, e, cfg)
+	}
+	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[next:]); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, e, 60*time.Second)
+	s.stop()
+	keys, paths := download(t, e, t.TempDir())
+	want, got := packetsOf(t, in), packetsOf(t, paths...)
+	// Redeliveries after a crash may land in a later object, so compare
+	// the packets as a multiset: each exactly once.
+	sort.Strings(want)
+	sort.Strings(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("packets after crashes (-input +objects):\n%s", diff)
+	}
+	idx := index(t, e)
+	if len(idx) != len(keys) {
+		t.Errorf("pcap_objects has %d rows for %d objects", len(idx), len(keys))
+	}
+	var total uint64
+	for _, r := range idx {
+		total += r.Packets
+	}
+	if total != uint64(len(want)) {
+		t.Errorf("pcap_objects counts %d packets, input has %d", total, len(want))
+	}
+}
+
+// gauge reads one gauge from the instance's registry.
+func (in *instance) gauge(t *testing.T, name string) float64 {
+	mfs, err := in.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// outage is how long the S3 server is away in TestFunctionalPcapS3Outage;
+// CAPSTREAM_TEST_OUTAGE (a duration) shortens it when iterating.
+var outage = 30 * time.Second
+
+func TestFunctionalPcapS3Outage(t *testing.T) {
+	if d, err := time.ParseDuration(os.Getenv("CAPSTREAM_TEST_OUTAGE")); err == nil {
+		outage = d
+	}
+	e := setup(t)
+	proxy, err := sinktest.NewProxy(e.s3.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	in, batches := traffic(t, 60)
+	cfg := e.config()
+	cfg.S3.Endpoint = proxy.Addr
+	cfg.MaxBufferedBytes = 256 << 10
+	s := start(t, e, cfg)
+	third := len(batches) / 3
+	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[:third]); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, e, 30*time.Second)
+	proxy.Down()
+	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[third:]); err != nil {
+		t.Fatal(err)
+	}
+	// While S3 is away the sink holds at most its budget plus one batch
+	// and one pcap header, and stops pulling.
+	var peak float64
+	for end := time.Now().Add(outage); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		peak = max(peak, s.gauge(t, "capstream_sink_pcap_buffered_bytes"))
+		if os.Getenv("CAPSTREAM_TEST_OUTAGE") != "" {
+			t.Logf("buffered %.0f open %.0f pending %.0f", s.gauge(t, "capstream_sink_pcap_buffered_bytes"), s.gauge(t, "capstream_sink_pcap_open_objects"), s.gauge(t, "capstream_sink_pcap_pending_batches"))
+		}
+	}
+	if limit := float64(cfg.MaxBufferedBytes + 16<<10 + 24); peak > limit {
+		t.Errorf("buffered %0.f bytes during the outage, budget %0.f", peak, limit)
+	}
+	if s.sink.Ready() == nil {
+		t.Error("Ready during the S3 outage")
+	}
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, e, 90*time.Second)
+	s.stop()
+	_, paths := download(t, e, t.TempDir())
+	want, got := packetsOf(t, in), packetsOf(t, paths...)
+	sort.Strings(want)
+	sort.Strings(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("packets after the outage (-input +objects):\n%s", diff)
+	}
+	t.Logf("peak buffered during the outage: %.0f bytes", peak)
+}
+
+func TestFunctionalPcapReplicas(t *testing.T) {
+	e := setup(t)
+	in, batches := traffic(t, 60)
+	cfg := e.config()
+	a, b := start(t, e, cfg), start(t, e, cfg)
+	half := len(batches) / 2
+	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[:half]); err != nil {
+		t.Fatal(err)
+	}
+	// Kill a replica while it holds batches, so they come back to the
+	// other one.
+	var victim *instance
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, x := range []*instance{a, b} {
+			if x.gauge(t, "capstream_sink_pcap_pending_batches") > 0 {
+				victim = x
+				return nil
+			}
+		}
+		return errors.New("no replica holds a batch yet")
+	})
+	victim.kill(false)
+	if victim == b {
+		b = a
+	}
+	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[half:]); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, e, 60*time.Second)
+	b.stop()
+	_, paths := download(t, e, t.TempDir())
+	want, got := packetsOf(t, in), packetsOf(t, paths...)
+	sort.Strings(want)
+	sort.Strings(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("packets with two replicas (-input +objects):\n%s", diff)
+	}
+}
+
+func TestFunctionalPcapAbortsStaleUploads(t *testing.T) {
+	e := setup(t)
+	core := minio.Core{Client: e.s3.Client}
+	stale, err := core.NewMultipartUpload(t.Context(), e.s3.Bucket, "pcaps/ns/cap/node/pod_cali0/20261127T100000.000000000Z-1.pcap", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := core.NewMultipartUpload(t.Context(), e.s3.Bucket, "elsewhere/x.pcap", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer core.AbortMultipartUpload(context.Background(), e.s3.Bucket, "elsewhere/x.pcap", other)
+	cfg := e.config()
+	cfg.GracePeriod = time.Second
+	cfg.StaleUploadAge = 2 * time.Second
+	start(t, e, cfg)
+	testenv.Eventually(t, 15*time.Second, func() error {
+		var left []string
+		for u := range e.s3.Client.ListIncompleteUploads(t.Context(), e.s3.Bucket, "", true) {
+			if u.Err != nil {
+				return u.Err
+			}
+			left = append(left, u.UploadID)
+		}
+		if len(left) != 1 || left[0] != other {
+			return fmt.Errorf("incomplete uploads %v, want only %s (not %s)", left, other, stale)
+		}
+		return nil
+	})
+}

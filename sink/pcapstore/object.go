@@ -1,0 +1,240 @@
+package pcapstore
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/capstream/capstream/schemas"
+)
+
+// ifaceKey identifies an interface of a capture on a node: the unit of one
+// open object and of the dedup state.
+type ifaceKey struct {
+	uid, node, iface string
+}
+
+// seqRange is an inclusive range of producer batch sequences.
+type seqRange struct{ lo, hi uint64 }
+
+// ranges is a small sorted set of producer batch sequences. A producer
+// numbers an interface's batches 1, 2, 3..., so an object normally holds
+// one range; redeliveries out of order add a few.
+type ranges []seqRange
+
+func (r ranges) has(s uint64) bool {
+	for _, x := range r {
+		if x.lo <= s && s <= x.hi {
+			return true
+		}
+	}
+	return false
+}
+
+func (r ranges) add(s uint64) ranges {
+	for i := range r {
+		switch {
+		case s+1 == r[i].lo:
+			r[i].lo = s
+			return r
+		case s == r[i].hi+1:
+			r[i].hi = s
+			if i+1 < len(r) && r[i+1].lo == s+1 {
+				r[i].hi = r[i+1].hi
+				r = append(r[:i+1], r[i+2:]...)
+			}
+			return r
+		case s < r[i].lo:
+			r = append(r, seqRange{})
+			copy(r[i+1:], r[i:])
+			r[i] = seqRange{s, s}
+			return r
+		}
+	}
+	return append(r, seqRange{s, s})
+}
+
+// String renders "1-3,5,7-9", the Capstream-Batches metadata value.
+func (r ranges) String() string {
+	var b strings.Builder
+	for i, x := range r {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatUint(x.lo, 10))
+		if x.hi != x.lo {
+			b.WriteByte('-')
+			b.WriteString(strconv.FormatUint(x.hi, 10))
+		}
+	}
+	return b.String()
+}
+
+func parseRanges(s string) (ranges, error) {
+	var r ranges
+	if s == "" {
+		return r, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, found := strings.Cut(part, "-")
+		a, err := strconv.ParseUint(lo, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("batch range %q: %w", part, err)
+		}
+		b := a
+		if found {
+			if b, err = strconv.ParseUint(hi, 10, 64); err != nil || b < a {
+				return nil, fmt.Errorf("batch range %q: bad upper bound", part)
+			}
+		}
+		r = append(r, seqRange{a, b})
+	}
+	return r, nil
+}
+
+// maxRanges bounds the ranges of one object so its metadata stays far
+// below S3's 2 KiB user metadata limit; one more range rotates the object.
+const maxRanges = 32
+
+// held is a batch whose packets are in an open object, unacked.
+type held struct {
+	streamSeq uint64
+	reply     string
+}
+
+// object is one open pcap object: the bytes (global header, then batch
+// bodies appended unchanged) and what its metadata and index row need.
+type object struct {
+	key      ifaceKey
+	hdr      schemas.BatchHeader // of the first batch
+	name     string
+	firstSeq uint64 // stream sequences
+	lastSeq  uint64
+	firstTs  int64
+	lastTs   int64
+	packets  uint64
+	buf      *buffer
+	batches  []held
+	seqs     ranges // producer batch sequences
+	opened   time.Time
+	touched  time.Time
+	reason   string    // why it was completed, for the metrics
+	sealed   time.Time // when it stopped taking batches
+}
+
+// objectName is the key layout of ARCHITECTURE.md:
+// <prefix>/<namespace>/<capture>/<node>/<pod>_<iface>/<start UTC>-<first stream seq>.pcap.
+// It depends only on the first batch, so the same batches rebuild the same
+// key after a crash.
+func objectName(prefix string, h *schemas.BatchHeader, start int64, firstSeq uint64) string {
+	return fmt.Sprintf("%s%s-%d.pcap", ifaceDir(prefix, h), time.Unix(0, start).UTC().Format("20060102T150405.000000000Z"), firstSeq)
+}
+
+// ifaceDir is the "directory" of one interface's objects, with a trailing
+// slash.
+func ifaceDir(prefix string, h *schemas.BatchHeader) string {
+	return fmt.Sprintf("%s/%s/%s/%s/%s_%s/", prefix, h.Namespace, h.Capture, h.Node, h.Pod, h.Interface)
+}
+
+// User metadata keys. minio-go sends them as X-Amz-Meta-*; servers return
+// them canonicalized, which is how they are read back.
+const (
+	metaNamespace = "Capstream-Namespace"
+	metaCapture   = "Capstream-Capture"
+	metaUID       = "Capstream-Capture-Uid"
+	metaNode      = "Capstream-Node"
+	metaPod       = "Capstream-Pod"
+	metaInterface = "Capstream-Interface"
+	metaFirstTime = "Capstream-First-Time"
+	metaLastTime  = "Capstream-Last-Time"
+	metaPackets   = "Capstream-Packets"
+	metaFirstSeq  = "Capstream-First-Seq"
+	metaLastSeq   = "Capstream-Last-Seq"
+	metaProducer  = "Capstream-Producer"
+	metaBatches   = "Capstream-Batches"
+	metaSHA256    = "Capstream-Sha256"
+	metaLinkType  = "Capstream-Link-Type"
+)
+
+func (o *object) metadata(sum string) map[string]string {
+	return map[string]string{
+		metaNamespace: o.hdr.Namespace,
+		metaCapture:   o.hdr.Capture,
+		metaUID:       o.hdr.CaptureUID,
+		metaNode:      o.hdr.Node,
+		metaPod:       o.hdr.Pod,
+		metaInterface: o.hdr.Interface,
+		metaFirstTime: time.Unix(0, o.firstTs).UTC().Format(time.RFC3339Nano),
+		metaLastTime:  time.Unix(0, o.lastTs).UTC().Format(time.RFC3339Nano),
+		metaPackets:   strconv.FormatUint(o.packets, 10),
+		metaFirstSeq:  strconv.FormatUint(o.firstSeq, 10),
+		metaLastSeq:   strconv.FormatUint(o.lastSeq, 10),
+		metaProducer:  o.hdr.Producer,
+		metaBatches:   o.seqs.String(),
+		metaSHA256:    sum,
+		metaLinkType:  strconv.FormatUint(uint64(o.hdr.LinkType), 10),
+	}
+}
+
+// indexRow is a pcap_objects row.
+type indexRow struct {
+	Namespace, Capture, UID, Node, Pod, Interface string
+	Key                                           string
+	Size, Packets                                 uint64
+	FirstTs, LastTs                               int64
+	FirstSeq, LastSeq                             uint64
+	LinkType                                      uint32
+	SHA256                                        string
+	Producer                                      string
+	Batches                                       ranges
+}
+
+func (o *object) row(sum string) indexRow {
+	return indexRow{
+		Namespace: o.hdr.Namespace, Capture: o.hdr.Capture, UID: o.hdr.CaptureUID, Node: o.hdr.Node, Pod: o.hdr.Pod, Interface: o.hdr.Interface,
+		Key: o.name, Size: uint64(o.buf.Len()), Packets: o.packets, FirstTs: o.firstTs, LastTs: o.lastTs,
+		FirstSeq: o.firstSeq, LastSeq: o.lastSeq, LinkType: o.hdr.LinkType, SHA256: sum,
+		Producer: o.hdr.Producer, Batches: o.seqs,
+	}
+}
+
+// rowFromMetadata rebuilds the index row of a completed object from its
+// user metadata, which is how a crash between the upload and the index
+// insert is repaired.
+func rowFromMetadata(key string, size int64, meta map[string]string) (indexRow, error) {
+	get := func(k string) string { return meta[k] }
+	r := indexRow{
+		Namespace: get(metaNamespace), Capture: get(metaCapture), UID: get(metaUID), Node: get(metaNode),
+		Pod: get(metaPod), Interface: get(metaInterface), Key: key, Size: uint64(size),
+		SHA256: get(metaSHA256), Producer: get(metaProducer),
+	}
+	var errs []error
+	num := func(k string) uint64 {
+		n, err := strconv.ParseUint(get(k), 10, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("metadata %s: %w", k, err))
+		}
+		return n
+	}
+	ts := func(k string) int64 {
+		t, err := time.Parse(time.RFC3339Nano, get(k))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("metadata %s: %w", k, err))
+		}
+		return t.UnixNano()
+	}
+	r.Packets, r.FirstSeq, r.LastSeq = num(metaPackets), num(metaFirstSeq), num(metaLastSeq)
+	r.LinkType = uint32(num(metaLinkType))
+	r.FirstTs, r.LastTs = ts(metaFirstTime), ts(metaLastTime)
+	b, err := parseRanges(get(metaBatches))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	r.Batches = b
+	if r.UID == "" || r.Producer == "" {
+		errs = append(errs, errors.New("metadata: capture uid or producer missing"))
+	}
+	return r, errors.Join(errs...)
+}

@@ -1,0 +1,67 @@
+package pcapstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/capstream/capstream/schemas"
+)
+
+// publishStatus reports the objects of one capture on one node on its
+// status subject, for the router to copy into PacketCapture.status.files.
+// Totals and the recent object names are read from pcap_objects rather
+// than counted here, so they stay totals across restarts and replicas
+// (each report is complete; the latest wins). It runs in an uploader after
+// an object is indexed; a failure is logged and the next object reports
+// again.
+func (s *Sink) publishStatus(ctx context.Context, o *object) error {
+	h := &o.hdr
+	dir := fmt.Sprintf("%s/%s/%s/%s/", s.cfg.Prefix, h.Namespace, h.Capture, h.Node)
+	st := schemas.Status{
+		Source: schemas.SourcePcapSink, Namespace: h.Namespace, Name: h.Capture, UID: h.CaptureUID,
+		Node: h.Node, State: schemas.StateCapturing, Directory: "s3://" + s.cfg.S3.Bucket + "/" + dir,
+		Time: time.Now().UTC(),
+	}
+	row := s.deps.ClickHouse.QueryRow(ctx, "SELECT sum(packets), sum(size) FROM pcap_objects FINAL WHERE capture_uid = ? AND node = ?", h.CaptureUID, h.Node)
+	if err := row.Scan(&st.Packets, &st.Bytes); err != nil {
+		return fmt.Errorf("read totals of %s/%s on %s: %w", h.Namespace, h.Capture, h.Node, err)
+	}
+	rows, err := s.deps.ClickHouse.Query(ctx, fmt.Sprintf("SELECT key FROM pcap_objects FINAL WHERE capture_uid = ? AND node = ? ORDER BY first_time DESC, first_ns DESC LIMIT %d", schemas.MaxStatusObjects), h.CaptureUID, h.Node)
+	if err != nil {
+		return fmt.Errorf("read objects of %s/%s on %s: %w", h.Namespace, h.Capture, h.Node, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key string
+		if err := rows.Scan(&key); err != nil {
+			return fmt.Errorf("read objects: %w", err)
+		}
+		st.Objects = append(st.Objects, strings.TrimPrefix(key, dir))
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read objects: %w", err)
+	}
+	// Interfaces from the object names: "<pod>_<iface>/...".
+	seen := map[string]bool{}
+	for _, name := range st.Objects {
+		d, _, _ := strings.Cut(name, "/")
+		if i := strings.LastIndexByte(d, '_'); i >= 0 && !seen[d[i+1:]] {
+			seen[d[i+1:]] = true
+			st.Interfaces = append(st.Interfaces, d[i+1:])
+		}
+	}
+	body, err := schemas.EncodeStatus(&st)
+	if err != nil {
+		return err
+	}
+	subj, err := schemas.StatusSubject(h.Namespace, h.Capture, h.Node)
+	if err != nil {
+		return err
+	}
+	if _, err := s.deps.JetStream.Publish(ctx, subj, body); err != nil {
+		return fmt.Errorf("publish status %s: %w", subj, err)
+	}
+	return nil
+}

@@ -1,0 +1,169 @@
+// Package sink holds what the two packet sinks share: binding the durable
+// consumer on CAPSTREAM_PACKETS, turning a JetStream message into a decoded
+// Delivery, acknowledging by reply subject, and the client configurations
+// for ClickHouse and S3.
+//
+// Nothing here starts a goroutine on its own: Pump is called by a sink's Run
+// inside its own group, and returns when the iterator is drained or
+// stopped. The sinks own every goroutine they start.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/capstream/capstream/schemas"
+)
+
+// Delivery is one packet batch as a sink works with it. It keeps the reply
+// subject rather than the jetstream.Msg so that the body can be released as
+// soon as it has been copied or aggregated, while the ack is held until the
+// batch is durable.
+type Delivery struct {
+	// Header is the decoded and validated batch header.
+	Header schemas.BatchHeader
+	// Body is the run of pcap records; it aliases the message.
+	Body []byte
+	// StreamSeq is the batch's sequence in CAPSTREAM_PACKETS.
+	StreamSeq uint64
+	// Delivered is how many times the server has delivered the batch; more
+	// than one means an earlier delivery may already be durable.
+	Delivered uint64
+	// Reply is the ack subject.
+	Reply string
+}
+
+// Decode validates a batch message. An error wrapping schemas.ErrMalformed
+// or schemas.ErrUnknownVersion means the message can never be stored and
+// must be terminated; other errors are not expected.
+func Decode(msg jetstream.Msg) (Delivery, error) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return Delivery{}, fmt.Errorf("batch metadata: %w", err)
+	}
+	h, err := schemas.DecodeBatchHeader(msg.Headers())
+	if err != nil {
+		return Delivery{}, err
+	}
+	key, err := schemas.ParsePacketSubject(msg.Subject())
+	if err != nil {
+		return Delivery{}, fmt.Errorf("%w: %w", schemas.ErrMalformed, err)
+	}
+	if key.Namespace != h.Namespace || key.Name != h.Capture || key.Node != h.Node {
+		return Delivery{}, fmt.Errorf("%w: subject %s disagrees with the batch headers", schemas.ErrMalformed, msg.Subject())
+	}
+	n, err := schemas.ValidateBody(msg.Data(), h.SnapLength)
+	if err != nil {
+		return Delivery{}, fmt.Errorf("batch %d: %w", md.Sequence.Stream, err)
+	}
+	if n != int(h.Packets) {
+		return Delivery{}, fmt.Errorf("%w: batch %d holds %d records, header says %d", schemas.ErrMalformed, md.Sequence.Stream, n, h.Packets)
+	}
+	return Delivery{
+		Header:    h,
+		Body:      msg.Data(),
+		StreamSeq: md.Sequence.Stream,
+		Delivered: md.NumDelivered,
+		Reply:     msg.Reply(),
+	}, nil
+}
+
+// IsPermanent reports whether a Decode error means the payload itself is
+// bad, so the message is terminated rather than retried.
+func IsPermanent(err error) bool {
+	return errors.Is(err, schemas.ErrMalformed) || errors.Is(err, schemas.ErrUnknownVersion)
+}
+
+// Acker acknowledges deliveries by their reply subject, with the same
+// payloads jetstream.Msg sends, so that a sink does not have to keep whole
+// messages (and their bodies) alive until an object completes.
+type Acker struct {
+	// Conn is the connection the consumer was bound on.
+	Conn *nats.Conn
+}
+
+// Ack tells the server the batch is durable.
+func (a Acker) Ack(reply string) error { return a.send(reply, "+ACK") }
+
+// Progress resets the server's redelivery timer for a batch still held in
+// an open object or flow window.
+func (a Acker) Progress(reply string) error { return a.send(reply, "+WPI") }
+
+// Term tells the server never to redeliver a batch that cannot be stored.
+func (a Acker) Term(reply string) error { return a.send(reply, "+TERM") }
+
+// Nak asks for redelivery after delay, used when a dependency failed.
+func (a Acker) Nak(reply string, delay time.Duration) error {
+	return a.send(reply, "-NAK {\"delay\": "+strconv.FormatInt(delay.Nanoseconds(), 10)+"}")
+}
+
+func (a Acker) send(reply, body string) error {
+	if reply == "" {
+		return errors.New("ack: message has no reply subject")
+	}
+	if err := a.Conn.Publish(reply, []byte(body)); err != nil {
+		return fmt.Errorf("ack %s: %w", body, err)
+	}
+	return nil
+}
+
+// Bind creates or updates a sink's durable consumer. ackWait, when non-zero,
+// replaces the schema's AckWait (tests shorten it so redeliveries after a
+// simulated crash come quickly).
+func Bind(ctx context.Context, js jetstream.JetStream, cc jetstream.ConsumerConfig, ackWait time.Duration) (jetstream.Consumer, error) {
+	if ackWait > 0 {
+		cc.AckWait = ackWait
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamPackets, cc)
+	if err != nil {
+		return nil, fmt.Errorf("bind consumer %s: %w", cc.Durable, err)
+	}
+	return c, nil
+}
+
+// Pump reads messages from c into out until ctx ends, then drains what the
+// client already buffered into out and closes it. maxBytes bounds the
+// client's buffer (it must stay under 64 MiB, see SERVICES.md). Pump returns
+// when the iterator is closed; the caller runs it in its group and keeps
+// reading out until it is closed.
+func Pump(ctx context.Context, c jetstream.Consumer, maxBytes int, out chan<- jetstream.Msg, stop <-chan struct{}) error {
+	defer close(out)
+	it, err := c.Messages(jetstream.PullMaxBytes(maxBytes), jetstream.PullHeartbeat(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("pull messages: %w", err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			it.Drain()
+		case <-done:
+		}
+	}()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			// Missing heartbeats and the like: the iterator keeps going.
+			continue
+		}
+		select {
+		case out <- msg:
+		case <-stop:
+			it.Stop()
+			return nil
+		}
+	}
+}
