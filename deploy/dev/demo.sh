@@ -192,17 +192,11 @@ heading "capstream get packetcaptures -n $NS"
 bin/capstream get packetcaptures -n "$NS"
 
 heading "top flows (ClickHouse, database $DATABASE)"
-SQL="SELECT
-    IPv6NumToString(orig_addr) AS client, orig_port,
-    IPv6NumToString(resp_addr) AS server, resp_port,
-    protocol, conn_state,
-    orig_packets + resp_packets AS packets,
-    orig_bytes + resp_bytes AS bytes,
-    dns_query, tls_sni, http_host
-FROM flows FINAL
-WHERE namespace = '$NS' AND capture = '$CAPTURE'
-ORDER BY bytes DESC
-LIMIT 10"
+# The README's example query, verbatim, so the two cannot drift apart.
+SQL="$(awk '/^```sql$/{on=1; next} /^```$/{if(on) exit} on' README.md)"
+[ -n "$SQL" ] || die "no \`\`\`sql block in README.md"
+SQL="${SQL//sample-namespace/$NS}"
+SQL="${SQL//sample-capture/$CAPTURE}"
 echo "$SQL;"
 echo "-- a connection between two selected pods is captured on both pods' veths, so it has a row for each"
 ch --database "$DATABASE" --format PrettyCompact -q "$SQL"
