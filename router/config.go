@@ -48,6 +48,35 @@ type Config struct {
 	Namespace string `yaml:"namespace"`
 	// LeaderElection makes one replica of several the active one.
 	LeaderElection LeaderElectionConfig `yaml:"leaderElection"`
+	// PacketsStream is CAPSTREAM_PACKETS as the router creates it.
+	PacketsStream PacketsStreamConfig `yaml:"packetsStream"`
+}
+
+// PacketsStreamConfig sizes CAPSTREAM_PACKETS. The router, the one
+// control-plane component, creates the stream and both sinks' durable
+// consumers at the start of each term: with interest retention, batches
+// published while no consumer exists are discarded, so the consumers must
+// exist before the first producer publishes, whether or not the sinks run
+// yet.
+type PacketsStreamConfig struct {
+	// Manage makes the router create or update the stream and create the
+	// sink consumers. Turn it off to manage the stream by hand (see
+	// deploy/k8s/README.md). Default true.
+	Manage bool `yaml:"manage"`
+	// MaxBytes bounds the backlog in bytes; when full, producers' publishes
+	// are refused and counted as drops. Default 1 GiB.
+	MaxBytes int64 `yaml:"maxBytes"`
+	// MaxAge bounds the backlog in time. Default 1h.
+	MaxAge time.Duration `yaml:"maxAge"`
+	// Replicas is the stream's replication factor. Default 1.
+	Replicas int `yaml:"replicas"`
+	// Duplicates is the Nats-Msg-Id de-duplication window. Default 2m.
+	Duplicates time.Duration `yaml:"duplicates"`
+}
+
+// Limits converts the config to the schemas limits.
+func (c PacketsStreamConfig) Limits() schemas.PacketsStreamLimits {
+	return schemas.PacketsStreamLimits{MaxBytes: c.MaxBytes, MaxAge: c.MaxAge, Replicas: c.Replicas, Duplicates: c.Duplicates}
 }
 
 // LeaderElectionConfig configures the coordination.k8s.io Lease that elects
@@ -112,6 +141,7 @@ func DefaultConfig() Config {
 		RetryMaxDelay:    time.Minute,
 		StartupTimeout:   2 * time.Minute,
 		GracePeriod:      10 * time.Second,
+		PacketsStream: defaultPacketsStream(),
 		LeaderElection: LeaderElectionConfig{
 			Enabled:       true,
 			Namespace:     "default",
@@ -121,6 +151,11 @@ func DefaultConfig() Config {
 			RetryPeriod:   2 * time.Second,
 		},
 	}
+}
+
+func defaultPacketsStream() PacketsStreamConfig {
+	l := schemas.DefaultPacketsStreamLimits()
+	return PacketsStreamConfig{Manage: true, MaxBytes: l.MaxBytes, MaxAge: l.MaxAge, Replicas: l.Replicas, Duplicates: l.Duplicates}
 }
 
 // DefaultKubeConfig returns in-cluster defaults.
@@ -146,6 +181,11 @@ func (c Config) Validate() error {
 	}
 	if c.SnapLength < 1 || c.SnapLength > schemas.MaxSnapLength {
 		errs = append(errs, fmt.Errorf("router.snapLength %d: want 1 to %d", c.SnapLength, schemas.MaxSnapLength))
+	}
+	if c.PacketsStream.Manage {
+		if err := c.PacketsStream.Limits().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("router.packetsStream: %w", err))
+		}
 	}
 	if c.Workers < 1 || c.Workers > 64 {
 		errs = append(errs, fmt.Errorf("router.workers %d: want 1 to 64", c.Workers))

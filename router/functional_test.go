@@ -789,3 +789,61 @@ func TestStreamPurged(t *testing.T) {
 	}
 	h.expect("cap", map[string][]string{"node-1": {"p"}})
 }
+
+// TestRouterManagesPacketsStream checks the leader creates CAPSTREAM_PACKETS
+// with its configured limits and both sink consumers, so a batch published
+// before any sink runs is kept rather than discarded by interest retention.
+func TestRouterManagesPacketsStream(t *testing.T) {
+	kube := testenv.Kube(t)
+	h := &harness{t: t, kube: kube, nats: testenv.NATS(t), ns: kube.Namespace(t, nil)}
+	h.rec = newRecorder(t, h.nats.Conn, h.ns)
+	h.start(func(c *Config) { c.PacketsStream.MaxBytes = 64 << 20 })
+	ctx := t.Context()
+	var st jetstream.Stream
+	testenv.Eventually(t, waitFor, func() error {
+		var err error
+		st, err = h.nats.JS.Stream(ctx, schemas.StreamPackets)
+		if err != nil {
+			return err
+		}
+		_, err = st.Consumer(ctx, schemas.ConsumerFlowSink)
+		return err
+	})
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxBytes != 64<<20 || info.Config.Retention != jetstream.InterestPolicy {
+		t.Errorf("packets stream config: max bytes %d retention %v", info.Config.MaxBytes, info.Config.Retention)
+	}
+	for _, name := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
+		if _, err := st.Consumer(ctx, name); err != nil {
+			t.Errorf("consumer %s: %v", name, err)
+		}
+	}
+	subj, err := schemas.PacketSubject(h.ns, "c", "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.nats.JS.Publish(ctx, subj, []byte("batch")); err != nil {
+		t.Fatal(err)
+	}
+	if info, err = st.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("batch published before any sink: %d messages kept (%v), want 1", info.State.Msgs, err)
+	}
+}
+
+func TestRouterLeavesUnmanagedPacketsStream(t *testing.T) {
+	kube := testenv.Kube(t)
+	h := &harness{t: t, kube: kube, nats: testenv.NATS(t), ns: kube.Namespace(t, nil)}
+	h.rec = newRecorder(t, h.nats.Conn, h.ns)
+	h.start(func(c *Config) { c.PacketsStream.Manage = false })
+	// The status consumer is bound at the end of the term's setup.
+	testenv.Eventually(t, waitFor, func() error {
+		_, err := h.nats.JS.Consumer(t.Context(), schemas.StreamStatus, schemas.ConsumerRouterStatus)
+		return err
+	})
+	if _, err := h.nats.JS.Stream(t.Context(), schemas.StreamPackets); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("packets stream with manage off: %v, want not found", err)
+	}
+}

@@ -412,12 +412,18 @@ func (r *Router) prepareTerm(ctx context.Context) (jetstream.Consumer, error) {
 		cons, err := func() (jetstream.Consumer, error) {
 			actx, cancel := context.WithTimeout(ctx, r.cfg.StartupTimeout)
 			defer cancel()
-			// Only the streams the router uses: the packets stream's limits
-			// are the deployment's, and EnsureStreams with defaults would
-			// overwrite them.
-			for _, sc := range []jetstream.StreamConfig{schemas.CommandsStream(), schemas.StatusStream()} {
+			streams := []jetstream.StreamConfig{schemas.CommandsStream(), schemas.StatusStream()}
+			if r.cfg.PacketsStream.Manage {
+				streams = append(streams, schemas.PacketsStream(r.cfg.PacketsStream.Limits()))
+			}
+			for _, sc := range streams {
 				if _, err := r.deps.JetStream.CreateOrUpdateStream(actx, sc); err != nil {
 					return nil, fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+				}
+			}
+			if r.cfg.PacketsStream.Manage {
+				if err := ensureSinkConsumers(actx, r.deps.JetStream); err != nil {
+					return nil, err
 				}
 			}
 			if _, err := r.pub.load(actx); err != nil {
@@ -630,4 +636,22 @@ func (r *Router) enqueueStatus(k captureKey, after time.Duration) {
 	if r.statusQueue != nil {
 		r.statusQueue.AddAfter(k, after)
 	}
+}
+
+// ensureSinkConsumers creates the sinks' durable consumers if they do not
+// exist, so batches are retained from the first publish even before a sink
+// has started. An existing consumer is left as it is: the sinks own its
+// settings (their ack wait, for one) and bind it themselves.
+func ensureSinkConsumers(ctx context.Context, js jetstream.JetStream) error {
+	for _, cc := range []jetstream.ConsumerConfig{schemas.PcapSinkConsumer(), schemas.FlowSinkConsumer()} {
+		if _, err := js.Consumer(ctx, schemas.StreamPackets, cc.Durable); err == nil {
+			continue
+		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("look up consumer %s: %w", cc.Durable, err)
+		}
+		if _, err := js.CreateConsumer(ctx, schemas.StreamPackets, cc); err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+			return fmt.Errorf("create consumer %s: %w", cc.Durable, err)
+		}
+	}
+	return nil
 }

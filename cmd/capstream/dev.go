@@ -353,6 +353,10 @@ func runDev(ctx context.Context, cfg *devSettings, hooks *devHooks) error {
 		return fmt.Errorf("dynamic client: %w", err)
 	}
 	rcfg := cfg.Router
+	// dev sizes the packets stream from its nats section; the router must
+	// keep those limits rather than re-applying its own defaults.
+	l := cfg.packetLimits()
+	rcfg.PacketsStream = router.PacketsStreamConfig{Manage: true, MaxBytes: l.MaxBytes, MaxAge: l.MaxAge, Replicas: l.Replicas, Duplicates: l.Duplicates}
 	if rcfg.LeaderElection.Identity == "" {
 		host, _ := os.Hostname()
 		rcfg.LeaderElection.Identity = "dev_" + host
