@@ -141,7 +141,7 @@ func DefaultConfig() Config {
 		RetryMaxDelay:    time.Minute,
 		StartupTimeout:   2 * time.Minute,
 		GracePeriod:      10 * time.Second,
-		PacketsStream: defaultPacketsStream(),
+		PacketsStream:    defaultPacketsStream(),
 		LeaderElection: LeaderElectionConfig{
 			Enabled:       true,
 			Namespace:     "default",
