@@ -23,7 +23,8 @@ ENV_FILE="$DEV_DIR/env"
 PID_DIR="$DEV_DIR/pids"
 
 VERSITYGW_VERSION=v1.8.0
-APT_PACKAGES=(clickhouse-server clickhouse-client tcpdump tshark iproute2 openssl curl argus-server argus-client)
+NATSCLI_VERSION=v0.5.0
+APT_PACKAGES=(clickhouse-server clickhouse-client tcpdump tshark iproute2 openssl curl argus-server argus-client s3cmd)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
@@ -53,6 +54,15 @@ install_versitygw() {
 	GOBIN="$(dirname "$bin")" GOFLAGS=-mod=mod go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 }
 
+# The nats CLI is what users monitor the streams with; a test runs it.
+install_natscli() {
+	local bin="$CACHE_DIR/natscli-$NATSCLI_VERSION/nats"
+	[ -x "$bin" ] && return 0
+	log "building the nats CLI $NATSCLI_VERSION into $(dirname "$bin") (about 3 min cold)"
+	mkdir -p "$(dirname "$bin")"
+	GOBIN="$(dirname "$bin")" GOFLAGS=-mod=mod go install "github.com/nats-io/natscli/nats@$NATSCLI_VERSION"
+}
+
 install_k8s() {
 	local dir
 	dir="$(k8s_bin_dir)"
@@ -70,6 +80,7 @@ install_all() {
 	command -v go >/dev/null || die "go is not on PATH"
 	install_apt
 	install_versitygw
+	install_natscli
 	install_k8s
 }
 
@@ -249,6 +260,7 @@ cmd_up() {
 	start_clickhouse
 	start_s3
 	start_kube
+	echo "CAPSTREAM_TEST_NATS_CLI=$CACHE_DIR/natscli-$NATSCLI_VERSION/nats" >>"$ENV_FILE.tmp"
 	trap - ERR
 	mv "$ENV_FILE.tmp" "$ENV_FILE"
 	log "services up; env file $ENV_FILE"

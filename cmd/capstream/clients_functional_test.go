@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/capstream/capstream/internal/netsim"
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/producer"
+	"github.com/capstream/capstream/schemas"
+	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/minio/minio-go/v7"
+)
+
+// requireTool finds a client binary no one here wrote; deps.sh installs
+// them. Missing ones fail under CAPSTREAM_TEST_REQUIRE_DEPS=1.
+func requireTool(t *testing.T, name, path string) string {
+	t.Helper()
+	if path == "" {
+		p, err := exec.LookPath(name)
+		if err == nil {
+			return p
+		}
+	} else if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found (deploy/dev/deps.sh install puts it in place)", name)
+	if testenv.RequireDeps() {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+func runTool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// readmeSQL is the README's example flow query, as users copy it.
+func readmeSQL(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```sql\n")
+	sql, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no ```sql block")
+	}
+	return sql
+}
+
+// TestRealClients runs the pipeline on a replayed pcap and then uses it
+// exactly as the README tells users: the nats CLI for streams, consumers and
+// pending counts, s3cmd to download a pcap the pipeline wrote (read back
+// with tshark), and clickhouse-client for the example SQL.
+func TestRealClients(t *testing.T) {
+	natsCLI := requireTool(t, "nats", testenv.Getenv("CAPSTREAM_TEST_NATS_CLI"))
+	s3cmd := requireTool(t, "s3cmd", "")
+	chClient := requireTool(t, "clickhouse-client", "")
+	tshark := requireTool(t, "tshark", "")
+
+	ch := testenv.ClickHouse(t)
+	bucket := testenv.S3(t)
+	k := testenv.Kube(t)
+	ns := k.Namespace(t, nil)
+	const node = "clients-node"
+	host := "sample-web." + ns + ".svc.cluster.local"
+	pcapPath := filepath.Join(t.TempDir(), "replay.pcap")
+	writeReplayPcap(t, pcapPath, host)
+	for i, p := range []struct{ name, app string }{{"sample-web", "sample-app"}, {"sample-client", "sample-app"}} {
+		createRunningPod(t, k, ns, p.name, map[string]string{"k8s-app": p.app}, node, fmt.Sprintf("10.71.0.%d", i+2))
+	}
+	cfg := devTestSettings(ch, bucket, k, ns, node)
+	cfg.Producer.Source = producer.SourceFile
+	cfg.Producer.File.Default = pcapPath
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	urlc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runDev(ctx, cfg, &devHooks{started: func(url string, _ *netsim.Simulator) { urlc <- url }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(90 * time.Second):
+			t.Error("dev pipeline did not stop")
+		}
+	})
+	var natsURL string
+	select {
+	case natsURL = <-urlc:
+	case err := <-done:
+		t.Fatalf("dev pipeline ended: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("dev pipeline did not start")
+	}
+	applySample(t, k, ns)
+	keys := waitObjects(t, bucket, cfg.Pcap.Prefix+"/"+ns+"/sample-capture/"+node+"/")
+
+	t.Run("nats", func(t *testing.T) {
+		out := runTool(t, natsCLI, "--server", natsURL, "stream", "ls")
+		for _, s := range []string{schemas.StreamCommands, schemas.StreamPackets, schemas.StreamStatus} {
+			if !strings.Contains(out, s) {
+				t.Errorf("nats stream ls lacks %s:\n%s", s, out)
+			}
+		}
+		out = runTool(t, natsCLI, "--server", natsURL, "consumer", "report", schemas.StreamPackets)
+		for _, c := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
+			if !strings.Contains(out, c) {
+				t.Errorf("nats consumer report lacks %s:\n%s", c, out)
+			}
+		}
+		// Every batch of the replay is delivered and acked once its object
+		// and flows are written: both sinks drain to zero pending.
+		for _, c := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
+			devEventually(t, 60*time.Second, c+" pending and unacked drained", func() error {
+				var info struct {
+					NumPending    uint64 `json:"num_pending"`
+					NumAckPending int    `json:"num_ack_pending"`
+					Delivered     struct {
+						StreamSeq uint64 `json:"stream_seq"`
+					} `json:"delivered"`
+				}
+				js := runTool(t, natsCLI, "--server", natsURL, "consumer", "info", schemas.StreamPackets, c, "--json")
+				if err := json.Unmarshal([]byte(js), &info); err != nil {
+					return fmt.Errorf("consumer info json: %w: %s", err, js)
+				}
+				if info.NumPending != 0 || info.NumAckPending != 0 || info.Delivered.StreamSeq == 0 {
+					return fmt.Errorf("pending %d, unacked %d, delivered up to %d", info.NumPending, info.NumAckPending, info.Delivered.StreamSeq)
+				}
+				return nil
+			})
+		}
+	})
+
+	t.Run("s3cmd", func(t *testing.T) {
+		args := []string{"--access_key=" + bucket.AccessKey, "--secret_key=" + bucket.SecretKey,
+			"--host=" + bucket.Endpoint, "--host-bucket=" + bucket.Endpoint, "--no-ssl", "--region=us-east-1"}
+		out := runTool(t, s3cmd, append(args, "ls", "--recursive", "s3://"+bucket.Bucket+"/")...)
+		if !strings.Contains(out, keys[0]) {
+			t.Fatalf("s3cmd ls lacks %s:\n%s", keys[0], out)
+		}
+		dst := filepath.Join(t.TempDir(), "got.pcap")
+		runTool(t, s3cmd, append(args, "get", "s3://"+bucket.Bucket+"/"+keys[0], dst)...)
+		got, err := os.ReadFile(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, err := bucket.Client.GetObject(t.Context(), bucket.Bucket, keys[0], minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := io.ReadAll(obj)
+		obj.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("s3cmd download differs from the object (%d vs %d bytes, %v)", len(got), len(want), err)
+		}
+		count := 0 // lines of frame numbers; tshark may add a warning as root
+		for _, line := range strings.Split(runTool(t, tshark, "-r", dst, "-T", "fields", "-e", "frame.number"), "\n") {
+			if _, err := strconv.Atoi(strings.TrimSpace(line)); err == nil {
+				count++
+			}
+		}
+		if want := countPcap(t, want); count == 0 || count != want {
+			t.Errorf("tshark reads %d packets from the downloaded pcap, the object holds %d", count, want)
+		}
+	})
+
+	t.Run("clickhouse-client", func(t *testing.T) {
+		sql := strings.ReplaceAll(readmeSQL(t), "sample-namespace", ns)
+		chHost, chPort, _ := strings.Cut(ch.Addr, ":")
+		devEventually(t, 60*time.Second, "README query returns the replay's flows", func() error {
+			out, err := exec.CommandContext(t.Context(), chClient, "--host", chHost, "--port", chPort, "--database", ch.Database,
+				"--format", "TSV", "--query", sql).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			if !strings.Contains(string(out), host) && !strings.Contains(string(out), "sample-web") {
+				return fmt.Errorf("no flow with the HTTP host or DNS name:\n%s", out)
+			}
+			return nil
+		})
+	})
+}
+
+func countPcap(t *testing.T, b []byte) int {
+	t.Helper()
+	r, err := pcapgo.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		if _, _, err := r.ReadPacketData(); err != nil {
+			return n
+		}
+		n++
+	}
+}
