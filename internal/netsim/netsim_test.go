@@ -1,4 +1,4 @@
-package netsim
+package netsim_test
 
 import (
 	"context"
@@ -9,35 +9,49 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstream/capstream/internal/netsim"
 	"github.com/capstream/capstream/internal/testenv"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func TestInterfaceNameMatchesTestenv(t *testing.T) {
-	// The router, testenv and netsim must agree on Calico's names.
-	for _, p := range [][2]string{{"sample-namespace", "sample-web"}, {"default", "a.b"}} {
-		if got, want := InterfaceName("cali", p[0], p[1]), testenv.CalicoInterfaceName("cali", p[0], p[1]); got != want {
-			t.Errorf("InterfaceName(%s, %s) = %s, want %s", p[0], p[1], got, want)
+// TestInterfaceName pins Calico's host-side names: the router, testenv and
+// netsim all depend on this exact rule.
+func TestInterfaceName(t *testing.T) {
+	for _, c := range []struct{ ns, pod, want string }{
+		// printf sample-namespace.sample-web | sha1sum
+		{"sample-namespace", "sample-web", "cali" + sha1Prefix("sample-namespace.sample-web")},
+		{"default", "a.b", "cali" + sha1Prefix("default.a.b")},
+	} {
+		if got := netsim.InterfaceName("cali", c.ns, c.pod); got != c.want || len(got) != 15 {
+			t.Errorf("InterfaceName(%s, %s) = %s, want %s", c.ns, c.pod, got, c.want)
 		}
 	}
 }
 
+func sha1Prefix(s string) string {
+	out, err := exec.Command("sh", "-c", "printf %s \"$0\" | sha1sum", s).Output()
+	if err != nil {
+		panic(err)
+	}
+	return string(out[:11])
+}
+
 func TestConfigValidate(t *testing.T) {
-	if err := DefaultConfig().Validate(); err != nil {
+	if err := netsim.DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	cases := map[string]func(*Config){
-		"bad node":       func(c *Config) { c.Node = "Bad_Node" },
-		"long netns":     func(c *Config) { c.NetNS = strings.Repeat("n", 41) },
-		"bad namespace":  func(c *Config) { c.Namespace = "a.b" },
-		"long prefix":    func(c *Config) { c.InterfacePrefix = "calico" },
-		"fast interval":  func(c *Config) { c.Interval = time.Millisecond },
-		"one pod":        func(c *Config) { c.Pods = c.Pods[:1] },
-		"duplicate pods": func(c *Config) { c.Pods[1].Name = c.Pods[0].Name },
+	cases := map[string]func(*netsim.Config){
+		"bad node":       func(c *netsim.Config) { c.Node = "Bad_Node" },
+		"long netns":     func(c *netsim.Config) { c.NetNS = strings.Repeat("n", 41) },
+		"bad namespace":  func(c *netsim.Config) { c.Namespace = "a.b" },
+		"long prefix":    func(c *netsim.Config) { c.InterfacePrefix = "calico" },
+		"fast interval":  func(c *netsim.Config) { c.Interval = time.Millisecond },
+		"one pod":        func(c *netsim.Config) { c.Pods = c.Pods[:1] },
+		"duplicate pods": func(c *netsim.Config) { c.Pods[1].Name = c.Pods[0].Name },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
-			c := DefaultConfig()
+			c := netsim.DefaultConfig()
 			mutate(&c)
 			if err := c.Validate(); err == nil {
 				t.Error("Validate accepted it")
@@ -69,11 +83,11 @@ func TestSimulatorTraffic(t *testing.T) {
 	needRoot(t)
 	k := testenv.Kube(t)
 	ns := k.Namespace(t, nil)
-	cfg := DefaultConfig()
+	cfg := netsim.DefaultConfig()
 	cfg.Namespace = ns
 	cfg.NetNS = "csim-" + ns[len(ns)-6:]
 	cfg.Interval = 200 * time.Millisecond
-	sim, err := New(cfg, Deps{Logger: slog.New(slog.DiscardHandler), Kube: k.Client})
+	sim, err := netsim.New(cfg, netsim.Deps{Logger: slog.New(slog.DiscardHandler), Kube: k.Client})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +127,7 @@ func TestSimulatorTraffic(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if _, err := os.Stat(NetNSPath(cfg.NetNS)); !os.IsNotExist(err) {
+	if _, err := os.Stat(netsim.NetNSPath(cfg.NetNS)); !os.IsNotExist(err) {
 		t.Errorf("node netns still present after Run: %v", err)
 	}
 	left, err := k.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})

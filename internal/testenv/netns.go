@@ -2,17 +2,14 @@ package testenv
 
 import (
 	"bytes"
-	"crypto/sha1"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/capstream/capstream/internal/netsim"
 )
 
 // Pod describes a pod to wire into a Node.
@@ -46,8 +43,7 @@ var netnsProbe probe
 // CalicoInterfaceName is Calico's host-side interface name for a pod:
 // prefix plus the first 11 hex digits of sha1("<namespace>.<pod>").
 func CalicoInterfaceName(prefix, namespace, pod string) string {
-	sum := sha1.Sum([]byte(namespace + "." + pod))
-	return prefix + hex.EncodeToString(sum[:])[:11]
+	return netsim.InterfaceName(prefix, namespace, pod)
 }
 
 // NetNode builds a node namespace with one Calico-style veth per pod. All
@@ -114,38 +110,8 @@ func (p *PodNet) Do(fn func() error) error { return doInNetNS(p.NetNS, fn) }
 // Do runs fn inside the node's network namespace (see PodNet.Do).
 func (n *Node) Do(fn func() error) error { return doInNetNS(n.NetNS, fn) }
 
-func doInNetNS(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	// A fresh goroutine owns the switched thread; if switching back fails
-	// the thread is left locked and dies with the goroutine.
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open("/var/run/netns/" + name)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("leave netns %s: %w", name, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// doInNetNS is netsim's: one implementation of the thread-locked setns.
+func doInNetNS(name string, fn func() error) error { return netsim.DoInNetNS(name, fn) }
 
 // Exec runs a command inside the node's namespace and returns its output.
 func (n *Node) Exec(t testing.TB, args ...string) string { return nsExec(t, n.NetNS, args...) }
