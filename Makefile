@@ -48,8 +48,9 @@ test-short: ## Unit tests only, no services (go test -short)
 	$(GO) test -short -count=1 ./...
 
 .PHONY: bench
-bench: ## Micro-benchmarks (go test -bench)
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+bench: ## Micro-benchmarks, then the end-to-end harness with ratios against tcpdump and argus (services up)
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkLiveUDPBlast$$' -benchtime 200ms -benchmem -count 1 ./...
+	$(GO) run ./bench $(BENCHFLAGS)
 
 .PHONY: demo
 demo: ## End-to-end demo on a simulated node: capture, flows, pcaps (needs root)

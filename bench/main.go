@@ -1,0 +1,311 @@
+// Command bench is capstream's end-to-end benchmark harness. It generates a
+// realistic workload (many interleaved flows, mixed packet sizes, HTTP, TLS
+// with SNI, DNS and other UDP, a fifth of it IPv6), replays it as fast as
+// possible through the producer's file source, an embedded JetStream server
+// and both sinks into the S3 server and ClickHouse that deploy/dev/deps.sh
+// runs, and measures packets/s, bytes/s, CPU per packet and, in a second,
+// paced phase, the latency from a packet being read to its flow row being
+// queryable. In the same run it measures the references on the same pcap:
+// `tcpdump -r in -w out` (the copy limit), `argus -r in -w out` and tshark's
+// conversation tables (flow extraction). It prints one table,
+// `scenario | baseline | candidate | ratio`, then the absolute figures and
+// the targets, and writes them under -out.
+//
+// Everything runs in this process except ClickHouse and the S3 server; their
+// CPU is sampled from /proc with the pids deps.sh records. The harness
+// creates a private ClickHouse database and S3 bucket and removes them at
+// the end.
+//
+// Usage: go run ./bench [-packets N] [-min-ratio R] [-out DIR] ...
+// It exits 1 when the run fails or the stored data disagrees with the
+// workload, and 2 when the pipeline/copy bytes/s ratio is below -min-ratio.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/capstream/capstream/internal/testenv"
+	chschema "github.com/capstream/capstream/schemas/clickhouse"
+	"github.com/capstream/capstream/sink"
+)
+
+// options are the harness's settings, from flags.
+type options struct {
+	// Packets is the size of the throughput workload.
+	Packets int
+	// MinRatio: below it, the pipeline/copy bytes/s ratio fails the run.
+	MinRatio float64
+	// Out is where results are written; empty writes none.
+	Out string
+	// ActiveTimeout is the flow sink's active timeout; the latency target
+	// is this plus 2 s.
+	ActiveTimeout time.Duration
+	// Markers is how many marker packets the latency phase times.
+	Markers int
+	// Reps is how many times each fast reference tool runs (the median is
+	// kept).
+	Reps int
+	// Tshark adds tshark's conversation tables as a flow reference.
+	Tshark bool
+	// Timeout bounds each wait of the throughput phase.
+	Timeout time.Duration
+	// Database and Bucket, when set, are used as they are and neither
+	// created nor removed (the test passes testenv's); otherwise the
+	// harness makes private ones.
+	Database, Bucket string
+	// CPUProfile, when set, is where a pprof CPU profile of the
+	// throughput phase is written, to see where the pipeline's CPU goes.
+	CPUProfile string
+	// Log receives the components' warnings.
+	Log io.Writer
+}
+
+func defaultOptions() options {
+	return options{
+		Packets:       1000000,
+		Out:           "bench/results",
+		ActiveTimeout: 5 * time.Second,
+		Markers:       10,
+		Reps:          3,
+		Tshark:        true,
+		Timeout:       5 * time.Minute,
+		Log:           os.Stderr,
+	}
+}
+
+// errRatio is returned when the run worked but the pipeline/copy ratio is
+// below -min-ratio.
+var errRatio = errors.New("pipeline/copy ratio below -min-ratio")
+
+// errSkipped marks a reference tool left out on purpose.
+var errSkipped = errors.New("skipped")
+
+func main() {
+	o := defaultOptions()
+	flag.IntVar(&o.Packets, "packets", o.Packets, "packets in the generated throughput workload")
+	flag.Float64Var(&o.MinRatio, "min-ratio", 0, "exit 2 if pipeline bytes/s over tcpdump copy bytes/s is below this (0: report only)")
+	flag.StringVar(&o.Out, "out", o.Out, "directory for result files (empty: none)")
+	flag.DurationVar(&o.ActiveTimeout, "active-timeout", o.ActiveTimeout, "flow sink active timeout; the latency target is this plus 2s")
+	flag.IntVar(&o.Markers, "markers", o.Markers, "marker packets timed in the latency phase")
+	flag.IntVar(&o.Reps, "reps", o.Reps, "runs of tcpdump and argus (the median is kept)")
+	flag.BoolVar(&o.Tshark, "tshark", o.Tshark, "also time tshark's conversation tables (slow)")
+	flag.DurationVar(&o.Timeout, "timeout", o.Timeout, "bound on each wait of the throughput phase")
+	flag.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the throughput phase to this file")
+	flag.Parse()
+	if flag.NArg() > 0 || o.Packets < 1 || o.Markers < 1 || o.Reps < 1 || o.ActiveTimeout < time.Second {
+		fmt.Fprintln(os.Stderr, "bench: want -packets, -markers, -reps >= 1, -active-timeout >= 1s and no arguments")
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	_, err := run(ctx, o, os.Stdout)
+	switch {
+	case errors.Is(err, errRatio):
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// result is one whole run.
+type result struct {
+	Machine    machine
+	Options    options
+	Workload   workload
+	Copy       toolRun
+	Argus      toolRun
+	Tshark     toolRun
+	Throughput throughputResult
+	Latency    latencyResult
+	// ServerPids are the out-of-process servers whose CPU was sampled.
+	ServerPids map[string]int
+	// Problems are disagreements between the stored data and the
+	// workload; any fails the run.
+	Problems []string
+}
+
+// run does the whole benchmark and prints the report to stdout.
+func run(ctx context.Context, o options, stdout io.Writer) (*result, error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	res := &result{Machine: readMachine(), Options: o}
+	dir, err := os.MkdirTemp("", "capstream-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+
+	fmt.Fprintf(o.Log, "bench: generating %d packets\n", o.Packets)
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	if res.Workload, err = genWorkload(filepath.Join(dir, "workload.pcap"), o.Packets, start); err != nil {
+		return nil, err
+	}
+	// Two active-timeout windows and a bit, so markers land in every part
+	// of a window and windows are released both by later packets and,
+	// for the last, by stopAfter.
+	lw, err := genLatency(filepath.Join(dir, "latency.pcap"), time.Now().Truncate(time.Second), 2*o.ActiveTimeout+time.Second, o.Markers)
+	if err != nil {
+		return nil, err
+	}
+
+	fmt.Fprintln(o.Log, "bench: timing the reference tools")
+	res.Copy, res.Argus, res.Tshark = references(dir, res.Workload, o.Reps, o.Tshark)
+	if res.Copy.Err != nil {
+		return nil, fmt.Errorf("copy limit: %w", res.Copy.Err)
+	}
+
+	st, cleanup, err := openStorage(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	res.ServerPids = serverPids(testenv.EnvFilePath())
+
+	fmt.Fprintln(o.Log, "bench: starting the pipeline")
+	p, err := startPipeline(ctx, o, dir, st, res.Workload, lw)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(o.Log, "bench: throughput phase")
+	res.Throughput, err = runThroughput(ctx, p, o, res.Workload, res.ServerPids, st)
+	if err == nil {
+		fmt.Fprintln(o.Log, "bench: latency phase")
+		res.Latency, err = runLatency(ctx, p, o, lw)
+	}
+	if cerr := p.close(); err == nil && cerr != nil {
+		err = fmt.Errorf("pipeline shutdown: %w", cerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.Problems = res.Throughput.check(res.Workload)
+	if res.Latency.Missing > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("%d of %d latency markers never became queryable", res.Latency.Missing, o.Markers))
+	}
+
+	report := res.report()
+	fmt.Fprint(stdout, report)
+	if o.Out != "" {
+		if err := os.MkdirAll(o.Out, 0o755); err != nil {
+			return res, err
+		}
+		name := filepath.Join(o.Out, time.Now().UTC().Format("20060102T150405Z")+".txt")
+		if err := os.WriteFile(name, []byte(report), 0o644); err != nil {
+			return res, err
+		}
+		fmt.Fprintln(o.Log, "bench: results written to", name)
+	}
+	if len(res.Problems) > 0 {
+		return res, fmt.Errorf("stored data disagrees with the workload: %v", res.Problems)
+	}
+	if o.MinRatio > 0 && res.copyRatio() < o.MinRatio {
+		return res, fmt.Errorf("%w: %.3f < %.3f", errRatio, res.copyRatio(), o.MinRatio)
+	}
+	return res, nil
+}
+
+// cleanupTimeout bounds removing the database and bucket, on a context of
+// its own so it runs after an interrupt too.
+const cleanupTimeout = time.Minute
+
+// openStorage points the sinks at the services in deps.sh's env file,
+// creating (and, in the returned cleanup, removing) a private database and
+// bucket unless o names them, and applies the ClickHouse migrations.
+func openStorage(ctx context.Context, o options) (storage, func(), error) {
+	var cleanups []func(context.Context)
+	cleanup := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i](cctx)
+		}
+	}
+	fail := func(err error) (storage, func(), error) {
+		cleanup()
+		return storage{}, func() {}, err
+	}
+	id := make([]byte, 4)
+	_, _ = rand.Read(id)
+	suffix := hex.EncodeToString(id)
+
+	st := storage{ch: sink.DefaultClickHouseConfig()}
+	st.ch.Addr = testenv.ClickHouseAddr()
+	admin := st.ch
+	conn, err := admin.Open()
+	if err != nil {
+		return fail(err)
+	}
+	cleanups = append(cleanups, func(context.Context) { _ = conn.Close() })
+	st.ch.Database = o.Database
+	if st.ch.Database == "" {
+		st.ch.Database = "bench_" + suffix
+		if err := conn.Exec(ctx, "CREATE DATABASE "+st.ch.Database); err != nil {
+			return fail(fmt.Errorf("create database on clickhouse %s: %w (is deploy/dev/deps.sh up?)", st.ch.Addr, err))
+		}
+		db := st.ch.Database
+		cleanups = append(cleanups, func(cctx context.Context) {
+			if err := conn.Exec(cctx, "DROP DATABASE IF EXISTS "+db); err != nil {
+				fmt.Fprintf(o.Log, "bench: drop database %s: %v\n", db, err)
+			}
+		})
+	}
+	dbConn, err := st.ch.Open()
+	if err != nil {
+		return fail(err)
+	}
+	_, err = chschema.Migrate(ctx, dbConn)
+	_ = dbConn.Close()
+	if err != nil {
+		return fail(fmt.Errorf("migrate %s: %w", st.ch.Database, err))
+	}
+
+	client, endpoint, err := testenv.S3Client()
+	if err != nil {
+		return fail(fmt.Errorf("s3 client %s: %w", endpoint, err))
+	}
+	st.s3Client = client
+	st.s3 = sink.S3Config{Endpoint: endpoint, Bucket: o.Bucket, AccessKey: testenv.Getenv(testenv.EnvS3AccessKey), SecretKey: testenv.Getenv(testenv.EnvS3SecretKey)}
+	if st.s3.Bucket == "" {
+		st.s3.Bucket = "bench-" + suffix
+		if err := client.MakeBucket(ctx, st.s3.Bucket, minio.MakeBucketOptions{}); err != nil {
+			return fail(fmt.Errorf("make bucket on s3 %s: %w (is deploy/dev/deps.sh up?)", endpoint, err))
+		}
+		bucket := st.s3.Bucket
+		cleanups = append(cleanups, func(cctx context.Context) { removeBucket(cctx, o.Log, client, bucket) })
+	}
+	return st, cleanup, nil
+}
+
+// removeBucket deletes every object and incomplete upload in bucket, then
+// the bucket.
+func removeBucket(ctx context.Context, log io.Writer, c *minio.Client, bucket string) {
+	objects := c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true})
+	for r := range c.RemoveObjects(ctx, bucket, objects, minio.RemoveObjectsOptions{}) {
+		fmt.Fprintf(log, "bench: remove %s/%s: %v\n", bucket, r.ObjectName, r.Err)
+	}
+	for u := range c.ListIncompleteUploads(ctx, bucket, "", true) {
+		if u.Err == nil {
+			_ = c.RemoveIncompleteUpload(ctx, bucket, u.Key)
+		}
+	}
+	if err := c.RemoveBucket(ctx, bucket); err != nil {
+		fmt.Fprintf(log, "bench: remove bucket %s: %v\n", bucket, err)
+	}
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// machine describes where the figures were measured; figures from
+// different machines are not comparable.
+type machine struct {
+	CPUs    int
+	Model   string
+	MemMiB  int64
+	Kernel  string
+	Go      string
+	Date    time.Time
+	Servers string
+}
+
+func readMachine() machine {
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Date: time.Now().UTC()}
+	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				m.MemMiB = kb >> 10
+			}
+		}
+	}
+	if raw, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(raw))
+	}
+	return m
+}
+
+// row is one line of the table. Every ratio reads "higher is better":
+// candidate/baseline for rates, baseline/candidate for costs.
+type row struct {
+	scenario, baseline, candidate string
+	ratio                         float64 // NaN: not measured
+}
+
+func (r *result) copyRatio() float64 {
+	return r.pipelineBytesPerSec() / rate(float64(r.Workload.FileBytes), r.Copy.Wall)
+}
+
+func (r *result) pipelineBytesPerSec() float64 {
+	return rate(float64(r.Workload.FileBytes), r.Throughput.Wall)
+}
+
+func (r *result) pipelinePktPerSec() float64 {
+	return rate(float64(r.Workload.Packets), r.Throughput.Wall)
+}
+
+func rate(n float64, d time.Duration) float64 {
+	if d <= 0 {
+		return math.NaN()
+	}
+	return n / d.Seconds()
+}
+
+// perPacket is d per workload packet, in microseconds.
+func (r *result) perPacket(d time.Duration) float64 {
+	return float64(d.Nanoseconds()) / 1e3 / float64(r.Workload.Packets)
+}
+
+func (r *result) serversCPU() time.Duration {
+	var d time.Duration
+	for _, v := range r.Throughput.CPUServers {
+		d += v
+	}
+	return d
+}
+
+func (r *result) rows() []row {
+	n := float64(r.Workload.Packets)
+	mbs := func(d time.Duration) float64 { return rate(float64(r.Workload.FileBytes), d) / 1e6 }
+	kpps := func(d time.Duration) float64 { return rate(n, d) / 1e3 }
+	tool := func(t toolRun, v func(time.Duration) float64, format string) (string, float64) {
+		if t.Err != nil {
+			return "n/a", math.NaN()
+		}
+		x := v(t.Wall)
+		return fmt.Sprintf(format, x), x
+	}
+	pipeMB, pipeKpps := mbs(r.Throughput.Wall), kpps(r.Throughput.Wall)
+	var rows []row
+	add := func(scenario, base string, baseV float64, cand string, candV float64, higherBetter bool) {
+		ratio := candV / baseV
+		if !higherBetter {
+			ratio = baseV / candV
+		}
+		rows = append(rows, row{scenario, base, cand, ratio})
+	}
+	b, bv := tool(r.Copy, mbs, "%.1f MB/s tcpdump -r -w")
+	add("throughput bytes/s (copy limit)", b, bv, fmt.Sprintf("%.1f MB/s pipeline", pipeMB), pipeMB, true)
+	b, bv = tool(r.Copy, kpps, "%.0f kpkt/s tcpdump -r -w")
+	add("throughput packets/s (copy limit)", b, bv, fmt.Sprintf("%.0f kpkt/s pipeline", pipeKpps), pipeKpps, true)
+	b, bv = tool(r.Argus, kpps, "%.0f kpkt/s argus")
+	add("flow extraction packets/s (argus)", b, bv, fmt.Sprintf("%.0f kpkt/s pipeline", pipeKpps), pipeKpps, true)
+	b, bv = tool(r.Tshark, kpps, "%.0f kpkt/s tshark conv")
+	add("flow extraction packets/s (tshark)", b, bv, fmt.Sprintf("%.0f kpkt/s pipeline", pipeKpps), pipeKpps, true)
+
+	// The references that do the pipeline's two jobs, a pcap copy and flow
+	// records, cost this much CPU together.
+	refCPU, refName := math.NaN(), "n/a"
+	if r.Copy.Err == nil && r.Argus.Err == nil {
+		refCPU, refName = r.perPacket(r.Copy.CPU+r.Argus.CPU), "tcpdump + argus"
+	}
+	self := r.perPacket(r.Throughput.CPUSelf)
+	all := r.perPacket(r.Throughput.CPUSelf + r.serversCPU())
+	add("CPU/packet, in-process", fmt.Sprintf("%.2f µs %s", refCPU, refName), refCPU, fmt.Sprintf("%.2f µs pipeline", self), self, false)
+	add("CPU/packet, incl. ClickHouse + S3", fmt.Sprintf("%.2f µs %s", refCPU, refName), refCPU, fmt.Sprintf("%.2f µs pipeline", all), all, false)
+
+	budget := r.Latency.Budget.Seconds()
+	p50, pmax := quantile(r.Latency.Latencies, 0.5).Seconds(), quantile(r.Latency.Latencies, 1).Seconds()
+	add("latency packet->flow row, p50", fmt.Sprintf("%.2f s active timeout + 2 s", budget), budget, fmt.Sprintf("%.2f s", p50), p50, false)
+	add("latency packet->flow row, max", fmt.Sprintf("%.2f s active timeout + 2 s", budget), budget, fmt.Sprintf("%.2f s", pmax), pmax, false)
+	return rows
+}
+
+// report is the printed and saved text: the table, the absolute figures,
+// the targets.
+func (r *result) report() string {
+	var sb strings.Builder
+	rows := r.rows()
+	w := [3]int{len("scenario"), len("baseline"), len("candidate")}
+	for _, x := range rows {
+		w[0], w[1], w[2] = max(w[0], len([]rune(x.scenario))), max(w[1], len([]rune(x.baseline))), max(w[2], len([]rune(x.candidate)))
+	}
+	pad := func(s string, n int) string { return s + strings.Repeat(" ", n-len([]rune(s))) }
+	fmt.Fprintf(&sb, "%s | %s | %s | ratio\n", pad("scenario", w[0]), pad("baseline", w[1]), pad("candidate", w[2]))
+	fmt.Fprintf(&sb, "%s-|-%s-|-%s-|------\n", strings.Repeat("-", w[0]), strings.Repeat("-", w[1]), strings.Repeat("-", w[2]))
+	for _, x := range rows {
+		ratio := "n/a"
+		if !math.IsNaN(x.ratio) && !math.IsInf(x.ratio, 0) {
+			ratio = fmt.Sprintf("%.3f", x.ratio)
+		}
+		fmt.Fprintf(&sb, "%s | %s | %s | %s\n", pad(x.scenario, w[0]), pad(x.baseline, w[1]), pad(x.candidate, w[2]), ratio)
+	}
+	fmt.Fprintln(&sb, "\nratios: higher is better (candidate/baseline for rates, baseline/candidate for costs)")
+
+	t, wl, m := r.Throughput, r.Workload, r.Machine
+	fmt.Fprintf(&sb, "\nmachine: %d CPUs, %s, %d MiB, Linux %s, %s, %s\n", m.CPUs, m.Model, m.MemMiB, m.Kernel, m.Go, m.Date.Format(time.RFC3339))
+	fmt.Fprintf(&sb, "workload: %d packets, %d flows started, %.1f MB file, %.1f MB frames, %.0f B/packet mean\n",
+		wl.Packets, wl.Flows, float64(wl.FileBytes)/1e6, float64(wl.FrameBytes)/1e6, float64(wl.FrameBytes)/float64(wl.Packets))
+	fmt.Fprintf(&sb, "config: producer defaults (512 KiB batches), pcap sink 16 MiB objects and stopAfter %s, flow sink active timeout %s, idle %s, stopAfter %s\n",
+		sinkStopAfter, r.Options.ActiveTimeout, r.Options.ActiveTimeout/2, sinkStopAfter)
+	fmt.Fprintf(&sb, "pipeline: wall %s, %.1f MB/s, %.0f packets/s, %d batches, %d drops; the replay was all in JetStream after %s (%.1f MB/s), the rest is the sinks catching up and finishing (stopAfter %s, then the last upload and insert)\n",
+		t.Wall.Round(time.Millisecond), r.pipelineBytesPerSec()/1e6, r.pipelinePktPerSec(), t.Batches, t.Drops,
+		t.Replay.Round(time.Millisecond), rate(float64(wl.FileBytes), t.Replay)/1e6, sinkStopAfter)
+	names := make([]string, 0, len(t.CPUServers))
+	for n := range t.CPUServers {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var servers []string
+	for _, n := range names {
+		servers = append(servers, fmt.Sprintf("%s %s (%.2f µs/packet)", n, t.CPUServers[n].Round(time.Millisecond), r.perPacket(t.CPUServers[n])))
+	}
+	if len(servers) == 0 {
+		servers = []string{"not sampled (no pid files)"}
+	}
+	fmt.Fprintf(&sb, "cpu: in-process %s (%.2f µs/packet, %.2f cores over the wall time); servers: %s\n",
+		t.CPUSelf.Round(time.Millisecond), r.perPacket(t.CPUSelf), t.CPUSelf.Seconds()/t.Wall.Seconds(), strings.Join(servers, ", "))
+	fmt.Fprintf(&sb, "stored: %d objects, %d bytes, %d packets in pcap_objects (S3 lists %d objects, %d bytes); %d flow records with %d packets\n",
+		t.Objects, t.ObjectBytes, t.ObjectPackets, t.S3Objects, t.S3Bytes, t.FlowRecords, t.FlowPackets)
+	for _, tr := range []toolRun{r.Copy, r.Argus, r.Tshark} {
+		if tr.Err != nil {
+			fmt.Fprintf(&sb, "reference %s: n/a (%v)\n", tr.Name, tr.Err)
+			continue
+		}
+		flows := ""
+		if tr.Flows > 0 {
+			flows = fmt.Sprintf(", %d flows", tr.Flows)
+		}
+		if tr.Fixed > 0 {
+			flows += fmt.Sprintf("; %s wall on a pcap with no packets (it never exits sooner, so small inputs understate its rate)", tr.Fixed.Round(time.Millisecond))
+		}
+		fmt.Fprintf(&sb, "reference %s: wall %s, cpu %s (%.2f µs/packet)%s\n", tr.Name, tr.Wall.Round(time.Millisecond), tr.CPU.Round(time.Millisecond), r.perPacket(tr.CPU), flows)
+	}
+	var lats []string
+	for _, d := range r.Latency.Latencies {
+		lats = append(lats, fmt.Sprintf("%.2f", d.Seconds()))
+	}
+	fmt.Fprintf(&sb, "latency (paced replay, pipeline otherwise idle, polled every %s): %d markers, %d missing, seconds: %s\n",
+		pollEvery, len(r.Latency.Latencies), r.Latency.Missing, strings.Join(lats, " "))
+
+	fmt.Fprintln(&sb, "\ntargets:")
+	target := func(ok bool, text string) {
+		mark := "MISSED"
+		if ok {
+			mark = "met"
+		}
+		fmt.Fprintf(&sb, "  %-6s %s\n", mark, text)
+	}
+	target(r.copyRatio() >= 0.5, fmt.Sprintf("pipeline bytes/s >= 0.5x the copy limit: %.3fx", r.copyRatio()))
+	target(r.perPacket(t.CPUSelf) <= 2, fmt.Sprintf("<= 2 µs CPU/packet across producer, JetStream and both sinks: %.2f µs in-process (%.2f µs with ClickHouse and S3)",
+		r.perPacket(t.CPUSelf), r.perPacket(t.CPUSelf+r.serversCPU())))
+	pmax := quantile(r.Latency.Latencies, 1)
+	target(r.Latency.Missing == 0 && len(r.Latency.Latencies) > 0 && pmax <= r.Latency.Budget,
+		fmt.Sprintf("packet queryable as a flow within active timeout + 2 s (%s): max %s", r.Latency.Budget, pmax.Round(time.Millisecond)))
+	for _, p := range r.Problems {
+		fmt.Fprintf(&sb, "PROBLEM: %s\n", p)
+	}
+	return sb.String()
+}
