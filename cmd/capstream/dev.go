@@ -7,12 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -27,7 +25,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
-	"github.com/capstream/capstream/internal/config"
 	"github.com/capstream/capstream/internal/netsim"
 	svc "github.com/capstream/capstream/internal/run"
 	"github.com/capstream/capstream/producer"
@@ -215,12 +212,10 @@ func devEnviron() []string {
 
 // newDevCmd is `capstream dev`.
 func newDevCmd() *cobra.Command {
-	var path string
-	var check, dump bool
-	c := &cobra.Command{
-		Use:   "dev",
-		Short: "Run the whole pipeline in one process for a laptop or CI box",
-		Long: `dev runs the router, one producer per configured node, the pcap sink and the
+	return serviceCmd(serviceSpec[*devSettings]{
+		use:   "dev",
+		short: "Run the whole pipeline in one process for a laptop or CI box",
+		long: `dev runs the router, one producer per configured node, the pcap sink and the
 flow sink in one process, with an embedded JetStream server (store in
 nats.storeDir), against the ClickHouse, S3 and kube-apiserver that
 deploy/dev/deps.sh starts. One listener serves /healthz, /readyz and
@@ -246,33 +241,11 @@ CAPSTREAM_DEV_S3_ACCESSKEY, CAPSTREAM_DEV_S3_SECRETKEY,
 CAPSTREAM_DEV_CLICKHOUSE_ADDR, CAPSTREAM_DEV_KUBE_KUBECONFIG,
 CAPSTREAM_DEV_SIMULATE_ENABLED. CAPSTREAM_DEV_DIR and CAPSTREAM_DEV_ENV
 belong to deps.sh and are not settings.`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			cfg := defaultDevSettings()
-			if err := config.Load(path, devEnvPrefix, devEnviron(), cfg); err != nil {
-				return usageError{err}
-			}
-			if dump {
-				return config.Dump(c.OutOrStdout(), cfg)
-			}
-			if check {
-				fmt.Fprintln(c.OutOrStdout(), "config ok")
-				return nil
-			}
-			ctx := c.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runDev(ctx, cfg, nil)
-		},
-	}
-	f := c.Flags()
-	f.StringVar(&path, "config", "", "YAML configuration file")
-	f.BoolVar(&check, "check", false, "validate the configuration and exit")
-	f.BoolVar(&dump, "dump", false, "print the effective configuration (secrets redacted) and exit")
-	return c
+		envPrefix: devEnvPrefix,
+		environ:   devEnviron,
+		defaults:  defaultDevSettings,
+		run:       func(ctx context.Context, cfg *devSettings) error { return runDev(ctx, cfg, nil) },
+	})
 }
 
 // devHooks let tests see inside a running pipeline; nil in the binary.

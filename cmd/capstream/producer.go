@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/capstream/capstream/internal/config"
 	// Aliased: package main has a func run.
 	svc "github.com/capstream/capstream/internal/run"
 	"github.com/capstream/capstream/producer"
@@ -56,39 +54,20 @@ func (s *producerSettings) Validate() error {
 }
 
 func newProducerCmd() *cobra.Command {
-	var path string
-	var check, dump bool
-	c := &cobra.Command{
-		Use:   "producer",
-		Short: "Capture the selected endpoints on this node and publish packet batches",
-		Long: `producer runs on every node (DaemonSet, hostNetwork). It follows the node's
+	return serviceCmd(serviceSpec[*producerSettings]{
+		use:   "producer",
+		short: "Capture the selected endpoints on this node and publish packet batches",
+		long: `producer runs on every node (DaemonSet, hostNetwork). It follows the node's
 capture commands in JetStream, captures the selected pod interfaces with
 AF_PACKET, and publishes batches of pcap records to CAPSTREAM_PACKETS.
 
 Configuration: --config FILE (see deploy/dev/producer.yaml), then environment
 overrides CAPSTREAM_PRODUCER_<PATH>, e.g. CAPSTREAM_PRODUCER_NODE (set from
 spec.nodeName) and CAPSTREAM_PRODUCER_NATS_URL.`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			cfg := defaultProducerSettings()
-			if err := config.Load(path, producerEnvPrefix, os.Environ(), cfg); err != nil {
-				return usageError{err}
-			}
-			if dump {
-				return config.Dump(c.OutOrStdout(), cfg)
-			}
-			if check {
-				fmt.Fprintln(c.OutOrStdout(), "config ok")
-				return nil
-			}
-			return runProducer(c.Context(), cfg)
-		},
-	}
-	f := c.Flags()
-	f.StringVar(&path, "config", "", "YAML configuration file")
-	f.BoolVar(&check, "check", false, "validate the configuration and exit")
-	f.BoolVar(&dump, "dump", false, "print the effective configuration (secrets redacted) and exit")
-	return c
+		envPrefix: producerEnvPrefix,
+		defaults:  defaultProducerSettings,
+		run:       runProducer,
+	})
 }
 
 // runProducer runs the producer and the health/metrics server until a

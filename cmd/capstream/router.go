@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/capstream/capstream/internal/config"
 	// Aliased: package main has a func run.
 	svc "github.com/capstream/capstream/internal/run"
 	"github.com/capstream/capstream/router"
@@ -62,12 +61,10 @@ func (s *routerSettings) Validate() error {
 }
 
 func newRouterCmd() *cobra.Command {
-	var path string
-	var check, dump bool
-	c := &cobra.Command{
-		Use:   "router",
-		Short: "Watch PacketCaptures and publish per-node capture commands",
-		Long: `router watches PacketCapture resources, pods and namespaces, resolves each
+	return serviceCmd(serviceSpec[*routerSettings]{
+		use:   "router",
+		short: "Watch PacketCaptures and publish per-node capture commands",
+		long: `router watches PacketCapture resources, pods and namespaces, resolves each
 capture's Calico selector to workload endpoints, publishes the desired state
 per (node, capture) to CAPSTREAM_COMMANDS and writes the nodes' reports back
 to the captures' status. Run two replicas: a Lease elects the active one.
@@ -76,27 +73,10 @@ Configuration: --config FILE (see deploy/dev/router.yaml), then environment
 overrides CAPSTREAM_ROUTER_<PATH>, e.g. CAPSTREAM_ROUTER_NATS_URL,
 CAPSTREAM_ROUTER_NATS_PASSWORD, CAPSTREAM_ROUTER_KUBE_KUBECONFIG and
 CAPSTREAM_ROUTER_ROUTER_LEADERELECTION_NAMESPACE.`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			cfg := defaultRouterSettings()
-			if err := config.Load(path, routerEnvPrefix, os.Environ(), cfg); err != nil {
-				return usageError{err}
-			}
-			if dump {
-				return config.Dump(c.OutOrStdout(), cfg)
-			}
-			if check {
-				fmt.Fprintln(c.OutOrStdout(), "config ok")
-				return nil
-			}
-			return runRouter(c.Context(), cfg)
-		},
-	}
-	f := c.Flags()
-	f.StringVar(&path, "config", "", "YAML configuration file")
-	f.BoolVar(&check, "check", false, "validate the configuration and exit")
-	f.BoolVar(&dump, "dump", false, "print the effective configuration (secrets redacted) and exit")
-	return c
+		envPrefix: routerEnvPrefix,
+		defaults:  defaultRouterSettings,
+		run:       runRouter,
+	})
 }
 
 // runRouter runs the router and the health/metrics server until a signal

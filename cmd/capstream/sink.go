@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -18,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/capstream/capstream/internal/config"
 	svc "github.com/capstream/capstream/internal/run"
 	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/flowstore"
@@ -95,47 +91,11 @@ func (s *sinkFlowsSettings) Validate() error {
 	return errors.Join(s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Flows.Validate())
 }
 
-// sinkCmd builds a sink subcommand: flags --config, --check and --dump
-// only, as every service.
-func sinkCmd(use, short, long, prefix string, cfg config.Validator, run func(context.Context) error) *cobra.Command {
-	var path string
-	var check, dump bool
-	c := &cobra.Command{
-		Use:   use,
-		Short: short,
-		Long:  long,
-		Args:  cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := config.Load(path, prefix, os.Environ(), cfg); err != nil {
-				return usageError{err}
-			}
-			if dump {
-				return config.Dump(c.OutOrStdout(), cfg)
-			}
-			if check {
-				fmt.Fprintln(c.OutOrStdout(), "config ok")
-				return nil
-			}
-			ctx := c.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return run(ctx)
-		},
-	}
-	f := c.Flags()
-	f.StringVar(&path, "config", "", "YAML configuration file")
-	f.BoolVar(&check, "check", false, "validate the configuration and exit")
-	f.BoolVar(&dump, "dump", false, "print the effective configuration (secrets redacted) and exit")
-	return c
-}
-
 func newSinkPcapCmd() *cobra.Command {
-	cfg := defaultSinkPcapSettings()
-	return sinkCmd("pcap", "Write rolling pcap objects to S3",
-		`sink pcap consumes CAPSTREAM_PACKETS (durable consumer capstream-sink-pcap,
+	return serviceCmd(serviceSpec[*sinkPcapSettings]{
+		use:   "pcap",
+		short: "Write rolling pcap objects to S3",
+		long: `sink pcap consumes CAPSTREAM_PACKETS (durable consumer capstream-sink-pcap,
 shared by all replicas), keeps one open pcap object per capture, node and
 interface, uploads it to S3 when it reaches its size or age limit, when the
 capture stops or at shutdown, indexes it in ClickHouse (pcap_objects), and
@@ -144,7 +104,9 @@ only then acks its batches.
 Configuration: --config FILE (see deploy/dev/sink-pcap.yaml), then environment
 overrides CAPSTREAM_SINK_PCAP_<PATH>, e.g. CAPSTREAM_SINK_PCAP_S3_ACCESSKEY,
 CAPSTREAM_SINK_PCAP_S3_SECRETKEY, CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD.`,
-		sinkPcapEnvPrefix, cfg, func(ctx context.Context) error {
+		envPrefix: sinkPcapEnvPrefix,
+		defaults:  defaultSinkPcapSettings,
+		run: func(ctx context.Context, cfg *sinkPcapSettings) error {
 			s3, err := cfg.S3.Client()
 			if err != nil {
 				return err
@@ -153,13 +115,15 @@ CAPSTREAM_SINK_PCAP_S3_SECRETKEY, CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD.`,
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (sinkComponent, error) {
 					return pcapstore.New(cfg.Pcap, pcapstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
 				})
-		})
+		},
+	})
 }
 
 func newSinkFlowsCmd() *cobra.Command {
-	cfg := defaultSinkFlowsSettings()
-	return sinkCmd("flows", "Write flow records to ClickHouse",
-		`sink flows consumes CAPSTREAM_PACKETS (durable consumer capstream-sink-flows,
+	return serviceCmd(serviceSpec[*sinkFlowsSettings]{
+		use:   "flows",
+		short: "Write flow records to ClickHouse",
+		long: `sink flows consumes CAPSTREAM_PACKETS (durable consumer capstream-sink-flows,
 shared by all replicas), aggregates packets into bidirectional flow records
 (Zeek-style fields, Community ID, DNS/TLS/HTTP hints), inserts them into
 ClickHouse (flows) on active timeout, idle timeout, TCP close and capture
@@ -168,12 +132,15 @@ stop, and acks a batch once all of its packets are in inserted records.
 Configuration: --config FILE (see deploy/dev/sink-flows.yaml), then environment
 overrides CAPSTREAM_SINK_FLOWS_<PATH>, e.g.
 CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.`,
-		sinkFlowsEnvPrefix, cfg, func(ctx context.Context) error {
+		envPrefix: sinkFlowsEnvPrefix,
+		defaults:  defaultSinkFlowsSettings,
+		run: func(ctx context.Context, cfg *sinkFlowsSettings) error {
 			return runSink(ctx, cfg.Log, cfg.HTTP, cfg.NATS, cfg.ClickHouse, "sink-flows",
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (sinkComponent, error) {
 					return flowstore.New(cfg.Flows, flowstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch})
 				})
-		})
+		},
+	})
 }
 
 // sinkComponent is what both sinks provide.
