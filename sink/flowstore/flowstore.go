@@ -7,10 +7,17 @@
 // the processing loop, in one group); it returns nil on a clean cancel
 // after releasing and inserting every open record within GracePeriod.
 //
-// Delivery: a batch is acked only once every one of its packets is in an
-// inserted record and the replay ledger (flow_batches) says so. A batch
-// redelivered after a crash is aggregated without the packets the ledger
-// covers; see sink/DESIGN-sink.md for the argument and its limits.
+// Delivery: a batch is acked only once every one of its packets is in a
+// record published into flows. A flush is a redo log (migration 004): the
+// records are staged in flow_staging under a random flush ID, one block of
+// flow_commits rows commits the flush together with what it covers of
+// each held batch, then INSERT ... SELECT publishes it into flows and the
+// covered batches are acked. A sink may die at any point: before the
+// commit nothing is visible and the redelivered batches are aggregated
+// again; after it, a redelivered batch finds its commit rows, publishes
+// their flushes again (identical rows collapse) and is aggregated without
+// the packets they cover. No packet is therefore counted in two records;
+// see DESIGN.md "Flow records" for the argument and its limits.
 package flowstore
 
 import (
@@ -18,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +72,35 @@ type Sink struct {
 	lastErr     atomic.Pointer[error]
 	retryWait   *backoff.ExponentialBackOff
 	retryAt     time.Time
+
+	// flushID names the flush being staged (0: none yet); staged records
+	// of s.unsent are in flow_staging under it.
+	flushID uint64
+	staged  int
+	// committed is a flush whose commit rows are written but which is not
+	// published yet; nothing else is staged until it is.
+	committed *commit
+	// republished holds flushes published again by recovery, so a burst
+	// of redeliveries publishes each once.
+	republished map[uint64]bool
+	// hook, when set (tests only), is called at the points of a flush
+	// where a crash matters: "staged" and "committed".
+	hook func(point string)
+}
+
+// commit is a committed flush: its records are the first n of s.unsent,
+// and publishing them makes floors durable for the batches it covers.
+type commit struct {
+	id      uint64
+	n       int
+	batches []coveredBatch
+}
+
+// coveredBatch is a batch held when a flush was committed and the floor of
+// its interface then.
+type coveredBatch struct {
+	b     *pendingBatch
+	floor int64
 }
 
 // pendingBatch is a batch held unacked until its packets are inserted.
@@ -71,7 +108,7 @@ type pendingBatch struct {
 	seq          uint64
 	reply        string
 	minTs, maxTs int64
-	ledgered     int64 // floor last written to the ledger
+	ledgered     int64 // floor made durable: committed and published
 }
 
 // New checks cfg and allocates the sink; it does no I/O.
@@ -98,6 +135,8 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 		pending:   map[StreamKey][]*pendingBatch{},
 		bySeq:     map[uint64]*pendingBatch{},
 		retryWait: bo,
+
+		republished: map[uint64]bool{},
 	}, nil
 }
 
@@ -271,10 +310,10 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 			s.m.batches.WithLabelValues("duplicate").Inc()
 			return
 		}
-		skip, err = ledgerFloor(ctx, s.deps.ClickHouse, k, d.StreamSeq)
+		skip, err = s.recover(ctx, k, d.StreamSeq)
 		if err != nil {
 			s.setErr(err)
-			s.m.insertErrs.WithLabelValues("flow_batches").Inc()
+			s.m.insertErrs.WithLabelValues("flow_commits").Inc()
 			s.m.batches.WithLabelValues("retried").Inc()
 			s.ack(s.acker.Nak(d.Reply, s.retryWait.NextBackOff()), "nak")
 			return
@@ -321,9 +360,39 @@ func (s *Sink) progress() {
 	}
 }
 
-// flush inserts released records, writes the ledger and acks the batches
-// that are fully covered. force releases every open record. It reports
-// whether nothing is left to insert.
+// recover returns the time before which a redelivered batch's packets are
+// in published records. Every flush its commit rows name is published
+// again first: the sink that committed it may have died before publishing.
+func (s *Sink) recover(ctx context.Context, k StreamKey, seq uint64) (int64, error) {
+	skip, err := legacyFloor(ctx, s.deps.ClickHouse, k, seq)
+	if err != nil {
+		return 0, err
+	}
+	rows, err := commitRows(ctx, s.deps.ClickHouse, k, seq)
+	if err != nil {
+		return 0, err
+	}
+	if len(s.republished) > 1<<16 {
+		clear(s.republished) // only a bound: publishing again is harmless
+	}
+	for _, r := range rows {
+		if r.FlushID != 0 && !s.republished[r.FlushID] {
+			if err := publish(ctx, s.deps.ClickHouse, r.FlushID); err != nil {
+				return 0, err
+			}
+			s.republished[r.FlushID] = true
+		}
+		skip = max(skip, r.Floor)
+	}
+	return skip, nil
+}
+
+// flush stages released records, commits them with the floors of the held
+// batches, publishes them into flows and acks the batches that are fully
+// covered. force releases every open record. It reports whether nothing
+// is left to insert. A failed step leaves its state for the next call:
+// a staged prefix is not staged again, a committed flush is published
+// before anything else is staged.
 func (s *Sink) flush(ctx context.Context, force bool, reason string) bool {
 	now := time.Now()
 	if !force && now.Before(s.retryAt) {
@@ -333,63 +402,128 @@ func (s *Sink) flush(ctx context.Context, force bool, reason string) bool {
 	s.unsent = append(s.unsent, recs...)
 	s.m.openFlows.Set(float64(s.table.Flows()))
 	start := time.Now()
-	for len(s.unsent) > 0 {
-		n := min(len(s.unsent), s.cfg.MaxInsertRows)
-		if err := insertRecords(ctx, s.deps.ClickHouse, s.unsent[:n]); err != nil {
-			s.fail("flows", err)
-			return false
-		}
-		s.m.records.Add(float64(n))
-		s.m.recordsSize.Observe(float64(n))
-		s.unsent = s.unsent[n:]
+	if s.committed != nil && !s.publishCommitted(ctx) {
+		return false
 	}
-	s.unsent = nil
-	// The ledger: every batch whose covered time moved gets a row, before
-	// any ack, so a lost ack still finds its batch covered.
-	var rows []ledgerRow
-	for k, bs := range s.pending {
-		floor := s.table.Floor(k)
-		for _, b := range bs {
-			if floor > b.ledgered && floor > b.minTs {
-				rows = append(rows, ledgerRow{Stream: k, Seq: b.seq, Floor: floor})
-			}
-		}
+	if !s.stageAndCommit(ctx) || !s.publishCommitted(ctx) {
+		return false
 	}
-	if len(rows) > 0 {
-		if err := insertLedgerRows(ctx, s.deps.ClickHouse, rows); err != nil {
-			s.fail("flow_batches", err)
-			return false
-		}
-	}
-	for k, bs := range s.pending {
-		floor := s.table.Floor(k)
-		kept := bs[:0]
-		for _, b := range bs {
-			b.ledgered = max(b.ledgered, floor)
-			if floor > b.maxTs {
-				s.ack(s.acker.Ack(b.reply), "ack")
-				delete(s.bySeq, b.seq)
-				s.npend--
-				continue
-			}
-			kept = append(kept, b)
-		}
-		if len(kept) == 0 {
-			delete(s.pending, k)
-			s.table.Forget(k)
-		} else {
-			s.pending[k] = kept
-		}
-	}
-	s.m.pending.Set(float64(s.npend))
-	s.npendAtomic.Store(int64(s.npend))
-	if len(rows) > 0 || len(recs) > 0 {
+	if len(recs) > 0 {
 		s.m.flushTime.Observe(time.Since(start).Seconds())
 	}
 	s.retryWait.Reset()
 	s.retryAt = time.Time{}
 	s.setErr(nil)
 	return true
+}
+
+// stageAndCommit stages s.unsent and writes the commit rows: for each held
+// batch whose covered time moved, the floor of its interface. Every
+// record holding packets below a floor has been released by now, so it
+// is in s.unsent or already published.
+func (s *Sink) stageAndCommit(ctx context.Context) bool {
+	if len(s.unsent) > 0 {
+		if s.flushID == 0 {
+			s.flushID, s.staged = rand.Uint64()|1, 0
+		}
+		for s.staged < len(s.unsent) {
+			n := min(len(s.unsent)-s.staged, s.cfg.MaxInsertRows)
+			if err := stageRecords(ctx, s.deps.ClickHouse, s.flushID, s.unsent[s.staged:s.staged+n]); err != nil {
+				s.fail("flow_staging", err)
+				return false
+			}
+			s.staged += n
+		}
+		s.at("staged")
+	}
+	c := &commit{id: s.flushID, n: len(s.unsent)}
+	var rows []ledgerRow
+	for k, bs := range s.pending {
+		floor := s.table.Floor(k)
+		for _, b := range bs {
+			c.batches = append(c.batches, coveredBatch{b, floor})
+			if floor > b.ledgered && floor > b.minTs {
+				rows = append(rows, ledgerRow{Stream: k, Seq: b.seq, Floor: floor, FlushID: c.id})
+			}
+		}
+	}
+	// One block: the commit is all or nothing. A failed insert may still
+	// have landed, so the flush is closed either way and what follows is
+	// staged under a new ID: republishing a committed flush must never
+	// bring records its commit rows do not account for.
+	if len(rows) > 0 {
+		if err := insertCommitRows(ctx, s.deps.ClickHouse, rows); err != nil {
+			s.flushID, s.staged = 0, 0
+			s.fail("flow_commits", err)
+			return false
+		}
+	}
+	if c.id != 0 {
+		s.at("committed")
+	}
+	s.committed = c
+	s.flushID, s.staged = 0, 0
+	return true
+}
+
+// publishCommitted publishes the committed flush, if any, then acks the
+// batches it covers entirely. Only the batches held at commit time are
+// considered: a batch taken in since may have packets below the floor that
+// are in records not committed yet.
+func (s *Sink) publishCommitted(ctx context.Context) bool {
+	c := s.committed
+	if c == nil {
+		return true
+	}
+	if c.id != 0 {
+		if err := publish(ctx, s.deps.ClickHouse, c.id); err != nil {
+			s.fail("flows", err)
+			return false
+		}
+		s.m.records.Add(float64(c.n))
+		s.m.recordsSize.Observe(float64(c.n))
+	}
+	s.unsent = s.unsent[c.n:]
+	if len(s.unsent) == 0 {
+		s.unsent = nil
+	}
+	s.committed = nil
+	acked := map[*pendingBatch]bool{}
+	for _, cb := range c.batches {
+		b := cb.b
+		b.ledgered = max(b.ledgered, cb.floor)
+		if cb.floor > b.maxTs {
+			s.ack(s.acker.Ack(b.reply), "ack")
+			delete(s.bySeq, b.seq)
+			s.npend--
+			acked[b] = true
+		}
+	}
+	if len(acked) > 0 {
+		for k, bs := range s.pending {
+			kept := bs[:0]
+			for _, b := range bs {
+				if !acked[b] {
+					kept = append(kept, b)
+				}
+			}
+			if len(kept) == 0 {
+				delete(s.pending, k)
+				s.table.Forget(k)
+			} else {
+				s.pending[k] = kept
+			}
+		}
+	}
+	s.m.pending.Set(float64(s.npend))
+	s.npendAtomic.Store(int64(s.npend))
+	return true
+}
+
+func (s *Sink) at(point string) {
+	if s.hook != nil {
+		s.hook(point)
+	}
 }
 
 func (s *Sink) fail(table string, err error) {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,12 +54,12 @@ type instance struct {
 
 func start(t *testing.T, srv *testenv.NATSServer, db *testenv.ClickHouseDB, cfg Config) *instance {
 	t.Helper()
-	return startVia(t, srv, db.Addr, db, cfg)
+	return startVia(t, srv, db.Addr, db, cfg, nil)
 }
 
 // startVia starts a sink whose ClickHouse connection goes to addr (a
-// proxy in the outage test).
-func startVia(t *testing.T, srv *testenv.NATSServer, addr string, db *testenv.ClickHouseDB, cfg Config) *instance {
+// proxy in the outage test). hook, if set, is the sink's flush hook.
+func startVia(t *testing.T, srv *testenv.NATSServer, addr string, db *testenv.ClickHouseDB, cfg Config, hook func(in *instance, point string)) *instance {
 	t.Helper()
 	nc, err := nats.Connect(srv.URL)
 	if err != nil {
@@ -79,6 +80,9 @@ func startVia(t *testing.T, srv *testenv.NATSServer, addr string, db *testenv.Cl
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{cancel: cancel, done: make(chan error, 1), nc: nc, ch: ch, sink: s, reg: reg, t: t}
+	if hook != nil {
+		s.hook = func(point string) { hook(in, point) }
+	}
 	go func() { in.done <- s.Run(ctx) }()
 	t.Cleanup(in.stop)
 	return in
@@ -295,6 +299,89 @@ func TestFunctionalFlowsCrashRestart(t *testing.T) {
 	}
 }
 
+// longFlowPcap is a UDP flow that lasts the whole replay, with short TCP
+// connections along it. Every conversation stays under 10 kB, above which
+// tshark prints sizes with units.
+func longFlowPcap(t *testing.T) (string, []sinktest.Batch) {
+	g := sinktest.NewGen(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), time.Millisecond)
+	cli, srv := net.IPv4(10, 65, 0, 2), net.IPv4(10, 96, 0, 10)
+	resp := make([]byte, 2000)
+	for i := range 100 {
+		g.UDP(cli, srv, 30000, 5000, []byte("ping"))
+		g.UDP(srv, cli, 5000, 30000, []byte("pong!"))
+		g.Conn(cli, srv, uint16(20000+i), 80, []byte("GET /x HTTP/1.1\r\nHost: web.example.com\r\n\r\n"), resp, 1400)
+	}
+	path := filepath.Join(t.TempDir(), "long.pcap")
+	if err := sinktest.WritePcap(path, g.Pkts); err != nil {
+		t.Fatal(err)
+	}
+	h := sinktest.Header("team-a", "web.capture", "0b1c2d3e-uid", "node-1", "web-0", "cali1234567890a")
+	return path, sinktest.Batches(h, g.Pkts, 16<<10)
+}
+
+// TestFunctionalFlowsCrashInFlush kills the sink inside a flush, at each
+// point where part of its writes are in ClickHouse: records staged but not
+// committed, and committed but not published. Before migration 004 both
+// points were one: records inserted, ledger not written. The first half of
+// the replay is flushed (stop) when the crash comes; then the second half
+// is published and a new sink started that keeps its records open (long
+// StopAfter) while the dead sink's batches come back after AckWait. Their
+// packets join the open record of the long UDP flow, whose ID comes from
+// its first packet in the second half: if the crashed flush's records are
+// visible without a commit covering them, the first half of that flow is
+// counted twice.
+func TestFunctionalFlowsCrashInFlush(t *testing.T) {
+	for _, point := range []string{"staged", "committed"} {
+		t.Run(point, func(t *testing.T) {
+			srv, db := setup(t)
+			path, batches := longFlowPcap(t)
+			half := len(batches) / 2
+			if err := sinktest.Publish(t.Context(), srv.JS, batches[:half]); err != nil {
+				t.Fatal(err)
+			}
+			crashed := make(chan struct{})
+			var once sync.Once
+			in := startVia(t, srv, db.Addr, db, testConfig(), func(in *instance, p string) {
+				if p != point {
+					return
+				}
+				// The process dies here: no write and no ack gets out.
+				once.Do(func() {
+					in.ch.Close()
+					in.nc.Close()
+					close(crashed)
+				})
+			})
+			select {
+			case <-crashed:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no flush reached %q", point)
+			}
+			in.kill(false)
+			var staged, committed, visible uint64
+			if err := db.Conn.QueryRow(t.Context(), `SELECT (SELECT count() FROM flow_staging), (SELECT count() FROM flow_commits),
+				(SELECT count() FROM flows)`).Scan(&staged, &committed, &visible); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("at the crash: %d staged records, %d commit rows, %d records in flows", staged, committed, visible)
+			if staged == 0 || (point == "committed") != (committed > 0) || visible != 0 {
+				t.Fatalf("crash at %q left %d staged records, %d commit rows, %d records in flows", point, staged, committed, visible)
+			}
+			if err := sinktest.Publish(t.Context(), srv.JS, batches[half:]); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig()
+			cfg.StopAfter = 2 * testAckWait
+			in = start(t, srv, db, cfg)
+			waitDrained(t, srv, 60*time.Second)
+			in.stop()
+			if diff := cmp.Diff(tsharkFlows(t, path), flowsByTuple(t, db.Conn)); diff != "" {
+				t.Errorf("flows after a crash at %q (-tshark +sink):\n%s", point, diff)
+			}
+		})
+	}
+}
+
 // outage is how long ClickHouse is away in
 // TestFunctionalFlowsClickHouseOutage; CAPSTREAM_TEST_OUTAGE (a duration)
 // shortens it when iterating.
@@ -312,7 +399,7 @@ func TestFunctionalFlowsClickHouseOutage(t *testing.T) {
 	defer proxy.Close()
 	path, batches := replayPcap(t, 40)
 	cfg := testConfig()
-	in := startVia(t, srv, proxy.Addr, db, cfg)
+	in := startVia(t, srv, proxy.Addr, db, cfg, nil)
 	third := len(batches) / 3
 	if err := sinktest.Publish(t.Context(), srv.JS, batches[:third]); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "capstream_sink_flows_records_inserted_total", Help: "Flow records inserted into ClickHouse.",
 		}),
 		insertErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "capstream_sink_flows_insert_errors_total", Help: "Failed ClickHouse operations, by table.",
+			Name: "capstream_sink_flows_insert_errors_total", Help: "Failed ClickHouse operations, by table (flow_staging, flow_commits, flows).",
 		}, []string{"table"}),
 		ackErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "capstream_sink_flows_ack_errors_total", Help: "Failed acknowledgements, by reason.",
@@ -38,7 +38,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "capstream_sink_flows_pending_batches", Help: "Batches held unacked until their records are inserted.",
 		}),
 		flushTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "capstream_sink_flows_flush_seconds", Help: "Time to insert records and ledger rows.",
+			Name: "capstream_sink_flows_flush_seconds", Help: "Time to stage, commit and publish a flush of records.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
 		recordsSize: prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -1,0 +1,73 @@
+-- Crash-safe flushes of `capstream sink flows`. Writing flow records and
+-- then, in a second insert, the flow_batches ledger left a window: a sink
+-- that died between the two had its batches re-aggregated and their
+-- records counted twice. A flush is now a small redo log:
+--  1. its records go into flow_staging, tagged with a random flush_id
+--     (any number of inserts; nothing reads a flush that is not committed);
+--  2. one block of flow_commits rows commits it, one row per held packet
+--     batch whose covered time moved: "every packet of stream sequence
+--     stream_seq captured before floor_ns is in flush flush_id (0: none)
+--     or in an earlier committed flush";
+--  3. the flush is published into flows by INSERT ... SELECT from
+--     flow_staging, and only then are batches acked.
+-- A batch redelivered after a crash finds its commit rows, publishes their
+-- flushes again (identical rows, which ReplacingMergeTree collapses) and is
+-- aggregated without the covered packets. flow_batches rows written by
+-- older sinks stay valid and are still read. Rows of both tables are
+-- useless once the packets stream's MaxAge has passed; drop old partitions
+-- by day.
+CREATE TABLE IF NOT EXISTS flow_staging (
+    date Date DEFAULT toDate(staged_at),
+    flush_id UInt64,
+    namespace String,
+    capture String,
+    capture_uid String,
+    node String,
+    pod String,
+    interface String,
+    record_id UInt64,
+    start_time DateTime,
+    start_ns UInt32,
+    end_time DateTime,
+    end_ns UInt32,
+    ip_version UInt8,
+    protocol UInt8,
+    orig_addr FixedString(16),
+    orig_port UInt16,
+    resp_addr FixedString(16),
+    resp_port UInt16,
+    orig_packets UInt64,
+    orig_bytes UInt64,
+    orig_payload_bytes UInt64,
+    resp_packets UInt64,
+    resp_bytes UInt64,
+    resp_payload_bytes UInt64,
+    orig_tcp_flags UInt8,
+    resp_tcp_flags UInt8,
+    history String,
+    conn_state LowCardinality(String),
+    community_id String,
+    dns_query String,
+    dns_rcode Int16,
+    tls_sni String,
+    http_host String,
+    end_reason LowCardinality(String),
+    first_seq UInt64,
+    last_seq UInt64,
+    staged_at DateTime DEFAULT now()
+) ENGINE = MergeTree()
+PARTITION BY date
+ORDER BY flush_id;
+
+CREATE TABLE IF NOT EXISTS flow_commits (
+    date Date DEFAULT toDate(inserted_at),
+    capture_uid String,
+    node String,
+    interface String,
+    stream_seq UInt64,
+    floor_ns UInt64,
+    flush_id UInt64,
+    inserted_at DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree()
+PARTITION BY date
+ORDER BY (capture_uid, node, interface, stream_seq, floor_ns, flush_id);
