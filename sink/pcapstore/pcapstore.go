@@ -6,9 +6,10 @@
 //
 // Lifecycle: New only checks the configuration. Run migrates the schema,
 // aborts stale multipart uploads under the prefix, binds the durable
-// consumer, and owns every goroutine (the pull pump and the processing
-// loop, in one group). On cancel it drains the pull, completes every open
-// object within GracePeriod and returns nil.
+// consumer, and owns every goroutine (the pull pump, the processing loop,
+// the uploaders, the indexers and the status reporter, in one group). On
+// cancel it drains the pull, completes every open object within
+// GracePeriod and returns nil.
 //
 // Exactly once: an object's metadata lists the producer batch sequences it
 // holds. A redelivered batch is checked against the objects completed for
@@ -76,6 +77,29 @@ type Sink struct {
 	inflight int
 	live     map[*object]struct{} // open and sealed objects
 
+	// Uploaders hand the index rows of uploaded objects to indexers, each
+	// inserting all the rows waiting in one INSERT: ClickHouse takes tens
+	// of milliseconds per insert, whatever its size. There are two, so the
+	// row of an object that completes during an insert (the last one of a
+	// stopped capture, typically) does not wait for it.
+	indexReqs chan indexReq
+
+	// Status reports run in their own goroutine, after the acks: they are
+	// not part of making a batch durable, so they stay off that path. A
+	// report reads its totals from pcap_objects, so while one runs, the
+	// objects completed meanwhile wait in reportQ as one entry per
+	// capture and node, and a single report then covers them all. Reports
+	// wait while uploads are in progress (their index inserts go first),
+	// at most reportDelay.
+	reports    chan schemas.BatchHeader
+	reported   chan struct{}
+	reportQ    []schemas.BatchHeader // not objects: their buffers are freed once acked
+	reportedAt time.Time             // when reportQ became non-empty
+	reporting  bool
+
+	// stopAt is when the stop timer fires, zero while it is not armed.
+	stopAt time.Time
+
 	bound     atomic.Bool
 	lastErr   atomic.Pointer[error]
 	retryWait *backoff.ExponentialBackOff
@@ -137,6 +161,9 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 		live:      map[*object]struct{}{},
 		uploads:   make(chan *object),
 		results:   make(chan uploadResult, cfg.Uploaders),
+		indexReqs: make(chan indexReq, cfg.Uploaders),
+		reports:   make(chan schemas.BatchHeader),
+		reported:  make(chan struct{}, 1),
 		retryWait: bo,
 	}, nil
 }
@@ -220,9 +247,23 @@ func (s *Sink) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	for range min(2, s.cfg.Uploaders) {
+		g.Go(func() error { s.indexer(upCtx); return nil })
+	}
+	g.Go(func() error {
+		for h := range s.reports {
+			if err := s.publishStatus(upCtx, &h); err != nil {
+				s.m.errs.WithLabelValues("status").Inc()
+				s.log.Warn("status report failed", "error", err)
+			}
+			s.reported <- struct{}{}
+		}
+		return nil
+	})
 	g.Go(func() error {
 		defer close(stop)
 		defer upCancel()
+		defer close(s.reports)
 		defer close(s.uploads)
 		return s.loop(ctx, in, ackWait)
 	})
@@ -260,10 +301,14 @@ func (s *Sink) sweep(ctx context.Context) error {
 }
 
 func (s *Sink) loop(ctx context.Context, in <-chan jetstream.Msg, ackWait time.Duration) error {
-	// Rotation is checked at least twice per StopAfter so a stopped
-	// capture's object completes close to StopAfter.
+	// The tick checks age and retries; quiet interfaces (a stopped
+	// capture) have their own timer, armed for the earliest one, so a
+	// stopped capture's last object completes right at StopAfter.
 	tick := time.NewTicker(min(time.Second, s.cfg.StopAfter/2))
 	defer tick.Stop()
+	stopTimer := time.NewTimer(time.Hour)
+	stopTimer.Stop()
+	defer stopTimer.Stop()
 	progress := time.NewTicker(ackWait / 4)
 	defer progress.Stop()
 	sweep := time.NewTicker(s.cfg.StaleUploadAge / 3)
@@ -273,9 +318,13 @@ func (s *Sink) loop(ctx context.Context, in <-chan jetstream.Msg, ackWait time.D
 	var closedErr error
 	src := in
 	for {
-		if src == nil && len(s.open) == 0 && len(s.queue) == 0 && len(s.retryQ) == 0 && s.inflight == 0 {
-			// Pull drained and every object completed: the end.
+		if src == nil && len(s.open) == 0 && len(s.queue) == 0 && len(s.retryQ) == 0 && s.inflight == 0 &&
+			len(s.reportQ) == 0 && !s.reporting {
+			// Pull drained, every object completed and reported: the end.
 			return closedErr
+		}
+		if s.stopAt.IsZero() && len(s.open) > 0 {
+			s.armStop(stopTimer, time.Now())
 		}
 		// While uploads fail or memory is full, take no new batches: memory
 		// stays bounded by what the objects already hold.
@@ -287,6 +336,12 @@ func (s *Sink) loop(ctx context.Context, in <-chan jetstream.Msg, ackWait time.D
 		var head *object
 		if len(s.queue) > 0 {
 			up, head = s.uploads, s.queue[0]
+		}
+		var report chan<- schemas.BatchHeader
+		var next schemas.BatchHeader
+		if len(s.reportQ) > 0 && !s.reporting &&
+			(s.inflight == 0 && len(s.queue) == 0 || time.Since(s.reportedAt) >= reportDelay) {
+			report, next = s.reports, s.reportQ[0]
 		}
 		select {
 		case msg, ok := <-pull:
@@ -309,6 +364,14 @@ func (s *Sink) loop(ctx context.Context, in <-chan jetstream.Msg, ackWait time.D
 		case r := <-s.results:
 			s.inflight--
 			s.finish(r)
+		case report <- next:
+			s.reportQ = s.reportQ[1:]
+			s.reporting = true
+		case <-s.reported:
+			s.reporting = false
+		case now := <-stopTimer.C:
+			s.stopAt = time.Time{}
+			s.rotate(now)
 		case <-tick.C:
 			s.rotate(time.Now())
 			s.prune()
@@ -504,16 +567,103 @@ func (s *Sink) upload(ctx context.Context, o *object) error {
 		s.m.errs.WithLabelValues("put").Inc()
 		return fmt.Errorf("put object %s: %w", o.name, err)
 	}
-	if err := insertIndexRows(ctx, s.deps.ClickHouse, s.cfg.S3.Bucket, []indexRow{o.row(sum)}); err != nil {
-		s.m.errs.WithLabelValues("index").Inc()
-		return err
+	req := indexReq{row: o.row(sum), done: make(chan error, 1)}
+	select {
+	case s.indexReqs <- req:
+	case <-ctx.Done():
+		return fmt.Errorf("index %s: %w", o.name, ctx.Err())
 	}
-	if err := s.publishStatus(ctx, o); err != nil {
-		s.m.errs.WithLabelValues("status").Inc()
-		s.log.Warn("status report failed", "error", err)
+	select {
+	case err = <-req.done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("index %s: %w", o.name, err)
 	}
 	return nil
 }
+
+// indexReq asks the indexer for one pcap_objects row; the answer comes on
+// done, which has room for it.
+type indexReq struct {
+	row  indexRow
+	done chan error
+}
+
+// indexer inserts the rows of uploaded objects, each INSERT holding every
+// row waiting at that time (uploads that finished during inserts in
+// progress), until ctx ends. The uploaders wait for its answer, so a row is
+// still written only after its object is complete, and acked after that.
+func (s *Sink) indexer(ctx context.Context) {
+	for {
+		var reqs []indexReq
+		select {
+		case r := <-s.indexReqs:
+			reqs = append(reqs, r)
+		case <-ctx.Done():
+			return
+		}
+	more:
+		for {
+			select {
+			case r := <-s.indexReqs:
+				reqs = append(reqs, r)
+			default:
+				break more
+			}
+		}
+		rows := make([]indexRow, len(reqs))
+		for i, r := range reqs {
+			rows[i] = r.row
+		}
+		err := insertIndexRows(ctx, s.deps.ClickHouse, s.cfg.S3.Bucket, rows)
+		if err != nil {
+			s.m.errs.WithLabelValues("index").Inc()
+		}
+		for _, r := range reqs {
+			r.done <- err
+		}
+	}
+}
+
+// armStop sets the stop timer for the open object that went quiet first.
+// The timer fires at most 32 times per StopAfter, so thousands of quiet
+// interfaces with scattered deadlines cost few passes over the open
+// objects.
+func (s *Sink) armStop(t *time.Timer, now time.Time) {
+	var first time.Time
+	for _, o := range s.open {
+		if first.IsZero() || o.touched.Before(first) {
+			first = o.touched
+		}
+	}
+	at := first.Add(s.cfg.StopAfter)
+	if soonest := now.Add(s.cfg.StopAfter / 32); at.Before(soonest) {
+		at = soonest
+	}
+	s.stopAt = at
+	t.Reset(at.Sub(now))
+}
+
+// queueReport asks for a status report of the capture and node of h,
+// unless one is queued already: every report is complete, so one covers
+// all the objects completed before it starts.
+func (s *Sink) queueReport(h schemas.BatchHeader) {
+	for _, q := range s.reportQ {
+		if q.CaptureUID == h.CaptureUID && q.Node == h.Node && q.Namespace == h.Namespace && q.Capture == h.Capture {
+			return
+		}
+	}
+	if len(s.reportQ) == 0 {
+		s.reportedAt = time.Now()
+	}
+	s.reportQ = append(s.reportQ, h)
+}
+
+// reportDelay bounds how long status reports wait for uploads in progress.
+// The loop's tick (at most 1s) wakes it to send them.
+const reportDelay = time.Second
 
 // finish acks the batches of an uploaded object, or schedules a retry.
 func (s *Sink) finish(r uploadResult) {
@@ -538,6 +688,7 @@ func (s *Sink) finish(r uploadResult) {
 		delete(s.bySeq, b.streamSeq)
 	}
 	delete(s.live, o)
+	s.queueReport(o.hdr)
 	s.buffered -= o.buf.Len()
 	s.m.objects.WithLabelValues(o.reason).Inc()
 	s.m.packets.Add(float64(o.packets))

@@ -13,11 +13,11 @@ import (
 // status subject, for the router to copy into PacketCapture.status.files.
 // Totals and the recent object names are read from pcap_objects rather
 // than counted here, so they stay totals across restarts and replicas
-// (each report is complete; the latest wins). It runs in an uploader after
-// an object is indexed; a failure is logged and the next object reports
-// again.
-func (s *Sink) publishStatus(ctx context.Context, o *object) error {
-	h := &o.hdr
+// (each report is complete; the latest wins). It runs in the reporter
+// goroutine after an object is indexed and its batches acked, h being the
+// header of that object's first batch; a failure is logged and the next
+// object reports again.
+func (s *Sink) publishStatus(ctx context.Context, h *schemas.BatchHeader) error {
 	dir := fmt.Sprintf("%s/%s/%s/%s/", s.cfg.Prefix, h.Namespace, h.Capture, h.Node)
 	st := schemas.Status{
 		Source: schemas.SourcePcapSink, Namespace: h.Namespace, Name: h.Capture, UID: h.CaptureUID,
