@@ -9,19 +9,18 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/capstream/capstream/internal/netns"
 )
 
 // netnsDir is where iproute2 mounts named network namespaces.
 const netnsDir = "/var/run/netns/"
 
 // PodNet is a pod's network namespace wired to its node the way Calico
-// wires workloads. It duplicates a little of internal/testenv's NetNode on
-// purpose: that one is bound to testing.TB, this one is used by the
-// capstream binary.
+// wires workloads. internal/testenv's NetNode wires the same way with `ip`
+// commands bound to testing.TB; both enter namespaces through
+// internal/netns.
 type PodNet struct {
 	Pod
 	// NetNS is the pod's network namespace name (under /var/run/netns).
@@ -158,35 +157,4 @@ func command(ctx context.Context, name string, args ...string) error {
 // thread of a fresh goroutine. Sockets fn opens stay in that namespace
 // after the thread switches back, which is how the simulator's servers and
 // clients live in pods while the process stays on the host.
-func DoInNetNS(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	// If switching back fails the thread stays locked and exits with the
-	// goroutine, so no other goroutine ever runs in the wrong namespace.
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(NetNSPath(name))
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("leave netns %s: %w", name, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func DoInNetNS(name string, fn func() error) error { return netns.Do(NetNSPath(name), fn) }

@@ -9,15 +9,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
+	"github.com/capstream/capstream/internal/netns"
 	"github.com/capstream/capstream/producer/source"
 	"github.com/capstream/capstream/schemas"
 	"github.com/gopacket/gopacket/afpacket"
 	"golang.org/x/net/bpf"
-	"golang.org/x/sys/unix"
 )
 
 // Config configures the capture rings.
@@ -148,42 +147,13 @@ func (o *Opener) Open(opts source.Options) (source.Source, error) {
 // and stamping the packet.
 const attachMargin = 10 * time.Millisecond
 
-// inNetNS runs fn in the named network namespace on a locked thread, or
-// directly when path is empty. Sockets fn opens stay in that namespace.
+// inNetNS runs fn in the network namespace at path, or directly when path
+// is empty. Sockets fn opens stay in that namespace.
 func inNetNS(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
-	errc := make(chan error, 1)
-	// A fresh goroutine owns the switched thread; if switching back fails
-	// the thread stays locked and exits with the goroutine.
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(path)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("leave netns %s: %w", path, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netns.Do(path, fn)
 }
 
 // Source is a TPACKET_V3 socket bound to one interface.
