@@ -1,5 +1,6 @@
-// Package sink holds what the two packet sinks share: binding the durable
-// consumer on CAPSTREAM_PACKETS, turning a JetStream message into a decoded
+// Package sink holds what the two packet sinks share: migrating ClickHouse
+// and binding the durable consumer on CAPSTREAM_PACKETS with retries
+// (Start), turning a JetStream message into a decoded
 // Delivery, acknowledging by reply subject, and the client configurations
 // for ClickHouse and S3.
 //

@@ -36,7 +36,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/capstream/capstream/schemas"
-	chschema "github.com/capstream/capstream/schemas/clickhouse"
 	"github.com/capstream/capstream/sink"
 )
 
@@ -160,40 +159,16 @@ func (s *Sink) setErr(err error) { s.lastErr.Store(&err) }
 // pendingBatches is the number of batches held unacked, for tests.
 func (s *Sink) pendingBatches() int { return int(s.npendAtomic.Load()) }
 
-// retry runs fn until it succeeds or ctx ends.
-func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
-	bo := backoff.NewExponentialBackOff()
-	bo.MaxInterval, bo.MaxElapsedTime = 10*time.Second, 0
-	return backoff.RetryNotify(fn, backoff.WithContext(bo, ctx), func(err error, d time.Duration) {
-		log.Warn("retrying", "op", what, "error", err, "wait", d)
-	})
-}
-
 // Run consumes until ctx ends, then flushes within GracePeriod. It may be
 // called once.
 func (s *Sink) Run(ctx context.Context) error {
-	if s.cfg.Migrate {
-		if err := retry(ctx, s.log, "migrate", func() error {
-			_, err := chschema.Migrate(ctx, s.deps.ClickHouse)
-			return err
-		}); err != nil {
-			return nilIfDone(ctx, fmt.Errorf("migrate clickhouse: %w", err))
-		}
-	}
-	var cons jetstream.Consumer
-	if err := retry(ctx, s.log, "bind consumer", func() error {
-		var err error
-		cons, err = sink.Bind(ctx, s.deps.JetStream, schemas.FlowSinkConsumer(), s.cfg.Consumer.AckWait)
-		return err
-	}); err != nil {
-		return nilIfDone(ctx, err)
+	cons, ackWait, err := sink.Start(ctx, s.log, s.deps.ClickHouse, s.cfg.Migrate, s.deps.JetStream,
+		schemas.FlowSinkConsumer(), s.cfg.Consumer.AckWait)
+	if err != nil {
+		return sink.NilIfDone(ctx, err)
 	}
 	s.bound.Store(true)
 	defer s.bound.Store(false)
-	ackWait := schemas.FlowSinkAckWait
-	if s.cfg.Consumer.AckWait > 0 {
-		ackWait = s.cfg.Consumer.AckWait
-	}
 
 	in := make(chan jetstream.Msg, 64)
 	stop := make(chan struct{})
@@ -204,13 +179,6 @@ func (s *Sink) Run(ctx context.Context) error {
 		return s.loop(ctx, in, ackWait)
 	})
 	return g.Wait()
-}
-
-func nilIfDone(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 func (s *Sink) loop(ctx context.Context, in <-chan jetstream.Msg, ackWait time.Duration) error {

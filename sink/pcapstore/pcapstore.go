@@ -36,7 +36,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/capstream/capstream/schemas"
-	chschema "github.com/capstream/capstream/schemas/clickhouse"
 	"github.com/capstream/capstream/sink"
 )
 
@@ -185,51 +184,21 @@ func (s *Sink) Ready() error {
 
 func (s *Sink) setErr(err error) { s.lastErr.Store(&err) }
 
-func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
-	bo := backoff.NewExponentialBackOff()
-	bo.MaxInterval, bo.MaxElapsedTime = 10*time.Second, 0
-	return backoff.RetryNotify(fn, backoff.WithContext(bo, ctx), func(err error, d time.Duration) {
-		log.Warn("retrying", "op", what, "error", err, "wait", d)
-	})
-}
-
-func nilIfDone(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
 // Run consumes until ctx ends, then completes the open objects within
 // GracePeriod. It may be called once.
 func (s *Sink) Run(ctx context.Context) error {
-	if s.cfg.Migrate {
-		if err := retry(ctx, s.log, "migrate", func() error {
-			_, err := chschema.Migrate(ctx, s.deps.ClickHouse)
-			return err
-		}); err != nil {
-			return nilIfDone(ctx, fmt.Errorf("migrate clickhouse: %w", err))
-		}
+	cons, ackWait, err := sink.Start(ctx, s.log, s.deps.ClickHouse, s.cfg.Migrate, s.deps.JetStream,
+		schemas.PcapSinkConsumer(), s.cfg.Consumer.AckWait)
+	if err != nil {
+		return sink.NilIfDone(ctx, err)
 	}
+	s.bound.Store(true)
+	defer s.bound.Store(false)
 	// Best effort: with S3 away the sink can still take batches (up to its
 	// memory budget), and the loop sweeps again periodically.
 	if err := s.sweep(ctx); err != nil {
 		s.m.errs.WithLabelValues("sweep").Inc()
 		s.log.Warn("sweep failed", "error", err)
-	}
-	var cons jetstream.Consumer
-	if err := retry(ctx, s.log, "bind consumer", func() error {
-		var err error
-		cons, err = sink.Bind(ctx, s.deps.JetStream, schemas.PcapSinkConsumer(), s.cfg.Consumer.AckWait)
-		return err
-	}); err != nil {
-		return nilIfDone(ctx, err)
-	}
-	s.bound.Store(true)
-	defer s.bound.Store(false)
-	ackWait := schemas.PcapSinkAckWait
-	if s.cfg.Consumer.AckWait > 0 {
-		ackWait = s.cfg.Consumer.AckWait
 	}
 	in := make(chan jetstream.Msg, 64)
 	stop := make(chan struct{})
