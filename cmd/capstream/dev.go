@@ -21,8 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/capstream/capstream/internal/netsim"
@@ -317,13 +315,9 @@ func runDev(ctx context.Context, cfg *devSettings, hooks *devHooks) error {
 		return usageError{err}
 	}
 	restCfg.UserAgent = "capstream-dev"
-	kube, err := kubernetes.NewForConfig(restCfg)
+	kube, dyn, err := kubeClients(restCfg)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("dynamic client: %w", err)
+		return err
 	}
 	rcfg := cfg.Router
 	// dev sizes the packets stream from its nats section; the router must

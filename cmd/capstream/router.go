@@ -97,13 +97,9 @@ func runRouter(parent context.Context, cfg *routerSettings) error {
 	if err != nil {
 		return err
 	}
-	kube, err := kubernetes.NewForConfig(restCfg)
+	kube, dyn, err := kubeClients(restCfg)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("dynamic client: %w", err)
+		return err
 	}
 	// RetryOnFailedConnect: the router starts (and campaigns) while NATS
 	// is still coming up; the leader waits for it.
@@ -150,6 +146,19 @@ func routerRESTConfig(k router.KubeConfig) (*rest.Config, error) {
 	c.QPS, c.Burst = k.QPS, k.Burst
 	c.UserAgent = "capstream-router"
 	return c, nil
+}
+
+// kubeClients builds the typed and dynamic clients the router uses.
+func kubeClients(c *rest.Config) (kubernetes.Interface, dynamic.Interface, error) {
+	kube, err := kubernetes.NewForConfig(c)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(c)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dynamic client: %w", err)
+	}
+	return kube, dyn, nil
 }
 
 func routerNATSOptions(n router.NATSConfig) []nats.Option {
