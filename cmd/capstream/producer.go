@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
-	"os/signal"
-	"syscall"
 
 	// Aliased: package main has a func run.
 	svc "github.com/capstream/capstream/internal/run"
@@ -70,14 +67,9 @@ spec.nodeName) and CAPSTREAM_PRODUCER_NATS_URL.`,
 	})
 }
 
-// runProducer runs the producer and the health/metrics server until a
-// signal arrives or one of them fails.
-func runProducer(parent context.Context, cfg *producerSettings) error {
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+// runProducer runs the producer and the health/metrics server until ctx ends
+// (serviceCmd ends it on SIGINT or SIGTERM) or one of them fails.
+func runProducer(ctx context.Context, cfg *producerSettings) error {
 	logger := svc.NewLogger(cfg.Log)
 	reg := svc.NewRegistry()
 	p, err := producer.New(cfg.Producer, producer.Deps{Logger: logger, Registerer: reg})

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	// Aliased: package main has a func run.
@@ -79,14 +77,9 @@ CAPSTREAM_ROUTER_ROUTER_LEADERELECTION_NAMESPACE.`,
 	})
 }
 
-// runRouter runs the router and the health/metrics server until a signal
-// arrives or one of them fails.
-func runRouter(parent context.Context, cfg *routerSettings) error {
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+// runRouter runs the router and the health/metrics server until ctx ends
+// (serviceCmd ends it on SIGINT or SIGTERM) or one of them fails.
+func runRouter(ctx context.Context, cfg *routerSettings) error {
 	logger := svc.NewLogger(cfg.Log)
 	// client-go (leader election, informers) logs through klog: send it
 	// to the same handler.
