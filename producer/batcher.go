@@ -56,6 +56,9 @@ type batcher struct {
 	buf     *[]byte
 	packets uint32
 	first   time.Time // wall clock of the batch's first record
+	// sent is set once a batch is published and cleared by a last batch:
+	// whether the sinks may hold something that a last batch completes.
+	sent bool
 }
 
 // add appends one record, publishing the open batch first if the record
@@ -85,13 +88,30 @@ func (b *batcher) due(now time.Time) bool {
 
 // flush publishes the open batch, if any.
 func (b *batcher) flush(ctx context.Context) {
-	if b.packets == 0 {
-		return
+	if b.packets > 0 {
+		b.publish(ctx, false)
+	}
+}
+
+// finish publishes the open batch marked last, so the sinks complete what
+// they hold for the interface at once instead of waiting for it to go
+// quiet. With nothing open, the last batch is empty; with nothing sent
+// since the previous last batch, there is nothing to mark.
+func (b *batcher) finish(ctx context.Context) {
+	if b.packets > 0 || b.sent {
+		b.publish(ctx, true)
+	}
+}
+
+func (b *batcher) publish(ctx context.Context, last bool) {
+	if b.buf == nil {
+		b.buf = b.pub.getBuf()
 	}
 	b.hdr.Seq++
 	b.hdr.Packets = b.packets
-	msg := &nats.Msg{Subject: b.subject, Header: make(nats.Header, 13), Data: *b.buf}
+	b.hdr.Last = last
+	msg := &nats.Msg{Subject: b.subject, Header: make(nats.Header, 14), Data: *b.buf}
 	b.hdr.Encode(msg.Header)
 	b.pub.publish(ctx, msg, b.buf, uint64(b.packets), b.ctr, b.wait)
-	b.buf, b.packets = nil, 0
+	b.buf, b.packets, b.sent = nil, 0, !last
 }

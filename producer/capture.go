@@ -516,7 +516,7 @@ func (m *manager) readLoop(ctx context.Context, src source.Source, bat *batcher,
 		// Checking the context costs a lock: every 64 packets, and on
 		// every idle poll, is often enough.
 		if n&63 == 0 && ctx.Err() != nil {
-			bat.flush(m.flushCtx)
+			bat.finish(m.flushCtx)
 			return nil
 		}
 		data, info, err := src.Read()
@@ -530,7 +530,12 @@ func (m *manager) readLoop(ctx context.Context, src source.Source, bat *batcher,
 			}
 		case errors.Is(err, source.ErrTimeout):
 			n = -1 // check the context next round
+		case errors.Is(err, io.EOF):
+			bat.finish(m.flushCtx)
+			return err
 		default:
+			// The interface may come back (ErrGone) or the source reopen:
+			// not the end of the run.
 			bat.flush(m.flushCtx)
 			return err
 		}

@@ -40,11 +40,15 @@ type harness struct {
 
 	mu     sync.Mutex
 	status map[string]*schemas.Status // by subject
+
+	// batches lists, by capture, the batches drain has read, in stream
+	// order, so tests can check where the last-batch marks fall.
+	batches map[string][]schemas.BatchHeader
 }
 
 func newHarness(t *testing.T, pods ...testenv.Pod) *harness {
 	t.Helper()
-	h := &harness{t: t, status: map[string]*schemas.Status{}}
+	h := &harness{t: t, status: map[string]*schemas.Status{}, batches: map[string][]schemas.BatchHeader{}}
 	if len(pods) > 0 {
 		h.node = testenv.NetNode(t, pods...)
 	}
@@ -195,6 +199,7 @@ func (h *harness) drain() map[string][]record {
 			if err != nil {
 				h.t.Fatalf("batch header: %v", err)
 			}
+			h.batches[hdr.Capture] = append(h.batches[hdr.Capture], hdr)
 			rr := schemas.NewRecordReader(msg.Data(), hdr.SnapLength)
 			var got uint32
 			for {
@@ -219,6 +224,33 @@ func (h *harness) drain() map[string][]record {
 		if n == 0 {
 			return out
 		}
+	}
+}
+
+// lastMarks checks the batches drain read for capture: per interface, a
+// last mark on the final batch only, and one per producer run (wantRuns).
+func (h *harness) lastMarks(capture string, wantRuns int) {
+	h.t.Helper()
+	type run struct{ iface, producer string }
+	final := map[run]schemas.BatchHeader{}
+	marks := 0
+	for _, b := range h.batches[capture] {
+		r := run{b.Interface, b.Producer}
+		if prev, ok := final[r]; ok && prev.Last {
+			h.t.Errorf("%s: batch %d of %s follows the last batch %d", capture, b.Seq, r.iface, prev.Seq)
+		}
+		final[r] = b
+		if b.Last {
+			marks++
+		}
+	}
+	for r, b := range final {
+		if !b.Last {
+			h.t.Errorf("%s: the final batch %d of %s (producer %s) is not marked last", capture, b.Seq, r.iface, r.producer)
+		}
+	}
+	if marks != wantRuns {
+		h.t.Errorf("%s: %d batches marked last, want %d", capture, marks, wantRuns)
 	}
 }
 
@@ -841,6 +873,7 @@ func TestReplayEndToEnd(t *testing.T) {
 	if st.Packets != 5000 || st.PublishDrops != 0 {
 		t.Errorf("status %+v", st)
 	}
+	h.lastMarks("replay", 1) // the replay's end
 }
 
 // TestScheduleAndShutdownFlush: a start time ahead is Scheduled, then the
@@ -888,6 +921,8 @@ func TestScheduleAndShutdownFlush(t *testing.T) {
 	if got == 0 {
 		t.Fatal("shutdown published nothing: the open batch was not flushed")
 	}
+	h.lastMarks("sched", 1) // the end time
+	h.lastMarks("flush", 1) // the shutdown
 	// The final report is published at shutdown but reaches the test's
 	// subscription asynchronously.
 	testenv.Eventually(t, 10*time.Second, func() error {

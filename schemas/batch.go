@@ -53,7 +53,8 @@ const (
 	maxLinkType = 0xffff
 )
 
-// Names of the NATS headers of a packet batch. Each appears exactly once.
+// Names of the NATS headers of a packet batch. Each appears exactly once,
+// except HeaderLast, which appears at most once.
 // Together with the subject they let a sink file a batch without looking
 // at its body.
 const (
@@ -85,6 +86,12 @@ const (
 	HeaderProducer = "Capstream-Producer"
 	// HeaderMsgID is JetStream's de-duplication header, set to MsgID.
 	HeaderMsgID = jetstream.MsgIDHeader
+	// HeaderLast, present only as "true", marks the last batch of an
+	// interface's capture run (the capture stopped, the interface left it,
+	// the replay ended or the producer shut down). It is the only optional
+	// header. Sinks complete what they hold for the interface on it instead
+	// of waiting for the interface to go quiet.
+	HeaderLast = "Capstream-Last"
 )
 
 const maxProducerLength = 64
@@ -110,8 +117,12 @@ type BatchHeader struct {
 	SnapLength uint32
 	// Seq numbers the producer's batches of one interface, from 1.
 	Seq uint64
-	// Packets is the number of records in the body.
+	// Packets is the number of records in the body. It is 0 only in a
+	// Last batch with nothing left to send.
 	Packets uint32
+	// Last marks the interface's last batch of this producer's capture
+	// run; see HeaderLast.
+	Last bool
 	// Producer identifies the producer instance: letters, digits, '-', '_'
 	// and '.', at most 64 bytes.
 	Producer string
@@ -156,6 +167,11 @@ func (h *BatchHeader) Encode(hdr nats.Header) {
 	hdr.Set(HeaderPackets, strconv.FormatUint(uint64(h.Packets), 10))
 	hdr.Set(HeaderProducer, h.Producer)
 	hdr.Set(HeaderMsgID, h.MsgID())
+	if h.Last {
+		hdr.Set(HeaderLast, "true")
+	} else {
+		hdr.Del(HeaderLast)
+	}
 }
 
 // Validate checks every field. Errors wrap ErrMalformed.
@@ -178,10 +194,10 @@ func (h *BatchHeader) Validate() error {
 	if h.SnapLength == 0 || h.SnapLength > MaxSnapLength {
 		return fmt.Errorf("%w: snap length %d: want 1 to %d", ErrMalformed, h.SnapLength, MaxSnapLength)
 	}
-	// Every record has a header, which bounds the count; an empty batch is
-	// never published.
-	if h.Packets == 0 || h.Packets > MaxBatchBodyBytes/RecordHeaderLen {
-		return fmt.Errorf("%w: packets %d: want 1 to %d", ErrMalformed, h.Packets, MaxBatchBodyBytes/RecordHeaderLen)
+	// Every record has a header, which bounds the count; only a Last batch
+	// may be empty.
+	if h.Packets == 0 && !h.Last || h.Packets > MaxBatchBodyBytes/RecordHeaderLen {
+		return fmt.Errorf("%w: packets %d: want 1 to %d (0 only in a last batch)", ErrMalformed, h.Packets, MaxBatchBodyBytes/RecordHeaderLen)
 	}
 	if h.Producer == "" || len(h.Producer) > maxProducerLength {
 		return fmt.Errorf("%w: producer %s: want 1 to %d bytes", ErrMalformed, quote(h.Producer), maxProducerLength)
@@ -217,6 +233,12 @@ func DecodeBatchHeader(hdr nats.Header) (BatchHeader, error) {
 	h.Packets = uint32(d.uint(HeaderPackets, math.MaxUint32))
 	h.Producer = d.str(HeaderProducer)
 	msgID := d.str(HeaderMsgID)
+	if v, ok := hdr[HeaderLast]; ok && d.err == nil {
+		if len(v) != 1 || v[0] != "true" {
+			d.err = fmt.Errorf("%w: header %s: %s, want one value \"true\" or none", ErrMalformed, HeaderLast, quote(strings.Join(v, ",")))
+		}
+		h.Last = true
+	}
 	if d.err != nil {
 		return BatchHeader{}, fmt.Errorf("decode batch header: %w", d.err)
 	}

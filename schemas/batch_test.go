@@ -63,6 +63,17 @@ func TestBatchHeaderEncode(t *testing.T) {
 	if got := hdr[HeaderBatchSeq]; len(got) != 1 || got[0] != "43" {
 		t.Errorf("re-encoded seq header = %q, want [43]", got)
 	}
+	// Last is the one optional header: set only while Last is.
+	h.Last = true
+	h.Encode(hdr)
+	if got := hdr[HeaderLast]; len(got) != 1 || got[0] != "true" {
+		t.Errorf("last header = %q, want [true]", got)
+	}
+	h.Last = false
+	h.Encode(hdr)
+	if got, ok := hdr[HeaderLast]; ok {
+		t.Errorf("last header = %q after encoding a batch that is not last, want none", got)
+	}
 }
 
 func TestBatchHeaderRoundTrip(t *testing.T) {
@@ -79,6 +90,8 @@ func TestBatchHeaderRoundTrip(t *testing.T) {
 		"vlan iface":   func(h *BatchHeader) { h.Interface = "eth0.100" },
 		"upper node":   func(h *BatchHeader) { h.Node = "NODE-A" },
 		"linux cooked": func(h *BatchHeader) { h.LinkType = LinkTypeLinuxSLL },
+		"last":         func(h *BatchHeader) { h.Last = true },
+		"last empty":   func(h *BatchHeader) { h.Last = true; h.Packets = 0 },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -139,6 +152,9 @@ func TestDecodeBatchHeaderErrors(t *testing.T) {
 		"seq not in msg id":  {with(HeaderBatchSeq, "43"), ErrMalformed},
 		"no packets":         {without(HeaderPackets), ErrMalformed},
 		"packets 0":          {withField(func(h *BatchHeader) { h.Packets = 0 }), ErrMalformed},
+		"last false":         {with(HeaderLast, "false"), ErrMalformed},
+		"last empty":         {with(HeaderLast, ""), ErrMalformed},
+		"last twice":         {func() nats.Header { h := with(HeaderLast, "true"); h.Add(HeaderLast, "true"); return h }(), ErrMalformed},
 		"packets too many":   {withField(func(h *BatchHeader) { h.Packets = MaxBatchBodyBytes/RecordHeaderLen + 1 }), ErrMalformed},
 		"packets negative":   {with(HeaderPackets, "-1"), ErrMalformed},
 		"packets overflow":   {with(HeaderPackets, "4294967296"), ErrMalformed},
@@ -509,16 +525,20 @@ func FuzzRecordReader(f *testing.F) {
 
 func FuzzDecodeBatchHeader(f *testing.F) {
 	h := validBatchHeader()
-	f.Add("1", h.Namespace, h.Capture, h.CaptureUID, h.Node, h.Pod, h.Interface, "1", "65535", "42", "3", h.Producer, h.MsgID())
-	f.Add("2", "a_b", "*", "", ">", " ", "a:b", "-1", "0", "018", "x", "", "")
+	f.Add("1", h.Namespace, h.Capture, h.CaptureUID, h.Node, h.Pod, h.Interface, "1", "65535", "42", "3", h.Producer, h.MsgID(), "")
+	f.Add("1", h.Namespace, h.Capture, h.CaptureUID, h.Node, h.Pod, h.Interface, "1", "65535", "42", "0", h.Producer, h.MsgID(), "true")
+	f.Add("2", "a_b", "*", "", ">", " ", "a:b", "-1", "0", "018", "x", "", "", "yes")
 	keys := []string{
 		HeaderVersion, HeaderNamespace, HeaderCapture, HeaderCaptureUID, HeaderNode, HeaderPod, HeaderInterface,
-		HeaderLinkType, HeaderSnapLength, HeaderBatchSeq, HeaderPackets, HeaderProducer, HeaderMsgID,
+		HeaderLinkType, HeaderSnapLength, HeaderBatchSeq, HeaderPackets, HeaderProducer, HeaderMsgID, HeaderLast,
 	}
-	f.Fuzz(func(t *testing.T, version, ns, capture, uid, node, pod, iface, linkType, snapLen, seq, packets, producer, msgID string) {
+	f.Fuzz(func(t *testing.T, version, ns, capture, uid, node, pod, iface, linkType, snapLen, seq, packets, producer, msgID, last string) {
 		hdr := nats.Header{}
 		for i, v := range []string{version, ns, capture, uid, node, pod, iface, linkType, snapLen, seq, packets, producer, msgID} {
 			hdr.Set(keys[i], v)
+		}
+		if last != "" { // absent, or present with a fuzzed value
+			hdr.Set(HeaderLast, last)
 		}
 		h, err := DecodeBatchHeader(hdr)
 		if err != nil {

@@ -287,6 +287,16 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 	}
+	if d.Header.Packets == 0 {
+		// A last batch with nothing in it: release the interface's records
+		// now rather than once it has been quiet for StopAfter.
+		s.m.batches.WithLabelValues("empty").Inc()
+		s.ack(s.acker.Ack(d.Reply), "ack")
+		if s.table.Stop(k) {
+			s.flush(ctx, false, "")
+		}
+		return
+	}
 	if s.table.Full() {
 		s.flush(ctx, true, ReasonEvict)
 	}
@@ -310,6 +320,10 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 	s.m.pending.Set(float64(s.npend))
 	s.npendAtomic.Store(int64(s.npend))
 	s.m.openFlows.Set(float64(s.table.Flows()))
+	if d.Header.Last {
+		s.table.Stop(k)
+		s.flush(ctx, false, "")
+	}
 }
 
 func (s *Sink) ack(err error, reason string) {

@@ -500,3 +500,46 @@ func TestFunctionalFlowsReplicas(t *testing.T) {
 		t.Errorf("flows with two replicas (-tshark +sink):\n%s", diff)
 	}
 }
+
+// A last batch releases the interface's records at once (end reason
+// "stop"), with StopAfter far away: with packets in it or empty.
+func TestFunctionalFlowsLastBatch(t *testing.T) {
+	for _, empty := range []bool{false, true} {
+		t.Run(fmt.Sprintf("empty=%v", empty), func(t *testing.T) {
+			srv, db := setup(t)
+			path, batches := replayPcap(t, 4)
+			if empty {
+				b := batches[len(batches)-1]
+				b.Header.Seq++
+				b.Header.Packets, b.Body = 0, nil
+				batches = append(batches, b)
+			}
+			batches[len(batches)-1].Header.Last = true
+			cfg := testConfig()
+			cfg.StopAfter = time.Hour
+			in := start(t, srv, db, cfg)
+			if err := sinktest.Publish(t.Context(), srv.JS, batches); err != nil {
+				t.Fatal(err)
+			}
+			waitDrained(t, srv, 20*time.Second)
+			if diff := cmp.Diff(tsharkFlows(t, path), flowsByTuple(t, db.Conn)); diff != "" {
+				t.Errorf("flows (-tshark +sink):\n%s", diff)
+			}
+			var reasons []string
+			rows, err := db.Conn.Query(t.Context(), "SELECT DISTINCT end_reason FROM flows FINAL")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var r string
+				_ = rows.Scan(&r)
+				reasons = append(reasons, r)
+			}
+			rows.Close()
+			if !cmp.Equal(reasons, []string{ReasonStop}) {
+				t.Errorf("end reasons %q, want only %q", reasons, ReasonStop)
+			}
+			in.stop()
+		})
+	}
+}

@@ -17,7 +17,7 @@ type metrics struct {
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "capstream_sink_flows_batches_total", Help: "Packet batches handled, by result (aggregated, duplicate, terminated, retried).",
+			Name: "capstream_sink_flows_batches_total", Help: "Packet batches handled, by result (aggregated, duplicate, empty: a last batch with no packets, terminated, retried).",
 		}, []string{"result"}),
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "capstream_sink_flows_packets_total", Help: "Packets seen, by result (flow, malformed, not_ip, replayed).",

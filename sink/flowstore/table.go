@@ -557,6 +557,26 @@ func (t *Table) Flush(force bool, reason string, idleBefore time.Time) []Record 
 	return out
 }
 
+// Stop releases every record of the interface k, as Flush does for an
+// idle one, when its last batch says the capture run ended there. It
+// reports whether the interface was known.
+func (t *Table) Stop(k StreamKey) bool {
+	s := t.streams[k]
+	if s == nil {
+		return false
+	}
+	for fk, f := range s.late {
+		t.ready = append(t.ready, t.finish(f, ReasonActive))
+		delete(s.late, fk)
+		t.nflows--
+	}
+	t.closeWindow(s, ReasonStop)
+	if s.maxTs+1 > s.floor {
+		s.floor = s.maxTs + 1
+	}
+	return true
+}
+
 // Ready returns the records released since the last call.
 func (t *Table) Ready() []Record {
 	out := t.ready

@@ -3,7 +3,6 @@ package pcapstore
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"hash"
 	"io"
 	"sort"
 )
@@ -17,21 +16,18 @@ const (
 	maxChunk = 4 << 20
 )
 
-// buffer holds an object's bytes in chunks and hashes them as they arrive,
-// so completing an object does not read it again. It is an io.ReaderAt, so
+// buffer holds an object's bytes in chunks. It is an io.ReaderAt, so
 // minio-go uploads its parts in parallel straight from memory.
 type buffer struct {
 	chunks [][]byte
 	starts []int64 // offset of each chunk
 	size   int64
-	h      hash.Hash
 }
 
-func newBuffer() *buffer { return &buffer{h: sha256.New()} }
+func newBuffer() *buffer { return &buffer{} }
 
 // Write appends p; it never fails.
 func (b *buffer) Write(p []byte) (int, error) {
-	b.h.Write(p)
 	n := len(p)
 	for len(p) > 0 {
 		last := len(b.chunks) - 1
@@ -53,11 +49,40 @@ func (b *buffer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// minRetain is the smallest slice Append keeps instead of copying: a full
+// batch body is kept as it came off the wire, while small ones are packed
+// into chunks so quiet interfaces do not hold many tiny slices.
+const minRetain = 64 << 10
+
+// Append adds p like Write, but keeps a large p itself rather than a copy:
+// the caller must never change p afterwards. A batch body from the client
+// is a fresh slice per message, so the sink keeps it and saves one copy
+// of every byte.
+func (b *buffer) Append(p []byte) {
+	if len(p) < minRetain {
+		_, _ = b.Write(p)
+		return
+	}
+	// A full slice expression: a later Write must start a new chunk, never
+	// fill p's spare capacity.
+	b.chunks = append(b.chunks, p[:len(p):len(p)])
+	b.starts = append(b.starts, b.size)
+	b.size += int64(len(p))
+}
+
 // Len is the number of bytes held.
 func (b *buffer) Len() int64 { return b.size }
 
-// Sum is the hex SHA-256 of everything written.
-func (b *buffer) Sum() string { return hex.EncodeToString(b.h.Sum(nil)) }
+// Sum is the hex SHA-256 of everything written. The uploader computes it
+// once the object is sealed, so hashing, the largest cost per byte, runs
+// beside the loop that takes in batches instead of inside it.
+func (b *buffer) Sum() string {
+	h := sha256.New()
+	for _, c := range b.chunks {
+		h.Write(c)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
 
 // ReadAt implements io.ReaderAt.
 func (b *buffer) ReadAt(p []byte, off int64) (int, error) {

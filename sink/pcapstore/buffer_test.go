@@ -13,11 +13,23 @@ func TestBuffer(t *testing.T) {
 	rnd := rand.New(rand.NewSource(1))
 	var want []byte
 	b := newBuffer()
-	for range 300 {
-		p := make([]byte, rnd.Intn(100<<10))
+	var kept [][]byte // appended slices, with their contents at the time
+	for i := range 300 {
+		// Spare capacity past len: Append must not let Write fill it.
+		p := make([]byte, rnd.Intn(100<<10), 101<<10)
 		rnd.Read(p)
 		want = append(want, p...)
-		b.Write(p)
+		if i%2 == 0 {
+			b.Write(p)
+		} else {
+			b.Append(p)
+			kept = append(kept, p[:len(p):cap(p)], bytes.Clone(p))
+		}
+	}
+	for i := 0; i < len(kept); i += 2 {
+		if full := kept[i][:cap(kept[i])]; !bytes.Equal(full[:len(kept[i+1])], kept[i+1]) || bytes.ContainsFunc(full[len(kept[i+1]):], func(r rune) bool { return r != 0 }) {
+			t.Fatalf("appended slice %d was written to", i/2)
+		}
 	}
 	got, err := io.ReadAll(io.NewSectionReader(b, 0, b.Len()))
 	if err != nil || !bytes.Equal(got, want) {

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
@@ -514,4 +515,71 @@ func TestFunctionalPcapAbortsStaleUploads(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A last batch completes the interface's object at once, with StopAfter
+// far away: with records in it, or empty (the capture stopped with nothing
+// left to send), when it is held by the object and acked with it.
+func TestFunctionalPcapLastBatch(t *testing.T) {
+	for _, empty := range []bool{false, true} {
+		t.Run(fmt.Sprintf("empty=%v", empty), func(t *testing.T) {
+			e := setup(t)
+			in, batches := traffic(t, 4)
+			if empty {
+				b := batches[len(batches)-1]
+				b.Header.Seq++
+				b.Header.Packets, b.Body = 0, nil
+				batches = append(batches, b)
+			}
+			batches[len(batches)-1].Header.Last = true
+			cfg := e.config()
+			cfg.MaxObjectBytes = 16 << 20
+			cfg.StopAfter = time.Hour
+			cfg.MaxObjectAge = time.Hour
+			start(t, e, cfg)
+			if err := sinktest.Publish(t.Context(), e.nats.JS, batches); err != nil {
+				t.Fatal(err)
+			}
+			waitDrained(t, e, 20*time.Second)
+			keys, paths := download(t, e, t.TempDir())
+			if len(keys) != 1 {
+				t.Fatalf("%d objects, want 1 completed by the last batch", len(keys))
+			}
+			if diff := cmp.Diff(packetsOf(t, in), packetsOf(t, paths...)); diff != "" {
+				t.Errorf("packets (-input +object):\n%s", diff)
+			}
+			st, err := e.s3.Client.StatObject(t.Context(), e.s3.Bucket, keys[0], minio.StatObjectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := st.UserMetadata["Capstream-Batches"], fmt.Sprintf("1-%d", len(batches)); got != want {
+				t.Errorf("batches metadata %q, want %q", got, want)
+			}
+			idx := index(t, e)
+			if want := capinfosIndex(t, keys[0], paths[0]); idx[keys[0]] != want {
+				t.Errorf("pcap_objects row %+v, capinfos %+v", idx[keys[0]], want)
+			}
+		})
+	}
+}
+
+// An empty last batch for an interface with nothing open is acked and
+// stores nothing.
+func TestFunctionalPcapLastBatchAlone(t *testing.T) {
+	e := setup(t)
+	h := sinktest.Header("team-a", "web.capture", "0b1c2d3e-uid", "node-1", "web-0", "cali1234567890a")
+	h.Seq, h.Last = 7, true
+	cfg := e.config()
+	cfg.StopAfter = time.Hour
+	s := start(t, e, cfg)
+	if err := sinktest.Publish(t.Context(), e.nats.JS, []sinktest.Batch{{Header: h}}); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, e, 10*time.Second)
+	if keys, _ := download(t, e, t.TempDir()); len(keys) != 0 {
+		t.Errorf("objects %v, want none", keys)
+	}
+	if n := testutil.ToFloat64(s.sink.m.batches.WithLabelValues("empty")); n != 1 {
+		t.Errorf("empty batches counted %v, want 1", n)
+	}
 }

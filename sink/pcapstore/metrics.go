@@ -18,7 +18,7 @@ type metrics struct {
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "capstream_sink_pcap_batches_total", Help: "Packet batches handled, by result (buffered, duplicate, terminated, retried).",
+			Name: "capstream_sink_pcap_batches_total", Help: "Packet batches handled, by result (buffered, duplicate, empty: a last batch with nothing to complete, terminated, retried).",
 		}, []string{"result"}),
 		packets: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "capstream_sink_pcap_packets_total", Help: "Packets written into completed objects.",

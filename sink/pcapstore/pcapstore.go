@@ -416,6 +416,10 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 	}
+	if h.Packets == 0 {
+		s.handleEmptyLast(d)
+		return
+	}
 	if o := s.open[k]; o != nil {
 		switch {
 		case o.hdr.Producer != h.Producer || o.hdr.LinkType != h.LinkType || o.hdr.SnapLength != h.SnapLength || o.hdr.Pod != h.Pod:
@@ -440,7 +444,7 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 		s.open[k] = o
 		s.live[o] = struct{}{}
 	}
-	_, _ = o.buf.Write(d.Body)
+	o.buf.Append(d.Body)
 	s.buffered += int64(len(d.Body))
 	o.packets += uint64(h.Packets)
 	o.lastSeq = max(o.lastSeq, d.StreamSeq)
@@ -450,7 +454,10 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 	o.touched = time.Now()
 	s.bySeq[d.StreamSeq] = o
 	s.m.batches.WithLabelValues("buffered").Inc()
-	if o.buf.Len() >= s.cfg.MaxObjectBytes {
+	switch {
+	case h.Last:
+		s.seal(o, "stop")
+	case o.buf.Len() >= s.cfg.MaxObjectBytes:
 		s.seal(o, "size")
 	}
 	// Over the memory budget, complete the largest open object early; if
@@ -464,6 +471,27 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 		s.seal(big, "memory")
 	}
+	s.gauges()
+}
+
+// handleEmptyLast takes a last batch with no records: it completes the
+// interface's open object of the same run, which then holds the batch (and
+// acks it once complete). With no such object there is nothing to complete
+// or store, and the batch is acked at once; a redelivery of it is handled
+// the same way.
+func (s *Sink) handleEmptyLast(d sink.Delivery) {
+	h := &d.Header
+	o := s.open[ifaceKey{uid: h.CaptureUID, node: h.Node, iface: h.Interface}]
+	if o == nil || o.hdr.Producer != h.Producer {
+		s.m.batches.WithLabelValues("empty").Inc()
+		s.ack(s.acker.Ack(d.Reply), "ack")
+		return
+	}
+	o.seqs = o.seqs.add(h.Seq)
+	o.batches = append(o.batches, held{streamSeq: d.StreamSeq, reply: d.Reply})
+	s.bySeq[d.StreamSeq] = o
+	s.m.batches.WithLabelValues("buffered").Inc()
+	s.seal(o, "stop")
 	s.gauges()
 }
 
