@@ -19,8 +19,9 @@ type Config struct {
 	// Default 30s.
 	IdleTimeout time.Duration `yaml:"idleTimeout"`
 	// StopAfter: an interface that sends no batch for this long (wall
-	// time) is taken as stopped and its open records are released.
-	// Default 30s.
+	// time) is taken as stopped and its open records are released. A
+	// last batch from the producer does this at once; StopAfter is the
+	// fallback when it never comes. Default 30s.
 	StopAfter time.Duration `yaml:"stopAfter"`
 	// MaxFlows bounds the open flows; when reached every open record is
 	// released early (end reason "evict"). Default 200000.

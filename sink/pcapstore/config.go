@@ -27,8 +27,9 @@ type Config struct {
 	// opened. Default 60s.
 	MaxObjectAge time.Duration `yaml:"maxObjectAge"`
 	// StopAfter completes an object whose interface sent no batch for this
-	// long: that is how a stopped capture's last object is closed. Default
-	// 15s.
+	// long. A stopped capture's last object is completed by the producer's
+	// last batch at once; this is the fallback when that never comes (the
+	// producer died, the interface vanished). Default 15s.
 	StopAfter time.Duration `yaml:"stopAfter"`
 	// MaxBufferedBytes bounds the bytes held in open objects over all
 	// interfaces; beyond it the largest open object is completed early.
