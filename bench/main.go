@@ -5,14 +5,20 @@
 // and both sinks into the S3 server and ClickHouse that deploy/dev/deps.sh
 // runs, and measures packets/s, bytes/s, CPU per packet and, in a second,
 // paced phase, the latency from a packet being read to its flow row being
-// queryable. In the same run it measures the references on the same pcap:
+// queryable, then the JetStream floor (the broker alone carrying the same
+// batches to two acking consumers, no capstream code: what the pipeline
+// cannot go below), and, in a last phase, each sink's peak RSS as a process of its own
+// (the `capstream` binary, built once), on the same workload and on a
+// hostile one (thousands of interfaces, more flows than the flow table
+// holds). In the same run it measures the references on the same pcap:
 // `tcpdump -r in -w out` (the copy limit), `argus -r in -w out` and tshark's
 // conversation tables (flow extraction). It prints one table,
 // `scenario | baseline | candidate | ratio`, then the absolute figures and
 // the targets, and writes them under -out.
 //
-// Everything runs in this process except ClickHouse and the S3 server; their
-// CPU is sampled from /proc with the pids deps.sh records. The harness
+// Everything runs in this process except ClickHouse and the S3 server, and
+// the sinks of the memory phase; the servers' CPU is sampled from /proc
+// with the pids deps.sh records. The harness
 // creates a private ClickHouse database and S3 bucket and removes them at
 // the end.
 //
@@ -66,6 +72,16 @@ type options struct {
 	// created nor removed (the test passes testenv's); otherwise the
 	// harness makes private ones.
 	Database, Bucket string
+	// Floor measures the JetStream floor: the broker alone carrying the
+	// workload's batches to two acking consumers, no capstream code.
+	Floor bool
+	// Memory runs the memory phase: each sink as its own process, its
+	// peak RSS measured on the throughput workload and on a hostile input.
+	Memory bool
+	// MemoryStopAfter, when set, overrides both sinks' stopAfter in the
+	// memory phase (tests, to end the hostile input sooner); 0 measures
+	// the defaults.
+	MemoryStopAfter time.Duration
 	// CPUProfile, when set, is where a pprof CPU profile of the
 	// throughput phase is written, to see where the pipeline's CPU goes.
 	CPUProfile string
@@ -81,6 +97,8 @@ func defaultOptions() options {
 		Markers:       10,
 		Reps:          3,
 		Tshark:        true,
+		Memory:        true,
+		Floor:         true,
 		Timeout:       5 * time.Minute,
 		Log:           os.Stderr,
 	}
@@ -103,6 +121,8 @@ func main() {
 	flag.IntVar(&o.Reps, "reps", o.Reps, "runs of tcpdump and argus (the median is kept)")
 	flag.BoolVar(&o.Tshark, "tshark", o.Tshark, "also time tshark's conversation tables (slow)")
 	flag.DurationVar(&o.Timeout, "timeout", o.Timeout, "bound on each wait of the throughput phase")
+	flag.BoolVar(&o.Memory, "memory", o.Memory, "run the memory phase: each sink's peak RSS as a separate process")
+	flag.BoolVar(&o.Floor, "floor", o.Floor, "measure the JetStream floor: the broker alone carrying the same batches to two acking consumers")
 	flag.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the throughput phase to this file")
 	flag.Parse()
 	if flag.NArg() > 0 || o.Packets < 1 || o.Markers < 1 || o.Reps < 1 || o.ActiveTimeout < time.Second {
@@ -133,6 +153,8 @@ type result struct {
 	Tshark     toolRun
 	Throughput throughputResult
 	Latency    latencyResult
+	Memory     memoryResult
+	Floor      floorResult
 	// ServerPids are the out-of-process servers whose CPU was sampled.
 	ServerPids map[string]int
 	// Problems are disagreements between the stored data and the
@@ -195,10 +217,25 @@ func run(ctx context.Context, o options, stdout io.Writer) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	res.Floor.Skipped = !o.Floor
+	if o.Floor {
+		fmt.Fprintln(o.Log, "bench: JetStream floor")
+		if res.Floor, err = runFloor(ctx, dir, res.Workload); err != nil {
+			return nil, fmt.Errorf("jetstream floor: %w", err)
+		}
+	}
+	res.Memory.Skipped = !o.Memory
+	if o.Memory {
+		fmt.Fprintln(o.Log, "bench: memory phase")
+		if res.Memory, err = runMemory(ctx, o, dir, st, res.Workload); err != nil {
+			return nil, fmt.Errorf("memory phase: %w", err)
+		}
+	}
 	res.Problems = res.Throughput.check(res.Workload)
 	if res.Latency.Missing > 0 {
 		res.Problems = append(res.Problems, fmt.Sprintf("%d of %d latency markers never became queryable", res.Latency.Missing, o.Markers))
 	}
+	res.Problems = append(res.Problems, res.Memory.check(res.Workload)...)
 
 	report := res.report()
 	fmt.Fprint(stdout, report)

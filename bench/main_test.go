@@ -19,6 +19,9 @@ func TestHarness(t *testing.T) {
 	o.ActiveTimeout = time.Second
 	o.Tshark = false
 	o.Timeout = time.Minute
+	// The hostile memory input sends no Last batch: its interfaces end
+	// when quiet for stopAfter, 15s and 30s by default.
+	o.MemoryStopAfter = time.Second
 	o.Out = t.TempDir()
 	o.Database, o.Bucket = db.Database, bucket.Bucket
 	o.Log = testWriter{t}
@@ -28,17 +31,51 @@ func TestHarness(t *testing.T) {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
 	t.Log("\n" + out.String())
-	if got := len(res.rows()); got != 8 {
-		t.Errorf("%d table rows, want 8", got)
+	if got := len(res.rows()); got != 15 {
+		t.Errorf("%d table rows, want 15", got)
 	}
-	for _, scenario := range []string{"throughput bytes/s (copy limit)", "CPU/packet, in-process", "latency packet->flow row, max"} {
+	for _, scenario := range []string{"throughput bytes/s (copy limit)", "CPU/packet, in-process", "latency packet->flow row, max",
+		"JetStream alone bytes/s (copy limit)", "CPU/packet vs JetStream alone", "jetstream floor (",
+		"peak RSS, pcap sink, hostile input", "each sink's peak RSS < 256 MiB whatever the input"} {
 		if !strings.Contains(out.String(), scenario) {
 			t.Errorf("report lacks %q", scenario)
 		}
 	}
+	// The floor carried every batch of the workload to both consumers.
+	if f := res.Floor; f.Batches < 1 || f.Wall <= 0 || f.CPU <= 0 {
+		t.Errorf("jetstream floor: %+v, want batches carried with wall and CPU time", f)
+	}
 	tr := res.Throughput
 	if tr.ObjectPackets != 2000 || tr.FlowPackets != 2000 || tr.Drops != 0 {
 		t.Errorf("stored %d packets in objects and %d in flows with %d drops, want 2000, 2000, 0", tr.ObjectPackets, tr.FlowPackets, tr.Drops)
+	}
+	// The memory phase ran both inputs through two real processes each:
+	// every packet stored, a peak RSS read and sampled, a clean exit.
+	if got := len(res.Memory.Runs); got != 2 {
+		t.Fatalf("memory phase: %d inputs, want 2", got)
+	}
+	for _, m := range res.Memory.Runs {
+		want := 2000
+		if m.Input == memInputHostile {
+			flows, ifaces := hostileSize(o.Packets)
+			want = 2 * flows
+			if m.Interfaces != ifaces || m.Flows != flows {
+				t.Errorf("memory hostile: %d interfaces, %d flows, want %d and %d", m.Interfaces, m.Flows, ifaces, flows)
+			}
+		}
+		if m.Packets != want || m.ObjectPackets != uint64(want) || m.FlowPackets != uint64(want) {
+			t.Errorf("memory %s: published %d packets, stored %d in objects and %d in flows, want %d", m.Input, m.Packets, m.ObjectPackets, m.FlowPackets, want)
+		}
+		for _, sm := range []sinkMemory{m.PcapSink, m.FlowSink} {
+			if sm.PeakRSS <= 0 || sm.MaxSampledRSS <= 0 || sm.Samples == 0 || sm.Exit != "" {
+				t.Errorf("memory %s, sink %s: peak RSS %d, max sampled %d over %d samples, exit %q", m.Input, sm.Sink, sm.PeakRSS, sm.MaxSampledRSS, sm.Samples, sm.Exit)
+			}
+		}
+		// The hostile input's interfaces stay open for stopAfter: its
+		// objects and flows must have been seen open at once.
+		if flows, ifaces := hostileSize(o.Packets); m.Input == memInputHostile && (m.PcapSink.PeakGauge != float64(ifaces) || m.FlowSink.PeakGauge != float64(flows)) {
+			t.Errorf("memory hostile: at most %v open objects and %v open flows seen, want %d and %d", m.PcapSink.PeakGauge, m.FlowSink.PeakGauge, ifaces, flows)
+		}
 	}
 	if res.Latency.Missing != 0 || len(res.Latency.Latencies) != o.Markers {
 		t.Errorf("latency: %d markers timed, %d missing, want %d and 0", len(res.Latency.Latencies), res.Latency.Missing, o.Markers)

@@ -55,7 +55,11 @@ type row struct {
 }
 
 func (r *result) copyRatio() float64 {
-	return r.pipelineBytesPerSec() / rate(float64(r.Workload.FileBytes), r.Copy.Wall)
+	return r.pipelineBytesPerSec() / r.copyBytesPerSec()
+}
+
+func (r *result) copyBytesPerSec() float64 {
+	return rate(float64(r.Workload.FileBytes), r.Copy.Wall)
 }
 
 func (r *result) pipelineBytesPerSec() float64 {
@@ -126,12 +130,33 @@ func (r *result) rows() []row {
 	add("CPU/packet, in-process", fmt.Sprintf("%.2f µs %s", refCPU, refName), refCPU, fmt.Sprintf("%.2f µs pipeline", self), self, false)
 	add("CPU/packet, incl. ClickHouse + S3", fmt.Sprintf("%.2f µs %s", refCPU, refName), refCPU, fmt.Sprintf("%.2f µs pipeline", all), all, false)
 
+	if f := r.Floor; !f.Skipped && f.Wall > 0 {
+		// The broker alone, against the copy limit and against the
+		// pipeline: what capstream adds on top of JetStream.
+		fMB, fCPU := mbs(f.Wall), r.perPacket(f.CPU)
+		b, bv = tool(r.Copy, mbs, "%.1f MB/s tcpdump -r -w")
+		add("JetStream alone bytes/s (copy limit)", b, bv, fmt.Sprintf("%.1f MB/s JetStream alone", fMB), fMB, true)
+		add("pipeline bytes/s vs JetStream alone", fmt.Sprintf("%.1f MB/s JetStream alone", fMB), fMB, fmt.Sprintf("%.1f MB/s pipeline", pipeMB), pipeMB, true)
+		add("CPU/packet vs JetStream alone", fmt.Sprintf("%.2f µs JetStream alone", fCPU), fCPU, fmt.Sprintf("%.2f µs pipeline", self), self, false)
+	}
+
 	budget := r.Latency.Budget.Seconds()
 	p50, pmax := quantile(r.Latency.Latencies, 0.5).Seconds(), quantile(r.Latency.Latencies, 1).Seconds()
 	add("latency packet->flow row, p50", fmt.Sprintf("%.2f s active timeout + 2 s", budget), budget, fmt.Sprintf("%.2f s", p50), p50, false)
 	add("latency packet->flow row, max", fmt.Sprintf("%.2f s active timeout + 2 s", budget), budget, fmt.Sprintf("%.2f s", pmax), pmax, false)
+
+	// Peak RSS of each sink process against the 256 MiB budget, per input.
+	target := float64(memoryTarget) / mib
+	for _, m := range r.Memory.Runs {
+		for _, sm := range []sinkMemory{m.PcapSink, m.FlowSink} {
+			v := float64(sm.PeakRSS) / mib
+			add(fmt.Sprintf("peak RSS, %s sink, %s input", sm.Sink, m.Input), fmt.Sprintf("%.0f MiB target", target), target, fmt.Sprintf("%.1f MiB", v), v, false)
+		}
+	}
 	return rows
 }
+
+const mib = 1 << 20
 
 // report is the printed and saved text: the table, the absolute figures,
 // the targets.
@@ -160,9 +185,9 @@ func (r *result) report() string {
 		wl.Packets, wl.Flows, float64(wl.FileBytes)/1e6, float64(wl.FrameBytes)/1e6, float64(wl.FrameBytes)/float64(wl.Packets))
 	fmt.Fprintf(&sb, "config: producer defaults (512 KiB batches), pcap sink 16 MiB objects and stopAfter %s, flow sink active timeout %s, idle %s, stopAfter %s\n",
 		sinkStopAfter, r.Options.ActiveTimeout, r.Options.ActiveTimeout/2, sinkStopAfter)
-	fmt.Fprintf(&sb, "pipeline: wall %s, %.1f MB/s, %.0f packets/s, %d batches, %d drops; the replay was all in JetStream after %s (%.1f MB/s), the rest is the sinks catching up and finishing (stopAfter %s, then the last upload and insert)\n",
+	fmt.Fprintf(&sb, "pipeline: wall %s, %.1f MB/s, %.0f packets/s, %d batches, %d drops; the replay was all in JetStream after %s (%.1f MB/s), the rest is the sinks catching up and finishing (the replay's last batch completes the last object and flow window at once, then the last upload and insert)\n",
 		t.Wall.Round(time.Millisecond), r.pipelineBytesPerSec()/1e6, r.pipelinePktPerSec(), t.Batches, t.Drops,
-		t.Replay.Round(time.Millisecond), rate(float64(wl.FileBytes), t.Replay)/1e6, sinkStopAfter)
+		t.Replay.Round(time.Millisecond), rate(float64(wl.FileBytes), t.Replay)/1e6)
 	names := make([]string, 0, len(t.CPUServers))
 	for n := range t.CPUServers {
 		names = append(names, n)
@@ -193,12 +218,46 @@ func (r *result) report() string {
 		}
 		fmt.Fprintf(&sb, "reference %s: wall %s, cpu %s (%.2f µs/packet)%s\n", tr.Name, tr.Wall.Round(time.Millisecond), tr.CPU.Round(time.Millisecond), r.perPacket(tr.CPU), flows)
 	}
+	if f := r.Floor; f.Skipped {
+		fmt.Fprintln(&sb, "jetstream floor: skipped (-floor=false)")
+	} else {
+		fmt.Fprintf(&sb, "jetstream floor (embedded server, same streams and durables, the workload as %d producer-sized batches published async on one connection, two connections pulling and acking every batch, no capstream code): wall %s, %.1f MB/s, cpu %s (%.2f µs/packet); capstream adds %.2f µs/packet on top\n",
+			f.Batches, f.Wall.Round(time.Millisecond), rate(float64(wl.FileBytes), f.Wall)/1e6, f.CPU.Round(time.Millisecond), r.perPacket(f.CPU), r.perPacket(t.CPUSelf)-r.perPacket(f.CPU))
+	}
 	var lats []string
 	for _, d := range r.Latency.Latencies {
 		lats = append(lats, fmt.Sprintf("%.2f", d.Seconds()))
 	}
 	fmt.Fprintf(&sb, "latency (paced replay, pipeline otherwise idle, polled every %s): %d markers, %d missing, seconds: %s\n",
 		pollEvery, len(r.Latency.Latencies), r.Latency.Missing, strings.Join(lats, " "))
+
+	if mr := r.Memory; mr.Skipped {
+		fmt.Fprintln(&sb, "memory: skipped (-memory=false)")
+	} else {
+		config := "every sink setting at its default"
+		if mr.StopAfter > 0 {
+			config = fmt.Sprintf("sink defaults but stopAfter %s", mr.StopAfter)
+		}
+		fmt.Fprintf(&sb, "memory (each sink a process of its own, %s, the whole input in JetStream before it starts; peak RSS is VmHWM, RSS also sampled every %s): phase %s (build %s)\n",
+			config, rssEvery, mr.Wall.Round(time.Millisecond), mr.Build.Round(time.Millisecond))
+		for _, m := range mr.Runs {
+			fmt.Fprintf(&sb, "  %s input: %d packets, %d batches, %.1f MB of records, %d interfaces, %d flows; published in %s, stored %s after the sinks started; %d objects, %d packets in pcap_objects; %d flow records, %d packets\n",
+				m.Input, m.Packets, m.Batches, float64(m.Bytes)/1e6, m.Interfaces, m.Flows, m.Publish.Round(time.Millisecond), m.Wall.Round(time.Millisecond),
+				m.Objects, m.ObjectPackets, m.FlowRecords, m.FlowPackets)
+			for _, sm := range []sinkMemory{m.PcapSink, m.FlowSink} {
+				gauge := "open objects"
+				if sm.Sink == "flows" {
+					gauge = "open flows"
+				}
+				exit := "clean exit"
+				if sm.Exit != "" {
+					exit = "exit: " + sm.Exit
+				}
+				fmt.Fprintf(&sb, "    sink %-5s peak RSS %.1f MiB (max sampled %.1f MiB over %d samples, shutdown included), Go heap in use at most %.1f MiB (scraped every %s), at most %.0f %s; %s\n",
+					sm.Sink, float64(sm.PeakRSS)/mib, float64(sm.MaxSampledRSS)/mib, sm.Samples, float64(sm.PeakHeap)/mib, gaugeEvery, sm.PeakGauge, gauge, exit)
+			}
+		}
+	}
 
 	fmt.Fprintln(&sb, "\ntargets:")
 	target := func(ok bool, text string) {
@@ -208,12 +267,26 @@ func (r *result) report() string {
 		}
 		fmt.Fprintf(&sb, "  %-6s %s\n", mark, text)
 	}
-	target(r.copyRatio() >= 0.5, fmt.Sprintf("pipeline bytes/s >= 0.5x the copy limit: %.3fx", r.copyRatio()))
-	target(r.perPacket(t.CPUSelf) <= 2, fmt.Sprintf("<= 2 µs CPU/packet across producer, JetStream and both sinks: %.2f µs in-process (%.2f µs with ClickHouse and S3)",
-		r.perPacket(t.CPUSelf), r.perPacket(t.CPUSelf+r.serversCPU())))
+	floorNote := func(v string) string {
+		if r.Floor.Skipped || r.Floor.Wall == 0 {
+			return ""
+		}
+		return "; JetStream alone: " + v
+	}
+	target(r.copyRatio() >= 0.5, fmt.Sprintf("pipeline bytes/s >= 0.5x the copy limit: %.3fx%s", r.copyRatio(),
+		floorNote(fmt.Sprintf("%.3fx", rate(float64(wl.FileBytes), r.Floor.Wall)/r.copyBytesPerSec()))))
+	target(r.perPacket(t.CPUSelf) <= 2, fmt.Sprintf("<= 2 µs CPU/packet across producer, JetStream and both sinks: %.2f µs in-process (%.2f µs with ClickHouse and S3)%s",
+		r.perPacket(t.CPUSelf), r.perPacket(t.CPUSelf+r.serversCPU()), floorNote(fmt.Sprintf("%.2f µs", r.perPacket(r.Floor.CPU)))))
 	pmax := quantile(r.Latency.Latencies, 1)
 	target(r.Latency.Missing == 0 && len(r.Latency.Latencies) > 0 && pmax <= r.Latency.Budget,
 		fmt.Sprintf("packet queryable as a flow within active timeout + 2 s (%s): max %s", r.Latency.Budget, pmax.Round(time.Millisecond)))
+	if r.Memory.Skipped {
+		fmt.Fprintf(&sb, "  %-6s %s\n", "n/a", "each sink's peak RSS < 256 MiB whatever the input: memory phase skipped")
+	} else {
+		pcap, flows := r.Memory.worst()
+		target(len(r.Memory.Runs) > 0 && pcap > 0 && flows > 0 && pcap < memoryTarget && flows < memoryTarget,
+			fmt.Sprintf("each sink's peak RSS < 256 MiB whatever the input: pcap %.1f MiB, flows %.1f MiB (worst of both inputs)", float64(pcap)/mib, float64(flows)/mib))
+	}
 	for _, p := range r.Problems {
 		fmt.Fprintf(&sb, "PROBLEM: %s\n", p)
 	}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/capstream/capstream/producer"
+	"github.com/capstream/capstream/schemas"
+	"github.com/capstream/capstream/sink"
+)
+
+// floorResult is the JetStream floor: what the broker alone costs to carry
+// the workload's batches from one publisher to the two sink consumers,
+// with no capstream code on either side.
+type floorResult struct {
+	// Skipped is set with -floor=false.
+	Skipped bool
+	// Wall is from the first publish to the last ack of both consumers;
+	// CPU is this process's over that time (server and clients).
+	Wall, CPU time.Duration
+	// Batches is how many batches were carried.
+	Batches int
+}
+
+// runFloor measures the JetStream floor in this process: a fresh embedded
+// server with the packets stream and both sink durables exactly as the
+// pipeline has them, the workload's packets as batches of the producer's
+// default size with the producer's headers, published asynchronously on
+// one connection, and two connections pulling with the sinks' pull buffer
+// and acking every batch. The batches are built before the clock starts.
+// Whatever the pipeline costs above this is capstream's own work (reading
+// the capture, batching, pcap objects, flow decoding) and its clients'
+// (S3, ClickHouse).
+func runFloor(ctx context.Context, dir string, w workload) (floorResult, error) {
+	var r floorResult
+	batches, err := floorBatches(w.Path)
+	if err != nil {
+		return r, err
+	}
+	r.Batches = len(batches)
+	storeDir, err := os.MkdirTemp(dir, "nats-floor-")
+	if err != nil {
+		return r, fmt.Errorf("nats store: %w", err)
+	}
+	defer os.RemoveAll(storeDir)
+	ns, err := startNATS(storeDir)
+	if err != nil {
+		return r, err
+	}
+	defer ns.Shutdown()
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	connect := func(name string) (jetstream.JetStream, error) {
+		nc, err := nats.Connect(ns.ClientURL(), nats.Name(name))
+		if err != nil {
+			return nil, fmt.Errorf("connect to nats: %w", err)
+		}
+		conns = append(conns, nc)
+		// The producer's in-flight bound: its byte budget in full batches.
+		pc := producer.DefaultConfig()
+		return jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(min(pc.MaxInFlightBatches, pc.MaxInFlightBytes/pc.BatchBytes)))
+	}
+	js, err := connect("capstream-bench-floor")
+	if err != nil {
+		return r, err
+	}
+	limits := schemas.DefaultPacketsStreamLimits()
+	limits.MaxBytes = max(limits.MaxBytes, 2*w.FileBytes)
+	if err := schemas.EnsureStreams(ctx, js, limits); err != nil {
+		return r, err
+	}
+	var cons []jetstream.Consumer
+	for _, cc := range []jetstream.ConsumerConfig{schemas.PcapSinkConsumer(), schemas.FlowSinkConsumer()} {
+		if _, err := sink.Bind(ctx, js, cc, 0); err != nil {
+			return r, err
+		}
+		cjs, err := connect("capstream-bench-floor-" + cc.Durable)
+		if err != nil {
+			return r, err
+		}
+		c, err := cjs.Consumer(ctx, schemas.StreamPackets, cc.Durable)
+		if err != nil {
+			return r, fmt.Errorf("consumer %s: %w", cc.Durable, err)
+		}
+		cons = append(cons, c)
+	}
+
+	c0 := selfCPU()
+	t0 := time.Now()
+	errs := make([]error, len(cons))
+	var wg sync.WaitGroup
+	for i, c := range cons {
+		wg.Go(func() { errs[i] = drainN(ctx, c, len(batches)) })
+	}
+	for i := range batches {
+		if _, err := js.PublishMsgAsync(batches[i]); err != nil {
+			return r, fmt.Errorf("publish batch %d: %w", i, err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	wg.Wait()
+	r.Wall, r.CPU = time.Since(t0), selfCPU()-c0
+	return r, errors.Join(errs...)
+}
+
+// drainN pulls and acks n batches with the sinks' pull buffer.
+func drainN(ctx context.Context, c jetstream.Consumer, n int) error {
+	it, err := c.Messages(jetstream.PullMaxBytes(sink.DefaultConsumerConfig().PullMaxBytes))
+	if err != nil {
+		return fmt.Errorf("pull: %w", err)
+	}
+	defer it.Stop()
+	for got := 0; got < n; got++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		m, err := it.Next()
+		if err != nil {
+			return fmt.Errorf("pull batch %d of %d: %w", got+1, n, err)
+		}
+		if err := m.Ack(); err != nil {
+			return fmt.Errorf("ack: %w", err)
+		}
+	}
+	return nil
+}
+
+// floorBatches reads the workload into producer-sized batches with the
+// headers the producer sets.
+func floorBatches(path string) ([]*nats.Msg, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rd, err := pcapgo.NewReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	subject, err := schemas.PacketSubject(benchNamespace, "floor", benchNode)
+	if err != nil {
+		return nil, err
+	}
+	h := schemas.BatchHeader{
+		Namespace: benchNamespace, Capture: "floor", CaptureUID: "floor-uid", Node: benchNode, Pod: benchPod,
+		Interface: throughputIf, LinkType: uint32(rd.LinkType()), SnapLength: schemas.MaxSnapLength,
+		Producer: "floor" + strconv.FormatInt(time.Now().UnixNano(), 36),
+	}
+	var out []*nats.Msg
+	var body []byte
+	flush := func() {
+		if h.Packets == 0 {
+			return
+		}
+		h.Seq++
+		m := &nats.Msg{Subject: subject, Header: make(nats.Header, 14), Data: body}
+		h.Encode(m.Header)
+		out = append(out, m)
+		body, h.Packets = nil, 0
+	}
+	for {
+		data, ci, err := rd.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if len(body)+schemas.RecordHeaderLen+len(data) > schemas.DefaultBatchBytes {
+			flush()
+		}
+		if body == nil {
+			body = make([]byte, 0, schemas.DefaultBatchBytes+schemas.RecordHeaderLen+len(data))
+		}
+		body = schemas.AppendRecord(body, ci.Timestamp, data, ci.Length)
+		h.Packets++
+	}
+	flush()
+	return out, nil
+}

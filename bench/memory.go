@@ -1,0 +1,779 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/capstream/capstream/schemas"
+	"github.com/capstream/capstream/sink"
+	"github.com/capstream/capstream/sink/sinktest"
+)
+
+// The memory phase runs each sink as its own process (the `capstream`
+// binary, built once) so that its peak RSS is its own and not the embedded
+// nats-server's or the harness's. Everything is published before the sinks
+// start, so they meet the whole input at once, as after an outage.
+const (
+	// memoryTarget is the acceptance point: each sink's memory under 256
+	// MiB whatever the input.
+	memoryTarget = 256 << 20
+	// rssEvery is how often each child's VmRSS is sampled. VmHWM, read at
+	// the end, is the kernel's exact peak; the samples only show the
+	// shape and cross-check it.
+	rssEvery = 50 * time.Millisecond
+	// gaugeEvery is how often each child's open objects/flows gauge is
+	// scraped, to show that the hostile input really held them open.
+	gaugeEvery = 250 * time.Millisecond
+	// hostileFlowsMax and hostileIfacesMax are the hostile input at the
+	// default -packets: more distinct flows than the flow sink's default
+	// maxFlows (200000) and thousands of interfaces open at once in the
+	// pcap sink.
+	hostileFlowsMax  = 300000
+	hostileIfacesMax = 2000
+	// hostileRounds is how many batches each hostile interface sends.
+	// They are published round by round over all interfaces, so every
+	// interface's object is open from the first round to the last.
+	hostileRounds = 3
+	// memoryProducer names the batches the harness publishes.
+	memoryProducer = "bench-memory"
+	// exitTimeout bounds a sink's exit after SIGTERM: more than both
+	// sinks' default grace periods.
+	exitTimeout = time.Minute
+)
+
+// Input names of the memory phase.
+const (
+	memInputThroughput = "throughput"
+	memInputHostile    = "hostile"
+)
+
+// sinkMemory is one sink process's memory over one input.
+type sinkMemory struct {
+	// Sink is "pcap" or "flows".
+	Sink string
+	// PeakRSS is VmHWM, the peak resident set, in bytes, read once the
+	// input was stored, before SIGTERM.
+	PeakRSS int64
+	// MaxSampledRSS is the largest VmRSS sampled every rssEvery, to the
+	// end of the process (shutdown included).
+	MaxSampledRSS int64
+	// Samples is how many VmRSS samples were read.
+	Samples int
+	// PeakGauge is the largest value scraped of the sink's open-state
+	// gauge: open objects (pcap) or open flows (flows).
+	PeakGauge float64
+	// PeakHeap is the largest go_memstats_heap_inuse_bytes scraped: the
+	// Go heap in use, against which the RSS shows the collector's slack.
+	PeakHeap int64
+	// Exit is how the process ended after SIGTERM ("" for a clean exit).
+	Exit string
+}
+
+// memoryRun is one input through both sink processes.
+type memoryRun struct {
+	Input string
+	// Packets, Batches, Bytes (batch bodies) and Interfaces describe what
+	// was published; Flows is distinct flows (hostile) or flows started
+	// (throughput).
+	Packets, Batches, Interfaces, Flows int
+	Bytes                               int64
+	// Publish is how long publishing took; Wall runs from starting the
+	// sinks until both had acked everything and the data was queryable.
+	Publish, Wall time.Duration
+	// PcapSink and FlowSink are the two sinks.
+	PcapSink, FlowSink sinkMemory
+	// Stored data: pcap_objects' count, bytes and packets, and the flows
+	// table's rows and packets, for the input's capture.
+	Objects       int
+	ObjectBytes   uint64
+	ObjectPackets uint64
+	FlowRecords   int
+	FlowPackets   uint64
+}
+
+// memoryResult is what the memory phase measured.
+type memoryResult struct {
+	// Skipped is set by -memory=false.
+	Skipped bool
+	// Build is the time `go build` took; Wall is the whole phase, build
+	// included.
+	Build, Wall time.Duration
+	// StopAfter is the sinks' stopAfter when the harness overrode it
+	// (tests), 0 for the defaults.
+	StopAfter time.Duration
+	Runs      []memoryRun
+}
+
+// worst returns the highest peak RSS of each sink over the inputs.
+func (m memoryResult) worst() (pcap, flows int64) {
+	for _, r := range m.Runs {
+		pcap, flows = max(pcap, r.PcapSink.PeakRSS), max(flows, r.FlowSink.PeakRSS)
+	}
+	return pcap, flows
+}
+
+// check returns every way the stored data or the processes disagree with
+// the inputs.
+func (m memoryResult) check(w workload) []string {
+	var probs []string
+	for _, r := range m.Runs {
+		if r.ObjectPackets != uint64(r.Packets) {
+			probs = append(probs, fmt.Sprintf("memory %s: pcap_objects hold %d packets, the input %d", r.Input, r.ObjectPackets, r.Packets))
+		}
+		if r.FlowPackets != uint64(r.Packets) {
+			probs = append(probs, fmt.Sprintf("memory %s: flows count %d packets, the input %d", r.Input, r.FlowPackets, r.Packets))
+		}
+		if r.Input == memInputThroughput {
+			if want := uint64(w.FileBytes-24) + 24*uint64(r.Objects); r.ObjectBytes != want {
+				probs = append(probs, fmt.Sprintf("memory %s: objects hold %d bytes, want %d", r.Input, r.ObjectBytes, want))
+			}
+		}
+		for _, s := range []sinkMemory{r.PcapSink, r.FlowSink} {
+			if s.Exit != "" {
+				probs = append(probs, fmt.Sprintf("memory %s: sink %s did not exit cleanly on SIGTERM: %s", r.Input, s.Sink, s.Exit))
+			}
+			if s.PeakRSS <= 0 || s.Samples == 0 {
+				probs = append(probs, fmt.Sprintf("memory %s: sink %s: no RSS read (VmHWM %d, %d samples)", r.Input, s.Sink, s.PeakRSS, s.Samples))
+			}
+		}
+	}
+	return probs
+}
+
+// hostileSize scales the hostile input with the throughput workload's
+// size: 300000 flows on 2000 interfaces at the default 1M packets.
+func hostileSize(packets int) (flows, ifaces int) {
+	flows = min(hostileFlowsMax, max(1000, packets*3/10))
+	ifaces = min(hostileIfacesMax, max(10, flows/150))
+	return flows / ifaces * ifaces, ifaces
+}
+
+// runMemory builds the binary, starts a JetStream server of its own and,
+// for each input, publishes it, runs both sinks as child processes until
+// everything is stored, and reads their peak RSS.
+func runMemory(ctx context.Context, o options, dir string, st storage, w workload) (memoryResult, error) {
+	res := memoryResult{StopAfter: o.MemoryStopAfter}
+	t0 := time.Now()
+	bin := filepath.Join(dir, "capstream")
+	if err := buildBinary(ctx, bin); err != nil {
+		return res, err
+	}
+	res.Build = time.Since(t0)
+
+	storeDir, err := os.MkdirTemp(dir, "nats-memory-")
+	if err != nil {
+		return res, fmt.Errorf("nats store: %w", err)
+	}
+	defer os.RemoveAll(storeDir)
+	ns, err := startNATS(storeDir)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}()
+	nc, err := nats.Connect(ns.ClientURL(), nats.Name("capstream-bench-memory"))
+	if err != nil {
+		return res, fmt.Errorf("connect to nats: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+	if err != nil {
+		return res, fmt.Errorf("jetstream: %w", err)
+	}
+	limits := schemas.DefaultPacketsStreamLimits()
+	// The whole input waits in the stream before the sinks start.
+	limits.MaxBytes = max(limits.MaxBytes, 2*w.FileBytes)
+	if err := schemas.EnsureStreams(ctx, js, limits); err != nil {
+		return res, err
+	}
+	// The durables exist before the first batch (interest retention), as
+	// the sinks would leave them after a restart.
+	for _, cc := range []jetstream.ConsumerConfig{schemas.PcapSinkConsumer(), schemas.FlowSinkConsumer()} {
+		if _, err := sink.Bind(ctx, js, cc, 0); err != nil {
+			return res, err
+		}
+	}
+	ch, err := st.ch.Open()
+	if err != nil {
+		return res, err
+	}
+	defer ch.Close()
+
+	env := memEnv{o: o, dir: dir, bin: bin, natsURL: ns.ClientURL(), st: st, js: js, ch: ch}
+	inputs := []struct {
+		name    string
+		publish func(context.Context, *memoryRun) error
+	}{
+		{memInputThroughput, func(ctx context.Context, r *memoryRun) error { return env.publishWorkload(ctx, r, w) }},
+		{memInputHostile, func(ctx context.Context, r *memoryRun) error { return env.publishHostile(ctx, r, o.Packets) }},
+	}
+	for _, in := range inputs {
+		fmt.Fprintf(o.Log, "bench: memory phase, %s input\n", in.name)
+		r := memoryRun{Input: in.name}
+		tp := time.Now()
+		if err := in.publish(ctx, &r); err != nil {
+			return res, fmt.Errorf("memory %s: publish: %w", in.name, err)
+		}
+		r.Publish = time.Since(tp)
+		if err := env.runSinks(ctx, &r); err != nil {
+			return res, fmt.Errorf("memory %s: %w", in.name, err)
+		}
+		res.Runs = append(res.Runs, r)
+	}
+	res.Wall = time.Since(t0)
+	return res, nil
+}
+
+// buildBinary builds ./cmd/capstream of this module into bin with the go
+// on PATH. The module root is asked of go itself: `go run ./bench` runs
+// in it, `go test ./bench` in bench/.
+func buildBinary(ctx context.Context, bin string) error {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return errors.New("go env GOMOD: not in a module")
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/capstream")
+	cmd.Dir = filepath.Dir(gomod)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/capstream: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// memEnv is what every input of the memory phase shares.
+type memEnv struct {
+	o       options
+	dir     string
+	bin     string
+	natsURL string
+	st      storage
+	js      jetstream.JetStream
+	ch      driver.Conn
+}
+
+func memCapture(input string) string { return "memory-" + input }
+
+// publisher publishes batches asynchronously and checks every ack.
+type publisher struct {
+	js      jetstream.JetStream
+	futures []jetstream.PubAckFuture
+	r       *memoryRun
+}
+
+func (p *publisher) publish(h schemas.BatchHeader, body []byte) error {
+	b := sinktest.Batch{Header: h, Body: body}
+	f, err := p.js.PublishMsgAsync(b.Msg())
+	if err != nil {
+		return fmt.Errorf("publish batch %s/%d: %w", h.Interface, h.Seq, err)
+	}
+	p.futures = append(p.futures, f)
+	p.r.Batches++
+	p.r.Bytes += int64(len(body))
+	p.r.Packets += int(h.Packets)
+	return nil
+}
+
+func (p *publisher) wait(ctx context.Context, timeout time.Duration) error {
+	select {
+	case <-p.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(timeout):
+		return fmt.Errorf("publishes not acked within %s", timeout)
+	}
+	for _, f := range p.futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish batch: %w", err)
+		}
+	}
+	return nil
+}
+
+// publishWorkload publishes the throughput workload as the producer would
+// replay it on one interface: 512 KiB batches, the last one marked Last.
+func (e *memEnv) publishWorkload(ctx context.Context, r *memoryRun, w workload) error {
+	f, err := os.Open(w.Path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	pr, err := pcapgo.NewReader(bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		return err
+	}
+	name := memCapture(memInputThroughput)
+	h := sinktest.Header(benchNamespace, name, "uid-"+name, benchNode, benchPod, throughputIf)
+	h.Producer = memoryProducer
+	p := &publisher{js: e.js, r: r}
+	r.Interfaces, r.Flows = 1, w.Flows
+	var body []byte
+	var n uint32
+	send := func(last bool) error {
+		h.Seq++
+		h.Packets, h.Last = n, last
+		err := p.publish(h, body)
+		body, n = nil, 0
+		return err
+	}
+	for {
+		data, ci, err := pr.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", w.Path, err)
+		}
+		if body == nil {
+			body = make([]byte, 0, schemas.DefaultBatchBytes+schemas.RecordHeaderLen+len(data))
+		}
+		body = schemas.AppendRecord(body, ci.Timestamp, data, ci.Length)
+		n++
+		if len(body) >= schemas.DefaultBatchBytes {
+			if err := send(false); err != nil {
+				return err
+			}
+		}
+	}
+	// The producer's end of replay: the open batch marked last, or an
+	// empty last batch.
+	if err := send(true); err != nil {
+		return err
+	}
+	return p.wait(ctx, e.o.Timeout)
+}
+
+// publishHostile publishes the hostile input: flows distinct one-request,
+// one-response UDP flows spread over ifaces interfaces of one capture,
+// hostileRounds small batches per interface, round by round, so every
+// interface's object and every flow is open at once. No batch is marked
+// Last: the sinks close each interface when it has been quiet for
+// stopAfter, as they would after a producer crash.
+func (e *memEnv) publishHostile(ctx context.Context, r *memoryRun, packets int) error {
+	flows, ifaces := hostileSize(packets)
+	perIf := flows / ifaces
+	name := memCapture(memInputHostile)
+	p := &publisher{js: e.js, r: r}
+	r.Interfaces, r.Flows = ifaces, flows
+	base := time.Now().Add(-time.Minute).Truncate(time.Second)
+	hdrs := make([]schemas.BatchHeader, ifaces)
+	for k := range hdrs {
+		hdrs[k] = sinktest.Header(benchNamespace, name, "uid-"+name, benchNode, benchPod, fmt.Sprintf("veth%05d", k))
+		hdrs[k].Producer = memoryProducer
+	}
+	var frame []byte
+	for round := range hostileRounds {
+		lo, hi := round*perIf/hostileRounds, (round+1)*perIf/hostileRounds
+		for k := range ifaces {
+			var body []byte
+			var n uint32
+			for j := lo; j < hi; j++ {
+				f := k*perIf + j
+				cli := [4]byte{10, byte(64 + (f>>16)&63), byte(f >> 8), byte(f)}
+				srv := [4]byte{10, 96, 0, 1}
+				cport := uint16(20000 + f%40000)
+				ts := base.Add(time.Duration(round)*time.Second + time.Duration(j)*10*time.Microsecond)
+				frame = udpFrame(frame[:0], cli, srv, cport, 9000, 32)
+				body = schemas.AppendRecord(body, ts, frame, len(frame))
+				frame = udpFrame(frame[:0], srv, cli, 9000, cport, 48)
+				body = schemas.AppendRecord(body, ts.Add(time.Microsecond), frame, len(frame))
+				n += 2
+			}
+			if n == 0 {
+				continue
+			}
+			h := &hdrs[k]
+			h.Seq++
+			h.Packets = n
+			if err := p.publish(*h, body); err != nil {
+				return err
+			}
+		}
+	}
+	return p.wait(ctx, e.o.Timeout)
+}
+
+// udpFrame appends an Ethernet/IPv4/UDP frame with a zero payload of n
+// bytes (UDP checksum 0: none, valid over IPv4).
+func udpFrame(dst []byte, src, dstIP [4]byte, sport, dport uint16, n int) []byte {
+	dst = append(dst, 0x02, 0x42, 0xac, 0x11, 0x00, 0x02, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0x08, 0x00)
+	ip := len(dst)
+	dst = append(dst, 0x45, 0)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(20+8+n))
+	dst = append(dst, 0, 0, 0x40, 0, 64, 17, 0, 0)
+	dst = append(dst, src[:]...)
+	dst = append(dst, dstIP[:]...)
+	var sum uint32
+	for i := ip; i < ip+20; i += 2 {
+		sum += uint32(dst[i])<<8 | uint32(dst[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(dst[ip+10:], ^uint16(sum))
+	dst = binary.BigEndian.AppendUint16(dst, sport)
+	dst = binary.BigEndian.AppendUint16(dst, dport)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(8+n))
+	dst = append(dst, 0, 0)
+	return append(dst, make([]byte, n)...)
+}
+
+// child is one sink process.
+type child struct {
+	mem        *sinkMemory
+	cmd        *exec.Cmd
+	metricsURL string
+	gauge      string
+	done       chan struct{}
+	err        error // set before done closes
+	mu         sync.Mutex
+}
+
+// startSink writes the sink's configuration (connections only: every
+// other setting is the default, which is what is measured) and starts it.
+func (e *memEnv) startSink(ctx context.Context, name string, mem *sinkMemory) (*child, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "log:\n  level: warn\n  format: text\nhttp:\n  listen: %s\n", addr)
+	fmt.Fprintf(&cfg, "nats:\n  url: %s\n  name: capstream-sink-%s\n", e.natsURL, name)
+	fmt.Fprintf(&cfg, "clickhouse:\n  addr: %q\n  database: %q\n  username: %q\n", e.st.ch.Addr, e.st.ch.Database, e.st.ch.Username)
+	prefix := "CAPSTREAM_SINK_FLOWS_"
+	gauge := "capstream_sink_flows_open_flows"
+	envs := []string{}
+	if name == "pcap" {
+		prefix, gauge = "CAPSTREAM_SINK_PCAP_", "capstream_sink_pcap_open_objects"
+		fmt.Fprintf(&cfg, "s3:\n  endpoint: %q\n  bucket: %q\n  secure: %t\n", e.st.s3.Endpoint, e.st.s3.Bucket, e.st.s3.Secure)
+		envs = append(envs, prefix+"S3_ACCESSKEY="+e.st.s3.AccessKey, prefix+"S3_SECRETKEY="+e.st.s3.SecretKey)
+		if e.o.MemoryStopAfter > 0 {
+			fmt.Fprintf(&cfg, "pcap:\n  stopAfter: %s\n", e.o.MemoryStopAfter)
+		}
+	} else if e.o.MemoryStopAfter > 0 {
+		fmt.Fprintf(&cfg, "flows:\n  stopAfter: %s\n", e.o.MemoryStopAfter)
+	}
+	if e.st.ch.Password != "" {
+		envs = append(envs, prefix+"CLICKHOUSE_PASSWORD="+e.st.ch.Password)
+	}
+	path := filepath.Join(e.dir, "sink-"+name+".yaml")
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, e.bin, "sink", name, "--config", path)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = exitTimeout
+	// Overrides from the harness's own environment would change what is
+	// measured: drop them.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CAPSTREAM_SINK_") {
+			envs = append(envs, kv)
+		}
+	}
+	cmd.Env = envs
+	cmd.Stdout = &prefixWriter{w: e.o.Log, prefix: "bench: sink " + name + ": "}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start sink %s: %w", name, err)
+	}
+	c := &child{mem: mem, cmd: cmd, metricsURL: "http://" + addr + "/metrics", gauge: gauge, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// sample reads the child's VmRSS.
+func (c *child) sample() {
+	if c.exited() {
+		return
+	}
+	rss, _, err := procMem(c.cmd.Process.Pid)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	c.mem.MaxSampledRSS = max(c.mem.MaxSampledRSS, rss)
+	c.mem.Samples++
+	c.mu.Unlock()
+}
+
+// heapInuse is the Go collector's heap-in-use gauge, which both sinks
+// serve.
+const heapInuse = "go_memstats_heap_inuse_bytes"
+
+var scrapeClient = &http.Client{Timeout: time.Second}
+
+// scrape reads the child's open objects/flows gauge.
+func (c *child) scrape() {
+	if c.exited() {
+		return
+	}
+	resp, err := scrapeClient.Get(c.metricsURL)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for line := range bytes.Lines(raw) {
+		name, v, ok := strings.Cut(string(bytes.TrimSpace(line)), " ")
+		if !ok || (name != c.gauge && name != heapInuse) {
+			continue
+		}
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			continue
+		}
+		if name == heapInuse {
+			c.mem.PeakHeap = max(c.mem.PeakHeap, int64(x))
+		} else {
+			c.mem.PeakGauge = max(c.mem.PeakGauge, x)
+		}
+	}
+}
+
+// stop sends SIGTERM and waits for the exit.
+func (c *child) stop() {
+	if !c.exited() {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(exitTimeout):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		c.mem.Exit = fmt.Sprintf("killed: not exited %s after SIGTERM", exitTimeout)
+		return
+	}
+	if c.err != nil {
+		c.mem.Exit = c.err.Error()
+	}
+}
+
+// procMem returns VmRSS and VmHWM of pid, in bytes.
+func procMem(pid int) (rss, hwm int64, err error) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.Lines(string(raw)) {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, 0, fmt.Errorf("/proc/%d/status: %s", pid, strings.TrimSpace(line))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, 0, err
+		}
+		if k == "VmRSS" {
+			rss = kb << 10
+		} else {
+			hwm = kb << 10
+		}
+	}
+	if rss == 0 || hwm == 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/status: no VmRSS or VmHWM", pid)
+	}
+	return rss, hwm, nil
+}
+
+// runSinks starts both sinks on what was published, samples them until
+// everything is acked and stored, reads their peak RSS and stops them.
+func (e *memEnv) runSinks(ctx context.Context, r *memoryRun) error {
+	r.PcapSink.Sink, r.FlowSink.Sink = "pcap", "flows"
+	t0 := time.Now()
+	var children []*child
+	stopAll := func() {
+		for _, c := range children {
+			c.stop()
+		}
+	}
+	for _, m := range []*sinkMemory{&r.PcapSink, &r.FlowSink} {
+		c, err := e.startSink(ctx, m.Sink, m)
+		if err != nil {
+			stopAll()
+			return err
+		}
+		children = append(children, c)
+	}
+	samplerDone := make(chan struct{})
+	stopSampler := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		t := time.NewTicker(rssEvery)
+		defer t.Stop()
+		every := int(gaugeEvery / rssEvery)
+		for i := 0; ; i++ {
+			for _, c := range children {
+				c.sample()
+				if i%every == 0 {
+					c.scrape()
+				}
+			}
+			select {
+			case <-stopSampler:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err := e.waitStored(ctx, r, children)
+	if err == nil {
+		r.Wall = time.Since(t0)
+		for _, c := range children {
+			if _, hwm, perr := procMem(c.cmd.Process.Pid); perr != nil {
+				err = errors.Join(err, fmt.Errorf("sink %s: %w", c.mem.Sink, perr))
+			} else {
+				c.mem.PeakRSS = hwm
+			}
+		}
+	}
+	// Shutdown is sampled too (MaxSampledRSS), until the exit.
+	stopAll()
+	close(stopSampler)
+	<-samplerDone
+	return err
+}
+
+// waitStored waits until both durables have no pending and no unacked
+// batch and the input's packets are all in pcap_objects and flows.
+func (e *memEnv) waitStored(ctx context.Context, r *memoryRun, children []*child) error {
+	capture := memCapture(r.Input)
+	deadline := time.Now().Add(e.o.Timeout)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var drainedAt time.Time
+	for {
+		drained, err := e.stored(ctx, r, capture)
+		if err == nil {
+			return nil
+		}
+		// A sink acks a batch only once it is stored, so drained means
+		// stored; a count still short a little later is a loss, which
+		// check reports, not a reason to wait on.
+		if drained && drainedAt.IsZero() {
+			drainedAt = time.Now()
+		}
+		if drained && time.Since(drainedAt) > 5*time.Second {
+			return nil
+		}
+		for _, c := range children {
+			if c.exited() {
+				return fmt.Errorf("sink %s exited early: %v", c.mem.Sink, c.err)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not stored within %s: %w", e.o.Timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// stored reports whether both durables are drained, and an error unless
+// the input's packets are all queryable too.
+func (e *memEnv) stored(ctx context.Context, r *memoryRun, capture string) (bool, error) {
+	for _, name := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
+		c, err := e.js.Consumer(ctx, schemas.StreamPackets, name)
+		if err != nil {
+			return false, err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return false, err
+		}
+		if info.NumPending > 0 || info.NumAckPending > 0 {
+			return false, fmt.Errorf("%s: %d pending, %d unacked", name, info.NumPending, info.NumAckPending)
+		}
+	}
+	q := fmt.Sprintf("SELECT count(), sum(size), sum(packets) FROM pcap_objects FINAL WHERE namespace = '%s' AND capture = '%s'", benchNamespace, capture)
+	var objects uint64
+	if err := e.ch.QueryRow(ctx, q).Scan(&objects, &r.ObjectBytes, &r.ObjectPackets); err != nil {
+		return false, fmt.Errorf("query pcap_objects: %w", err)
+	}
+	r.Objects = int(objects)
+	q = fmt.Sprintf("SELECT count(), sum(orig_packets + resp_packets) FROM flows FINAL WHERE namespace = '%s' AND capture = '%s'", benchNamespace, capture)
+	var records uint64
+	if err := e.ch.QueryRow(ctx, q).Scan(&records, &r.FlowPackets); err != nil {
+		return false, fmt.Errorf("query flows: %w", err)
+	}
+	r.FlowRecords = int(records)
+	if r.ObjectPackets != uint64(r.Packets) || r.FlowPackets != uint64(r.Packets) {
+		return true, fmt.Errorf("stored %d packets in objects, %d in flows, want %d", r.ObjectPackets, r.FlowPackets, r.Packets)
+	}
+	return true, nil
+}
+
+// prefixWriter writes each line of a child's output to w with a prefix.
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			break
+		}
+		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i])
+		p.buf = p.buf[i+1:]
+	}
+	return len(b), nil
+}
