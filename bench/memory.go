@@ -46,7 +46,7 @@ const (
 	gaugeEvery = 250 * time.Millisecond
 	// hostileFlowsMax and hostileIfacesMax are the hostile input at the
 	// default -packets: more distinct flows than the flow sink's default
-	// maxFlows (200000) and thousands of interfaces open at once in the
+	// maxFlows (100000) and thousands of interfaces open at once in the
 	// pcap sink.
 	hostileFlowsMax  = 300000
 	hostileIfacesMax = 2000

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -41,25 +43,58 @@ type sinkPcapSettings struct {
 	ClickHouse sink.ClickHouseConfig `yaml:"clickhouse"`
 	// S3 receives the objects.
 	S3 sink.S3Config `yaml:"s3"`
+	// MemoryLimit is the Go runtime's soft memory limit, in bytes: near it
+	// the garbage collector runs more often, so the process stays close
+	// to what it holds rather than up to twice that. The GOMEMLIMIT
+	// environment variable, when set, takes precedence. 0: none. Default
+	// 192 MiB, which keeps the sink under 256 MiB of RSS with the default
+	// budgets.
+	MemoryLimit int64 `yaml:"memoryLimit"`
 	// Pcap configures objects, rotation and delivery.
 	Pcap pcapstore.Config `yaml:"pcap"`
 }
 
 func defaultSinkPcapSettings() *sinkPcapSettings {
 	return &sinkPcapSettings{
-		Log:        svc.LogConfig{Level: "info", Format: "auto"},
-		HTTP:       svc.HTTPConfig{Listen: ":8080"},
-		NATS:       sink.NATSConfig{URL: nats.DefaultURL, Name: "capstream-sink-pcap"},
-		ClickHouse: sink.DefaultClickHouseConfig(),
-		Pcap:       pcapstore.DefaultConfig(),
+		Log:         svc.LogConfig{Level: "info", Format: "auto"},
+		HTTP:        svc.HTTPConfig{Listen: ":8080"},
+		NATS:        sink.NATSConfig{URL: nats.DefaultURL, Name: "capstream-sink-pcap"},
+		ClickHouse:  sink.DefaultClickHouseConfig(),
+		MemoryLimit: defaultSinkMemoryLimit,
+		Pcap:        pcapstore.DefaultConfig(),
 	}
 }
+
+// defaultSinkMemoryLimit is both sinks' default soft memory limit.
+const defaultSinkMemoryLimit = 192 << 20
 
 // Validate copies the S3 section into the pcap section (config.Load calls
 // it after the overrides) and checks everything.
 func (s *sinkPcapSettings) Validate() error {
 	s.Pcap.S3 = s.S3
-	return errors.Join(s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Pcap.Validate())
+	return errors.Join(s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), validateMemoryLimit(s.MemoryLimit), s.Pcap.Validate())
+}
+
+// validateMemoryLimit accepts 0 (none) or at least 64 MiB: below that the
+// collector would run without pause at the default budgets.
+func validateMemoryLimit(n int64) error {
+	if n != 0 && n < 64<<20 {
+		return fmt.Errorf("memoryLimit %d: want 0 (none) or at least 64 MiB", n)
+	}
+	return nil
+}
+
+// applyMemoryLimit sets the runtime's soft memory limit unless GOMEMLIMIT
+// already did.
+func applyMemoryLimit(logger *slog.Logger, n int64) {
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		logger.Info("memory limit from GOMEMLIMIT", "GOMEMLIMIT", v)
+		return
+	}
+	if n > 0 {
+		debug.SetMemoryLimit(n)
+		logger.Info("memory limit", "bytes", n)
+	}
 }
 
 // sinkFlowsSettings is `capstream sink flows`' configuration file.
@@ -72,23 +107,27 @@ type sinkFlowsSettings struct {
 	NATS sink.NATSConfig `yaml:"nats"`
 	// ClickHouse receives the flow records.
 	ClickHouse sink.ClickHouseConfig `yaml:"clickhouse"`
+	// MemoryLimit is the Go runtime's soft memory limit, in bytes, as for
+	// the pcap sink. Default 192 MiB.
+	MemoryLimit int64 `yaml:"memoryLimit"`
 	// Flows configures aggregation and inserts.
 	Flows flowstore.Config `yaml:"flows"`
 }
 
 func defaultSinkFlowsSettings() *sinkFlowsSettings {
 	return &sinkFlowsSettings{
-		Log:        svc.LogConfig{Level: "info", Format: "auto"},
-		HTTP:       svc.HTTPConfig{Listen: ":8080"},
-		NATS:       sink.NATSConfig{URL: nats.DefaultURL, Name: "capstream-sink-flows"},
-		ClickHouse: sink.DefaultClickHouseConfig(),
-		Flows:      flowstore.DefaultConfig(),
+		Log:         svc.LogConfig{Level: "info", Format: "auto"},
+		HTTP:        svc.HTTPConfig{Listen: ":8080"},
+		NATS:        sink.NATSConfig{URL: nats.DefaultURL, Name: "capstream-sink-flows"},
+		ClickHouse:  sink.DefaultClickHouseConfig(),
+		MemoryLimit: defaultSinkMemoryLimit,
+		Flows:       flowstore.DefaultConfig(),
 	}
 }
 
 // Validate checks every section.
 func (s *sinkFlowsSettings) Validate() error {
-	return errors.Join(s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Flows.Validate())
+	return errors.Join(s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), validateMemoryLimit(s.MemoryLimit), s.Flows.Validate())
 }
 
 func newSinkPcapCmd() *cobra.Command {
@@ -111,7 +150,7 @@ CAPSTREAM_SINK_PCAP_S3_SECRETKEY, CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD.`,
 			if err != nil {
 				return err
 			}
-			return runSink(ctx, cfg.Log, cfg.HTTP, cfg.NATS, cfg.ClickHouse, "sink-pcap",
+			return runSink(ctx, cfg.Log, cfg.HTTP, cfg.NATS, cfg.ClickHouse, cfg.MemoryLimit, "sink-pcap",
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (sinkComponent, error) {
 					return pcapstore.New(cfg.Pcap, pcapstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
 				})
@@ -135,7 +174,7 @@ CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.`,
 		envPrefix: sinkFlowsEnvPrefix,
 		defaults:  defaultSinkFlowsSettings,
 		run: func(ctx context.Context, cfg *sinkFlowsSettings) error {
-			return runSink(ctx, cfg.Log, cfg.HTTP, cfg.NATS, cfg.ClickHouse, "sink-flows",
+			return runSink(ctx, cfg.Log, cfg.HTTP, cfg.NATS, cfg.ClickHouse, cfg.MemoryLimit, "sink-flows",
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (sinkComponent, error) {
 					return flowstore.New(cfg.Flows, flowstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch})
 				})
@@ -151,9 +190,10 @@ type sinkComponent interface {
 
 // runSink connects, builds the sink and runs it with the health and
 // metrics server in one group until ctx ends or either fails.
-func runSink(ctx context.Context, logCfg svc.LogConfig, httpCfg svc.HTTPConfig, natsCfg sink.NATSConfig, chCfg sink.ClickHouseConfig, name string,
+func runSink(ctx context.Context, logCfg svc.LogConfig, httpCfg svc.HTTPConfig, natsCfg sink.NATSConfig, chCfg sink.ClickHouseConfig, memLimit int64, name string,
 	build func(*slog.Logger, prometheus.Registerer, jetstream.JetStream, driver.Conn) (sinkComponent, error)) error {
 	logger := svc.NewLogger(logCfg)
+	applyMemoryLimit(logger, memLimit)
 	reg := svc.NewRegistry()
 	opts := []nats.Option{
 		nats.Name(natsCfg.Name),

@@ -51,3 +51,48 @@ func TestSinkConfigRejectsUnknown(t *testing.T) {
 		t.Errorf("want errors for the bucket and object size, got %v", err)
 	}
 }
+
+func TestSinkMemoryLimit(t *testing.T) {
+	pcap, flows := defaultSinkPcapSettings(), defaultSinkFlowsSettings()
+	if pcap.MemoryLimit != 192<<20 || flows.MemoryLimit != 192<<20 {
+		t.Errorf("default memory limits %d and %d, want 192 MiB", pcap.MemoryLimit, flows.MemoryLimit)
+	}
+	// The example configs say the default.
+	for _, f := range []struct {
+		path, prefix string
+		cfg          any
+	}{
+		{"../../deploy/dev/sink-pcap.yaml", sinkPcapEnvPrefix, defaultSinkPcapSettings()},
+		{"../../deploy/dev/sink-flows.yaml", sinkFlowsEnvPrefix, defaultSinkFlowsSettings()},
+	} {
+		var lim int64
+		switch c := f.cfg.(type) {
+		case *sinkPcapSettings:
+			c.MemoryLimit = 0
+			if err := config.Load(f.path, f.prefix, []string{f.prefix + "_S3_ACCESSKEY=a", f.prefix + "_S3_SECRETKEY=b"}, c); err != nil {
+				t.Fatal(err)
+			}
+			lim = c.MemoryLimit
+		case *sinkFlowsSettings:
+			c.MemoryLimit = 0
+			if err := config.Load(f.path, f.prefix, nil, c); err != nil {
+				t.Fatal(err)
+			}
+			lim = c.MemoryLimit
+		}
+		if lim != defaultSinkMemoryLimit {
+			t.Errorf("%s: memoryLimit %d, want the default %d", f.path, lim, defaultSinkMemoryLimit)
+		}
+	}
+	for _, v := range []string{"1048576", "-1"} {
+		cfg := defaultSinkFlowsSettings()
+		err := config.Load("", sinkFlowsEnvPrefix, []string{"CAPSTREAM_SINK_FLOWS_MEMORYLIMIT=" + v}, cfg)
+		if err == nil || !strings.Contains(err.Error(), "memoryLimit") {
+			t.Errorf("memoryLimit %s: want an error naming it, got %v", v, err)
+		}
+	}
+	cfg := defaultSinkFlowsSettings()
+	if err := config.Load("", sinkFlowsEnvPrefix, []string{"CAPSTREAM_SINK_FLOWS_MEMORYLIMIT=0"}, cfg); err != nil || cfg.MemoryLimit != 0 {
+		t.Errorf("memoryLimit 0 (none): %d, %v", cfg.MemoryLimit, err)
+	}
+}

@@ -24,11 +24,14 @@ type Config struct {
 	// fallback when it never comes. Default 30s.
 	StopAfter time.Duration `yaml:"stopAfter"`
 	// MaxFlows bounds the open flows; when reached every open record is
-	// released early (end reason "evict"). Default 200000.
+	// released early (end reason "evict"). An open flow costs about 0.5
+	// KiB, and as much again while its record waits for the insert.
+	// Default 100000.
 	MaxFlows int `yaml:"maxFlows"`
 	// FlushInterval is how often released records are inserted. Default 1s.
 	FlushInterval time.Duration `yaml:"flushInterval"`
-	// MaxInsertRows caps the rows of one INSERT. Default 100000.
+	// MaxInsertRows caps the rows of one INSERT, whose block the client
+	// builds in memory. Default 20000.
 	MaxInsertRows int `yaml:"maxInsertRows"`
 	// GracePeriod bounds the final flush at shutdown. Default 20s.
 	GracePeriod time.Duration `yaml:"gracePeriod"`
@@ -43,9 +46,9 @@ func DefaultConfig() Config {
 		ActiveTimeout: time.Minute,
 		IdleTimeout:   30 * time.Second,
 		StopAfter:     30 * time.Second,
-		MaxFlows:      200000,
+		MaxFlows:      100000,
 		FlushInterval: time.Second,
-		MaxInsertRows: 100000,
+		MaxInsertRows: 20000,
 		GracePeriod:   20 * time.Second,
 		Migrate:       true,
 	}

@@ -170,7 +170,8 @@ func (s *Sink) Run(ctx context.Context) error {
 	s.bound.Store(true)
 	defer s.bound.Store(false)
 
-	in := make(chan jetstream.Msg, 64)
+	// The client's pull buffer is the queue; this channel only hands over.
+	in := make(chan jetstream.Msg, 4)
 	stop := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sink.Pump(gctx, cons, s.cfg.Consumer.PullMaxBytes, in, stop) })
@@ -381,7 +382,11 @@ func (s *Sink) flush(ctx context.Context, force bool, reason string) bool {
 		return false
 	}
 	recs := s.table.Flush(force, reason, now.Add(-s.cfg.StopAfter))
-	s.unsent = append(s.unsent, recs...)
+	if s.unsent == nil {
+		s.unsent = recs // no copy: an eviction releases every open record at once
+	} else {
+		s.unsent = append(s.unsent, recs...)
+	}
 	s.m.openFlows.Set(float64(s.table.Flows()))
 	start := time.Now()
 	if s.committed != nil && !s.publishCommitted(ctx) {

@@ -12,7 +12,7 @@ import (
 // big object never copies what it already holds (append on one slice would
 // copy it again at every growth).
 const (
-	minChunk = 64 << 10
+	minChunk = 16 << 10
 	maxChunk = 4 << 20
 )
 
@@ -22,6 +22,7 @@ type buffer struct {
 	chunks [][]byte
 	starts []int64 // offset of each chunk
 	size   int64
+	cap    int64 // bytes the chunks hold, spare room included
 }
 
 func newBuffer() *buffer { return &buffer{} }
@@ -38,6 +39,7 @@ func (b *buffer) Write(p []byte) (int, error) {
 			}
 			b.chunks = append(b.chunks, make([]byte, 0, c))
 			b.starts = append(b.starts, b.size)
+			b.cap += c
 			last++
 		}
 		ch := b.chunks[last]
@@ -68,7 +70,12 @@ func (b *buffer) Append(p []byte) {
 	b.chunks = append(b.chunks, p[:len(p):len(p)])
 	b.starts = append(b.starts, b.size)
 	b.size += int64(len(p))
+	b.cap += int64(len(p))
 }
+
+// Cap is the memory the buffer holds: its bytes plus the spare room of
+// its chunks.
+func (b *buffer) Cap() int64 { return b.cap }
 
 // Len is the number of bytes held.
 func (b *buffer) Len() int64 { return b.size }

@@ -31,6 +31,13 @@ func TestBuffer(t *testing.T) {
 			t.Fatalf("appended slice %d was written to", i/2)
 		}
 	}
+	var held int64
+	for _, c := range b.chunks {
+		held += int64(cap(c))
+	}
+	if b.Cap() != held || b.Cap() < b.Len() {
+		t.Errorf("Cap %d with %d bytes in chunks holding %d", b.Cap(), b.Len(), held)
+	}
 	got, err := io.ReadAll(io.NewSectionReader(b, 0, b.Len()))
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("read back %d bytes (err %v), want %d", len(got), err, len(want))

@@ -31,9 +31,10 @@ type Config struct {
 	// last batch at once; this is the fallback when that never comes (the
 	// producer died, the interface vanished). Default 15s.
 	StopAfter time.Duration `yaml:"stopAfter"`
-	// MaxBufferedBytes bounds the bytes held in open objects over all
-	// interfaces; beyond it the largest open object is completed early.
-	// Default 128 MiB.
+	// MaxBufferedBytes bounds the memory held by objects over all
+	// interfaces, open or uploading; beyond it the largest open object is
+	// completed early, and while uploads hold it all, no batch is taken.
+	// With the pull buffer it is most of the sink's memory. Default 96 MiB.
 	MaxBufferedBytes int64 `yaml:"maxBufferedBytes"`
 	// PartSize is the multipart part size minio-go uploads with, in bytes.
 	// Default 16 MiB.
@@ -63,7 +64,7 @@ func DefaultConfig() Config {
 		MaxObjectBytes:   64 << 20,
 		MaxObjectAge:     time.Minute,
 		StopAfter:        15 * time.Second,
-		MaxBufferedBytes: 128 << 20,
+		MaxBufferedBytes: 96 << 20,
 		PartSize:         16 << 20,
 		Uploaders:        2,
 		DedupWindow:      time.Hour,

@@ -64,7 +64,7 @@ type Sink struct {
 
 	open     map[ifaceKey]*object
 	bySeq    map[uint64]*object // stream sequence -> object holding it, open or sealed
-	buffered int64              // bytes in open and sealed objects
+	buffered int64              // memory held by open and sealed objects (buffer.Cap)
 	done     map[ifaceKey]*completed
 
 	// Sealed objects wait in queue for an uploader; a failed upload waits
@@ -200,7 +200,8 @@ func (s *Sink) Run(ctx context.Context) error {
 		s.m.errs.WithLabelValues("sweep").Inc()
 		s.log.Warn("sweep failed", "error", err)
 	}
-	in := make(chan jetstream.Msg, 64)
+	// The client's pull buffer is the queue; this channel only hands over.
+	in := make(chan jetstream.Msg, 4)
 	stop := make(chan struct{})
 	// Uploads outlive ctx by the grace period: the loop cancels them once
 	// it is done, which is at most GracePeriod after ctx ends.
@@ -440,12 +441,15 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 			buf:  newBuffer(),
 		}
 		_, _ = o.buf.Write(schemas.AppendPcapHeader(nil, h.LinkType, h.SnapLength))
-		s.buffered += o.buf.Len()
+		s.buffered += o.buf.Cap()
 		s.open[k] = o
 		s.live[o] = struct{}{}
 	}
+	// The budget counts memory held, chunk room included, so thousands of
+	// nearly empty objects count for what they cost.
+	before := o.buf.Cap()
 	o.buf.Append(d.Body)
-	s.buffered += int64(len(d.Body))
+	s.buffered += o.buf.Cap() - before
 	o.packets += uint64(h.Packets)
 	o.lastSeq = max(o.lastSeq, d.StreamSeq)
 	o.firstTs, o.lastTs = min(o.firstTs, first), max(o.lastTs, last)
@@ -686,7 +690,7 @@ func (s *Sink) finish(r uploadResult) {
 	}
 	delete(s.live, o)
 	s.queueReport(o.hdr)
-	s.buffered -= o.buf.Len()
+	s.buffered -= o.buf.Cap()
 	s.m.objects.WithLabelValues(o.reason).Inc()
 	s.m.packets.Add(float64(o.packets))
 	s.m.objectBytes.Observe(float64(o.buf.Len()))
