@@ -25,6 +25,9 @@ import (
 type floorResult struct {
 	// Skipped is set with -floor=false.
 	Skipped bool
+	// Storage is the packets stream's storage: file, as capstream
+	// creates it, or memory, to show the floor does not come from disk.
+	Storage jetstream.StorageType
 	// Wall is from the first publish to the last ack of both consumers;
 	// CPU is this process's over that time (server and clients).
 	Wall, CPU time.Duration
@@ -41,8 +44,12 @@ type floorResult struct {
 // Whatever the pipeline costs above this is capstream's own work (reading
 // the capture, batching, pcap objects, flow decoding) and its clients'
 // (S3, ClickHouse).
-func runFloor(ctx context.Context, dir string, w workload) (floorResult, error) {
-	var r floorResult
+//
+// With memory storage the stream is the same but kept in memory, which
+// capstream never does (a server restart would lose the batches); it shows
+// how much of the floor is the file store.
+func runFloor(ctx context.Context, dir string, w workload, storage jetstream.StorageType) (floorResult, error) {
+	r := floorResult{Storage: storage}
 	batches, err := floorBatches(w.Path)
 	if err != nil {
 		return r, err
@@ -82,6 +89,16 @@ func runFloor(ctx context.Context, dir string, w workload) (floorResult, error) 
 	limits.MaxBytes = max(limits.MaxBytes, 2*w.FileBytes)
 	if err := schemas.EnsureStreams(ctx, js, limits); err != nil {
 		return r, err
+	}
+	if storage == jetstream.MemoryStorage {
+		if err := js.DeleteStream(ctx, schemas.StreamPackets); err != nil {
+			return r, fmt.Errorf("memory floor: %w", err)
+		}
+		cfg := schemas.PacketsStream(limits)
+		cfg.Storage = jetstream.MemoryStorage
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			return r, fmt.Errorf("memory floor: %w", err)
+		}
 	}
 	var cons []jetstream.Consumer
 	for _, cc := range []jetstream.ConsumerConfig{schemas.PcapSinkConsumer(), schemas.FlowSinkConsumer()} {

@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capstream/capstream/internal/testenv"
 	chschema "github.com/capstream/capstream/schemas/clickhouse"
@@ -154,7 +155,8 @@ type result struct {
 	Throughput throughputResult
 	Latency    latencyResult
 	Memory     memoryResult
-	Floor      floorResult
+	Floor      floorResult // file storage, as capstream runs
+	FloorMem   floorResult // the same in memory
 	// ServerPids are the out-of-process servers whose CPU was sampled.
 	ServerPids map[string]int
 	// Problems are disagreements between the stored data and the
@@ -217,11 +219,14 @@ func run(ctx context.Context, o options, stdout io.Writer) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Floor.Skipped = !o.Floor
+	res.Floor.Skipped, res.FloorMem.Skipped = !o.Floor, !o.Floor
 	if o.Floor {
 		fmt.Fprintln(o.Log, "bench: JetStream floor")
-		if res.Floor, err = runFloor(ctx, dir, res.Workload); err != nil {
+		if res.Floor, err = runFloor(ctx, dir, res.Workload, jetstream.FileStorage); err != nil {
 			return nil, fmt.Errorf("jetstream floor: %w", err)
+		}
+		if res.FloorMem, err = runFloor(ctx, dir, res.Workload, jetstream.MemoryStorage); err != nil {
+			return nil, fmt.Errorf("jetstream floor, memory storage: %w", err)
 		}
 	}
 	res.Memory.Skipped = !o.Memory

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/capstream/capstream/internal/testenv"
 )
 
@@ -31,8 +33,8 @@ func TestHarness(t *testing.T) {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
 	t.Log("\n" + out.String())
-	if got := len(res.rows()); got != 15 {
-		t.Errorf("%d table rows, want 15", got)
+	if got := len(res.rows()); got != 17 {
+		t.Errorf("%d table rows, want 17", got)
 	}
 	for _, scenario := range []string{"throughput bytes/s (copy limit)", "CPU/packet, in-process", "latency packet->flow row, max",
 		"JetStream alone bytes/s (copy limit)", "CPU/packet vs JetStream alone", "jetstream floor (",
@@ -42,8 +44,13 @@ func TestHarness(t *testing.T) {
 		}
 	}
 	// The floor carried every batch of the workload to both consumers.
-	if f := res.Floor; f.Batches < 1 || f.Wall <= 0 || f.CPU <= 0 {
-		t.Errorf("jetstream floor: %+v, want batches carried with wall and CPU time", f)
+	for _, f := range []floorResult{res.Floor, res.FloorMem} {
+		if f.Batches < 1 || f.Wall <= 0 || f.CPU <= 0 {
+			t.Errorf("jetstream floor: %+v, want batches carried with wall and CPU time", f)
+		}
+	}
+	if res.Floor.Storage != jetstream.FileStorage || res.FloorMem.Storage != jetstream.MemoryStorage {
+		t.Errorf("floors with storage %v and %v, want file and memory", res.Floor.Storage, res.FloorMem.Storage)
 	}
 	tr := res.Throughput
 	if tr.ObjectPackets != 2000 || tr.FlowPackets != 2000 || tr.Drops != 0 {

@@ -151,10 +151,8 @@ func startPipeline(ctx context.Context, o options, dir string, st storage, w wor
 	logger := slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p.reg = prometheus.NewRegistry()
 	pcfg := pcapstore.DefaultConfig()
+	// Every other setting is the default: 64 MiB objects, one PUT each.
 	pcfg.S3, pcfg.Prefix, pcfg.StopAfter, pcfg.Migrate = st.s3, pcapPrefix, sinkStopAfter, false
-	// 16 MiB objects let uploads overlap consumption, as in a steady
-	// stream, instead of one 64 MiB upload at the end of a burst.
-	pcfg.MaxObjectBytes = 16 << 20
 	fcfg := flowstore.DefaultConfig()
 	fcfg.ActiveTimeout, fcfg.IdleTimeout, fcfg.StopAfter, fcfg.Migrate = o.ActiveTimeout, o.ActiveTimeout/2, sinkStopAfter, false
 

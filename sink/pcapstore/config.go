@@ -36,8 +36,11 @@ type Config struct {
 	// completed early, and while uploads hold it all, no batch is taken.
 	// With the pull buffer it is most of the sink's memory. Default 96 MiB.
 	MaxBufferedBytes int64 `yaml:"maxBufferedBytes"`
-	// PartSize is the multipart part size minio-go uploads with, in bytes.
-	// Default 16 MiB.
+	// PartSize: an object up to this size is uploaded in one PUT; a larger
+	// one in parallel multipart parts of this size. One PUT costs the S3
+	// server least (versitygw writes multipart parts to separate files and
+	// joins them at completion), so the default covers maxObjectBytes.
+	// Default 64 MiB.
 	PartSize uint64 `yaml:"partSize"`
 	// Uploaders is how many objects are uploaded at once, while the sink
 	// keeps filling the next ones. Default 2.
@@ -65,7 +68,7 @@ func DefaultConfig() Config {
 		MaxObjectAge:     time.Minute,
 		StopAfter:        15 * time.Second,
 		MaxBufferedBytes: 96 << 20,
-		PartSize:         16 << 20,
+		PartSize:         64 << 20,
 		Uploaders:        2,
 		DedupWindow:      time.Hour,
 		StaleUploadAge:   15 * time.Minute,

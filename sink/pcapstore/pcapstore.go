@@ -553,8 +553,8 @@ func (s *Sink) upload(ctx context.Context, o *object) error {
 	sum := o.buf.Sum()
 	// One PutObject with the full metadata: user metadata is fixed when an
 	// upload starts, and it must describe the whole object. minio-go
-	// uploads it in parallel multipart parts of PartSize straight from
-	// the buffer.
+	// streams it straight from the buffer, in one PUT up to PartSize and
+	// in parallel multipart parts of PartSize beyond.
 	_, err := s.deps.S3.PutObject(ctx, s.cfg.S3.Bucket, o.name, io.NewSectionReader(o.buf, 0, o.buf.Len()), o.buf.Len(), minio.PutObjectOptions{
 		ContentType:  "application/vnd.tcpdump.pcap",
 		UserMetadata: o.metadata(sum),
