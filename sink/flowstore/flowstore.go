@@ -290,12 +290,12 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	if d.Header.Packets == 0 {
 		// A last batch with nothing in it: release the interface's records
-		// now rather than once it has been quiet for StopAfter.
+		// now rather than once it has been quiet for StopAfter. The next
+		// periodic flush inserts them (a capture over thousands of
+		// interfaces stops with one flush, not one per interface).
 		s.m.batches.WithLabelValues("empty").Inc()
 		s.ack(s.acker.Ack(d.Reply), "ack")
-		if s.table.Stop(k) {
-			s.flush(ctx, false, "")
-		}
+		s.table.Stop(k)
 		return
 	}
 	if s.table.Full() {
@@ -322,8 +322,7 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 	s.npendAtomic.Store(int64(s.npend))
 	s.m.openFlows.Set(float64(s.table.Flows()))
 	if d.Header.Last {
-		s.table.Stop(k)
-		s.flush(ctx, false, "")
+		s.table.Stop(k) // inserted by the next periodic flush
 	}
 }
 
