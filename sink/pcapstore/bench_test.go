@@ -77,7 +77,7 @@ func BenchmarkPcapSink(b *testing.B) {
 			cfg.S3 = sink.S3Config{Endpoint: bucket.Endpoint, Bucket: bucket.Bucket, AccessKey: bucket.AccessKey, SecretKey: bucket.SecretKey}
 			cfg.Prefix = fmt.Sprintf("bench%d", iter)
 			cfg.StopAfter = 100 * time.Millisecond // unused: the last batch completes the last object
-			cfg.Migrate = false // every other setting is the default
+			cfg.Migrate = false                    // every other setting is the default
 			s3, _ := cfg.S3.Client()
 			s, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Registerer: prometheus.NewRegistry(), JetStream: srv.JS, ClickHouse: db.Conn, S3: s3})
 			if err != nil {
