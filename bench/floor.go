@@ -124,7 +124,7 @@ func runFloor(ctx context.Context, dir string, w workload, storage jetstream.Sto
 		wg.Go(func() { errs[i] = drainN(ctx, c, len(batches)) })
 	}
 	for i := range batches {
-		if _, err := js.PublishMsgAsync(batches[i]); err != nil {
+		if _, err := js.PublishMsgAsync(batches[i], jetstream.WithStallWait(time.Minute)); err != nil {
 			return r, fmt.Errorf("publish batch %d: %w", i, err)
 		}
 	}

@@ -288,7 +288,9 @@ type publisher struct {
 
 func (p *publisher) publish(h schemas.BatchHeader, body []byte) error {
 	b := sinktest.Batch{Header: h, Body: body}
-	f, err := p.js.PublishMsgAsync(b.Msg())
+	// A slow disk can hold acks back for a while: wait for room rather
+	// than failing the run after the client's default 200ms.
+	f, err := p.js.PublishMsgAsync(b.Msg(), jetstream.WithStallWait(time.Minute))
 	if err != nil {
 		return fmt.Errorf("publish batch %s/%d: %w", h.Interface, h.Seq, err)
 	}
