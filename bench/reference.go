@@ -88,8 +88,9 @@ func references(dir string, w workload, reps int, tshark bool) (copyRun, argusRu
 	aout := filepath.Join(dir, "flows.argus")
 	argusRun, _ = timeTool("argus -r in -w out", reps, func() { _ = os.Remove(aout) }, "argus", "-r", w.Path, "-w", aout)
 	if argusRun.Err == nil {
-		// ra prints one line per flow record; -L -1 drops the header.
-		if o, err := exec.Command("ra", "-n", "-L", "-1", "-r", aout).Output(); err == nil {
+		// ra prints one line per flow record; -L -1 drops the header and
+		// the filter argus's own management (start/stop) records.
+		if o, err := exec.Command("ra", "-n", "-L", "-1", "-r", aout, "-", "not", "man").Output(); err == nil {
 			argusRun.Flows = bytes.Count(o, []byte("\n"))
 		}
 	}
