@@ -98,7 +98,9 @@ var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 1
 
 func printFlows(w io.Writer, rows []flowRow) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "START\tNODE\tPROTO\tCLIENT\tSERVER\tSTATE\tHISTORY\tPACKETS\tBYTES\tL7")
+	// POD: a connection between two captured pods is recorded once on
+	// each pod's interface.
+	fmt.Fprintln(tw, "START\tNODE\tPOD\tPROTO\tCLIENT\tSERVER\tSTATE\tHISTORY\tPACKETS\tBYTES\tL7")
 	for _, r := range rows {
 		proto := protoNames[r.proto]
 		if proto == "" {
@@ -114,7 +116,7 @@ func printFlows(w io.Writer, rows []flowRow) error {
 			l7 = "host " + r.host
 		}
 		ts := r.start.Add(time.Duration(r.startNs)).UTC().Format("15:04:05.000")
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\n", ts, r.node, proto,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\n", ts, r.node, dash(r.pod), proto,
 			hostPort(r.origAddr, r.origPort), hostPort(r.respAddr, r.respPort), dash(r.state), dash(r.history),
 			r.origPkts, r.respPkts, r.origBytes, r.respBytes, truncate(l7, 48))
 	}

@@ -130,7 +130,7 @@ func TestFlowsCommand(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("flows = %d %q", code, errOut)
 	}
-	for _, want := range []string{"10.65.0.2:40000", "10.65.0.3:53", "udp", "dns example.internal", "tcp", "sni api.example.internal", "3/2", "300/200"} {
+	for _, want := range []string{"POD", "10.65.0.2:40000", "10.65.0.3:53", "udp", "dns example.internal", "tcp", "sni api.example.internal", "3/2", "300/200"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("flows output lacks %q:\n%s", want, out)
 		}
