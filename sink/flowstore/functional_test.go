@@ -508,13 +508,7 @@ func TestFunctionalFlowsLastBatch(t *testing.T) {
 		t.Run(fmt.Sprintf("empty=%v", empty), func(t *testing.T) {
 			srv, db := setup(t)
 			path, batches := replayPcap(t, 4)
-			if empty {
-				b := batches[len(batches)-1]
-				b.Header.Seq++
-				b.Header.Packets, b.Body = 0, nil
-				batches = append(batches, b)
-			}
-			batches[len(batches)-1].Header.Last = true
+			batches = sinktest.EndRun(batches, empty)
 			cfg := testConfig()
 			cfg.StopAfter = time.Hour
 			in := start(t, srv, db, cfg)

@@ -60,7 +60,7 @@ func BenchmarkPcapSink(b *testing.B) {
 	batches := sinktest.Batches(h, pkts, schemas.DefaultBatchBytes)
 	// The producer marks the interface's last batch when a capture
 	// stops or a replay ends; the sink completes the object on it.
-	batches[len(batches)-1].Header.Last = true
+	batches = sinktest.EndRun(batches, false)
 	b.SetBytes(fi.Size())
 	var peak float64
 	var ref time.Duration // tcpdump copies

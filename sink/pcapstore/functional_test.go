@@ -525,13 +525,7 @@ func TestFunctionalPcapLastBatch(t *testing.T) {
 		t.Run(fmt.Sprintf("empty=%v", empty), func(t *testing.T) {
 			e := setup(t)
 			in, batches := traffic(t, 4)
-			if empty {
-				b := batches[len(batches)-1]
-				b.Header.Seq++
-				b.Header.Packets, b.Body = 0, nil
-				batches = append(batches, b)
-			}
-			batches[len(batches)-1].Header.Last = true
+			batches = sinktest.EndRun(batches, empty)
 			cfg := e.config()
 			cfg.MaxObjectBytes = 16 << 20
 			cfg.StopAfter = time.Hour

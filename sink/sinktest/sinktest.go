@@ -253,6 +253,20 @@ func Batches(h schemas.BatchHeader, pkts []Packet, maxBytes int) []Batch {
 	return out
 }
 
+// EndRun marks the end of the interface's run as a producer does when a
+// capture stops: the last batch gets the Last mark or, with empty, an
+// empty batch with the next sequence number is appended and marked.
+func EndRun(batches []Batch, empty bool) []Batch {
+	if empty {
+		b := batches[len(batches)-1]
+		b.Header.Seq++
+		b.Header.Packets, b.Body = 0, nil
+		batches = append(batches, b)
+	}
+	batches[len(batches)-1].Header.Last = true
+	return batches
+}
+
 // Batch is one batch to publish.
 type Batch struct {
 	// Header is encoded into the NATS headers.
