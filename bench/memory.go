@@ -46,7 +46,7 @@ const (
 	gaugeEvery = 250 * time.Millisecond
 	// hostileFlowsMax and hostileIfacesMax are the hostile input at the
 	// default -packets: more distinct flows than the flow sink's default
-	// maxFlows (100000) and thousands of interfaces open at once in the
+	// maxFlows (65536) and thousands of interfaces open at once in the
 	// pcap sink.
 	hostileFlowsMax  = 300000
 	hostileIfacesMax = 2000
@@ -109,6 +109,9 @@ type memoryRun struct {
 	ObjectPackets uint64
 	FlowRecords   int
 	FlowPackets   uint64
+	// LongNames is how many flow records hold a 243-byte DNS name (the
+	// hostile input's flows each carry one).
+	LongNames int
 }
 
 // memoryResult is what the memory phase measured.
@@ -142,6 +145,9 @@ func (m memoryResult) check(w workload) []string {
 		}
 		if r.FlowPackets != uint64(r.Packets) {
 			probs = append(probs, fmt.Sprintf("memory %s: flows count %d packets, the input %d", r.Input, r.FlowPackets, r.Packets))
+		}
+		if r.Input == memInputHostile && r.LongNames != r.Flows {
+			probs = append(probs, fmt.Sprintf("memory %s: %d flow records hold their long DNS name, want %d", r.Input, r.LongNames, r.Flows))
 		}
 		if r.Input == memInputThroughput {
 			if want := uint64(w.FileBytes-24) + 24*uint64(r.Objects); r.ObjectBytes != want {
@@ -372,8 +378,8 @@ func (e *memEnv) publishWorkload(ctx context.Context, r *memoryRun, w workload) 
 	return p.wait(ctx, e.o.Timeout)
 }
 
-// publishHostile publishes the hostile input: flows distinct one-request,
-// one-response UDP flows spread over ifaces interfaces of one capture,
+// publishHostile publishes the hostile input: flows distinct DNS
+// query-and-NXDOMAIN flows, each with a long name of its own, spread over ifaces interfaces of one capture,
 // hostileRounds small batches per interface, round by round, so every
 // interface's object and every flow is open at once. No batch is marked
 // Last: the sinks close each interface when it has been quiet for
@@ -390,7 +396,7 @@ func (e *memEnv) publishHostile(ctx context.Context, r *memoryRun, packets int) 
 		hdrs[k] = sinktest.Header(benchNamespace, name, "uid-"+name, benchNode, benchPod, fmt.Sprintf("veth%05d", k))
 		hdrs[k].Producer = memoryProducer
 	}
-	var frame []byte
+	var frame, msg []byte
 	for round := range hostileRounds {
 		lo, hi := round*perIf/hostileRounds, (round+1)*perIf/hostileRounds
 		for k := range ifaces {
@@ -402,9 +408,13 @@ func (e *memEnv) publishHostile(ctx context.Context, r *memoryRun, packets int) 
 				srv := [4]byte{10, 96, 0, 1}
 				cport := uint16(20000 + f%40000)
 				ts := base.Add(time.Duration(round)*time.Second + time.Duration(j)*10*time.Microsecond)
-				frame = udpFrame(frame[:0], cli, srv, cport, 9000, 32)
+				// A DNS query with a long name of its own and its NXDOMAIN
+				// answer: every flow record holds a ~240-byte name.
+				msg = dnsMessage(msg[:0], uint16(f), f, false)
+				frame = udpFrame(frame[:0], cli, srv, cport, 53, msg)
 				body = schemas.AppendRecord(body, ts, frame, len(frame))
-				frame = udpFrame(frame[:0], srv, cli, 9000, cport, 48)
+				msg = dnsMessage(msg[:0], uint16(f), f, true)
+				frame = udpFrame(frame[:0], srv, cli, 53, cport, msg)
 				body = schemas.AppendRecord(body, ts.Add(time.Microsecond), frame, len(frame))
 				n += 2
 			}
@@ -422,9 +432,30 @@ func (e *memEnv) publishHostile(ctx context.Context, r *memoryRun, packets int) 
 	return p.wait(ctx, e.o.Timeout)
 }
 
-// udpFrame appends an Ethernet/IPv4/UDP frame with a zero payload of n
-// bytes (UDP checksum 0: none, valid over IPv4).
-func udpFrame(dst []byte, src, dstIP [4]byte, sport, dport uint16, n int) []byte {
+// dnsMessage appends a DNS query (or its NXDOMAIN response) for a name of
+// four 60-byte labels, the first unique to flow f: 243 bytes, close to the
+// longest name the flow sink keeps.
+func dnsMessage(dst []byte, id uint16, f int, response bool) []byte {
+	flags := uint16(0x0100) // query, recursion desired
+	if response {
+		flags = 0x8183 // response, NXDOMAIN
+	}
+	dst = binary.BigEndian.AppendUint16(dst, id)
+	dst = binary.BigEndian.AppendUint16(dst, flags)
+	dst = append(dst, 0, 1, 0, 0, 0, 0, 0, 0) // one question
+	for l := range 4 {
+		label := fmt.Sprintf("%c%09d", 'a'+l, f)
+		dst = append(dst, 60)
+		dst = append(dst, label...)
+		dst = append(dst, strings.Repeat("x", 60-len(label))...)
+	}
+	return append(dst, 0, 0, 1, 0, 1) // root, type A, class IN
+}
+
+// udpFrame appends an Ethernet/IPv4/UDP frame carrying payload (UDP
+// checksum 0: none, valid over IPv4).
+func udpFrame(dst []byte, src, dstIP [4]byte, sport, dport uint16, payload []byte) []byte {
+	n := len(payload)
 	dst = append(dst, 0x02, 0x42, 0xac, 0x11, 0x00, 0x02, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0x08, 0x00)
 	ip := len(dst)
 	dst = append(dst, 0x45, 0)
@@ -444,7 +475,7 @@ func udpFrame(dst []byte, src, dstIP [4]byte, sport, dport uint16, n int) []byte
 	dst = binary.BigEndian.AppendUint16(dst, dport)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(8+n))
 	dst = append(dst, 0, 0)
-	return append(dst, make([]byte, n)...)
+	return append(dst, payload...)
 }
 
 // child is one sink process.
@@ -751,6 +782,12 @@ func (e *memEnv) stored(ctx context.Context, r *memoryRun, capture string) (bool
 		return false, fmt.Errorf("query flows: %w", err)
 	}
 	r.FlowRecords = int(records)
+	q = fmt.Sprintf("SELECT count() FROM flows FINAL WHERE namespace = '%s' AND capture = '%s' AND length(dns_query) = 243 AND dns_rcode = 3", benchNamespace, capture)
+	var long uint64
+	if err := e.ch.QueryRow(ctx, q).Scan(&long); err != nil {
+		return false, fmt.Errorf("query flows: %w", err)
+	}
+	r.LongNames = int(long)
 	if r.ObjectPackets != uint64(r.Packets) || r.FlowPackets != uint64(r.Packets) {
 		return true, fmt.Errorf("stored %d packets in objects, %d in flows, want %d", r.ObjectPackets, r.FlowPackets, r.Packets)
 	}

@@ -79,7 +79,7 @@ func countFlows(b *testing.B, path string) int {
 }
 
 // BenchmarkFlowTableMemory fills the table to MaxFlows (the default,
-// 100000) with distinct UDP flows and reports the heap it holds: the flow
+// 65536) with distinct UDP flows and reports the heap it holds: the flow
 // sink's memory bound, whatever the input, is this plus the pull buffer.
 func BenchmarkFlowTableMemory(b *testing.B) {
 	maxFlows := DefaultConfig().MaxFlows
