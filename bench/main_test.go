@@ -65,10 +65,13 @@ func TestHarness(t *testing.T) {
 		want := 2000
 		if m.Input == memInputHostile {
 			flows, ifaces := hostileSize(o.Packets)
-			want = 2 * flows
+			want = hostilePackets * flows
 			if m.Interfaces != ifaces || m.Flows != flows {
 				t.Errorf("memory hostile: %d interfaces, %d flows, want %d and %d", m.Interfaces, m.Flows, ifaces, flows)
 			}
+		}
+		if m.Input == memInputHostile && m.LongNames != m.Flows {
+			t.Errorf("memory hostile: %d flow records hold their three long names, want %d", m.LongNames, m.Flows)
 		}
 		if m.Packets != want || m.ObjectPackets != uint64(want) || m.FlowPackets != uint64(want) {
 			t.Errorf("memory %s: published %d packets, stored %d in objects and %d in flows, want %d", m.Input, m.Packets, m.ObjectPackets, m.FlowPackets, want)

@@ -109,8 +109,8 @@ type memoryRun struct {
 	ObjectPackets uint64
 	FlowRecords   int
 	FlowPackets   uint64
-	// LongNames is how many flow records hold a 243-byte DNS name (the
-	// hostile input's flows each carry one).
+	// LongNames is how many flow records hold all three long L7 names
+	// (each of the hostile input's flows carries them).
 	LongNames int
 }
 
@@ -147,7 +147,7 @@ func (m memoryResult) check(w workload) []string {
 			probs = append(probs, fmt.Sprintf("memory %s: flows count %d packets, the input %d", r.Input, r.FlowPackets, r.Packets))
 		}
 		if r.Input == memInputHostile && r.LongNames != r.Flows {
-			probs = append(probs, fmt.Sprintf("memory %s: %d flow records hold their long DNS name, want %d", r.Input, r.LongNames, r.Flows))
+			probs = append(probs, fmt.Sprintf("memory %s: %d flow records hold their three long L7 names, want %d", r.Input, r.LongNames, r.Flows))
 		}
 		if r.Input == memInputThroughput {
 			if want := uint64(w.FileBytes-24) + 24*uint64(r.Objects); r.ObjectBytes != want {
@@ -378,8 +378,8 @@ func (e *memEnv) publishWorkload(ctx context.Context, r *memoryRun, w workload) 
 	return p.wait(ctx, e.o.Timeout)
 }
 
-// publishHostile publishes the hostile input: flows distinct DNS
-// query-and-NXDOMAIN flows, each with a long name of its own, spread over ifaces interfaces of one capture,
+// publishHostile publishes the hostile input: flows distinct TCP flows,
+// each with three long L7 names of its own (DNS, TLS SNI, HTTP Host), spread over ifaces interfaces of one capture,
 // hostileRounds small batches per interface, round by round, so every
 // interface's object and every flow is open at once. No batch is marked
 // Last: the sinks close each interface when it has been quiet for
@@ -408,15 +408,20 @@ func (e *memEnv) publishHostile(ctx context.Context, r *memoryRun, packets int) 
 				srv := [4]byte{10, 96, 0, 1}
 				cport := uint16(20000 + f%40000)
 				ts := base.Add(time.Duration(round)*time.Second + time.Duration(j)*10*time.Microsecond)
-				// A DNS query with a long name of its own and its NXDOMAIN
-				// answer: every flow record holds a ~240-byte name.
-				msg = dnsMessage(msg[:0], uint16(f), f, false)
-				frame = udpFrame(frame[:0], cli, srv, cport, 53, msg)
-				body = schemas.AppendRecord(body, ts, frame, len(frame))
-				msg = dnsMessage(msg[:0], uint16(f), f, true)
-				frame = udpFrame(frame[:0], srv, cli, 53, cport, msg)
-				body = schemas.AppendRecord(body, ts.Add(time.Microsecond), frame, len(frame))
-				n += 2
+				// The most a flow record holds: a TCP flow to port 53 whose
+				// first payloads give it all three L7 names, each long and
+				// its own (a DNS-over-TCP query, a TLS ClientHello, an
+				// HTTP request), then the server's empty ACK.
+				seq := uint32(1)
+				for i, kind := range []int{hintDNS, hintSNI, hintHost} {
+					msg = hostilePayload(msg[:0], kind, f)
+					frame = tcpFrame(frame[:0], cli, srv, cport, 53, seq, tcpPSH|tcpACK, msg)
+					body = schemas.AppendRecord(body, ts.Add(time.Duration(i)*time.Microsecond), frame, len(frame))
+					seq += uint32(len(msg))
+				}
+				frame = tcpFrame(frame[:0], srv, cli, 53, cport, 1, tcpACK, nil)
+				body = schemas.AppendRecord(body, ts.Add(3*time.Microsecond), frame, len(frame))
+				n += hostilePackets
 			}
 			if n == 0 {
 				continue
@@ -432,50 +437,105 @@ func (e *memEnv) publishHostile(ctx context.Context, r *memoryRun, packets int) 
 	return p.wait(ctx, e.o.Timeout)
 }
 
-// dnsMessage appends a DNS query (or its NXDOMAIN response) for a name of
-// four 60-byte labels, the first unique to flow f: 243 bytes, close to the
-// longest name the flow sink keeps.
-func dnsMessage(dst []byte, id uint16, f int, response bool) []byte {
-	flags := uint16(0x0100) // query, recursion desired
-	if response {
-		flags = 0x8183 // response, NXDOMAIN
-	}
-	dst = binary.BigEndian.AppendUint16(dst, id)
-	dst = binary.BigEndian.AppendUint16(dst, flags)
-	dst = append(dst, 0, 1, 0, 0, 0, 0, 0, 0) // one question
+// The L7 names a hostile flow carries, and its packets.
+const (
+	hintDNS = iota
+	hintSNI
+	hintHost
+	hostilePackets = 4
+	// hostileName is the length of each name: four 60-byte labels, close
+	// to the longest name the flow sink keeps (255).
+	hostileName = 243
+)
+
+// hostileNameOf returns flow f's name for kind: four 60-byte labels, the
+// first unique to the flow and kind.
+func hostileNameOf(kind, f int) string {
+	var sb strings.Builder
 	for l := range 4 {
-		label := fmt.Sprintf("%c%09d", 'a'+l, f)
-		dst = append(dst, 60)
-		dst = append(dst, label...)
-		dst = append(dst, strings.Repeat("x", 60-len(label))...)
+		if l > 0 {
+			sb.WriteByte('.')
+		}
+		label := fmt.Sprintf("%c%c%09d", 'a'+kind, 'a'+l, f)
+		sb.WriteString(label)
+		sb.WriteString(strings.Repeat("x", 60-len(label)))
 	}
-	return append(dst, 0, 0, 1, 0, 1) // root, type A, class IN
+	return sb.String()
 }
 
-// udpFrame appends an Ethernet/IPv4/UDP frame carrying payload (UDP
-// checksum 0: none, valid over IPv4).
-func udpFrame(dst []byte, src, dstIP [4]byte, sport, dport uint16, payload []byte) []byte {
-	n := len(payload)
+// hostilePayload appends flow f's payload of kind: a DNS-over-TCP query, a
+// TLS ClientHello with SNI, or an HTTP request with Host.
+func hostilePayload(dst []byte, kind, f int) []byte {
+	name := hostileNameOf(kind, f)
+	switch kind {
+	case hintDNS:
+		var q []byte
+		q = binary.BigEndian.AppendUint16(q, uint16(f))
+		q = append(q, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0) // query, RD, one question
+		for _, label := range strings.Split(name, ".") {
+			q = append(q, byte(len(label)))
+			q = append(q, label...)
+		}
+		q = append(q, 0, 0, 1, 0, 1) // root, type A, class IN
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(q)))
+		return append(dst, q...)
+	case hintSNI:
+		return append(dst, sinktest.ClientHello(name)...)
+	default:
+		return append(dst, "GET / HTTP/1.1\r\nHost: "+name+"\r\n\r\n"...)
+	}
+}
+
+// TCP flags tcpFrame sets.
+const (
+	tcpPSH = 0x08
+	tcpACK = 0x10
+)
+
+// tcpFrame appends an Ethernet/IPv4/TCP frame carrying payload, with valid
+// IP and TCP checksums.
+func tcpFrame(dst []byte, src, dstIP [4]byte, sport, dport uint16, seq uint32, flags byte, payload []byte) []byte {
 	dst = append(dst, 0x02, 0x42, 0xac, 0x11, 0x00, 0x02, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0x08, 0x00)
 	ip := len(dst)
 	dst = append(dst, 0x45, 0)
-	dst = binary.BigEndian.AppendUint16(dst, uint16(20+8+n))
-	dst = append(dst, 0, 0, 0x40, 0, 64, 17, 0, 0)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(20+20+len(payload)))
+	dst = append(dst, 0, 0, 0x40, 0, 64, 6, 0, 0)
 	dst = append(dst, src[:]...)
 	dst = append(dst, dstIP[:]...)
-	var sum uint32
-	for i := ip; i < ip+20; i += 2 {
-		sum += uint32(dst[i])<<8 | uint32(dst[i+1])
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(dst[ip+10:], ^uint16(sum))
+	binary.BigEndian.PutUint16(dst[ip+10:], ^fold(sum16(0, dst[ip:ip+20])))
+	tcp := len(dst)
 	dst = binary.BigEndian.AppendUint16(dst, sport)
 	dst = binary.BigEndian.AppendUint16(dst, dport)
-	dst = binary.BigEndian.AppendUint16(dst, uint16(8+n))
-	dst = append(dst, 0, 0)
-	return append(dst, payload...)
+	dst = binary.BigEndian.AppendUint32(dst, seq)
+	dst = binary.BigEndian.AppendUint32(dst, 1) // ack
+	dst = append(dst, 5<<4, flags, 0xff, 0xff, 0, 0, 0, 0)
+	dst = append(dst, payload...)
+	// Pseudo-header: addresses, protocol, TCP length.
+	var ph [12]byte
+	copy(ph[0:4], src[:])
+	copy(ph[4:8], dstIP[:])
+	ph[9] = 6
+	binary.BigEndian.PutUint16(ph[10:], uint16(len(dst)-tcp))
+	binary.BigEndian.PutUint16(dst[tcp+16:], ^fold(sum16(sum16(0, ph[:]), dst[tcp:])))
+	return dst
+}
+
+// sum16 adds b to the one's-complement sum s, as 16-bit big-endian words.
+func sum16(s uint32, b []byte) uint32 {
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	return s
+}
+
+func fold(s uint32) uint16 {
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
 }
 
 // child is one sink process.
@@ -782,7 +842,7 @@ func (e *memEnv) stored(ctx context.Context, r *memoryRun, capture string) (bool
 		return false, fmt.Errorf("query flows: %w", err)
 	}
 	r.FlowRecords = int(records)
-	q = fmt.Sprintf("SELECT count() FROM flows FINAL WHERE namespace = '%s' AND capture = '%s' AND length(dns_query) = 243 AND dns_rcode = 3", benchNamespace, capture)
+	q = fmt.Sprintf("SELECT count() FROM flows FINAL WHERE namespace = '%s' AND capture = '%s' AND length(dns_query) = %d AND length(tls_sni) = %d AND length(http_host) = %d", benchNamespace, capture, hostileName, hostileName, hostileName)
 	var long uint64
 	if err := e.ch.QueryRow(ctx, q).Scan(&long); err != nil {
 		return false, fmt.Errorf("query flows: %w", err)

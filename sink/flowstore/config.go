@@ -33,7 +33,8 @@ type Config struct {
 	// FlushInterval is how often released records are inserted. Default 1s.
 	FlushInterval time.Duration `yaml:"flushInterval"`
 	// MaxInsertRows caps the rows of one INSERT, whose block the client
-	// builds in memory. Default 20000.
+	// builds in memory (up to ~2 KiB a row with long L7 names). Default
+	// 10000.
 	MaxInsertRows int `yaml:"maxInsertRows"`
 	// GracePeriod bounds the final flush at shutdown. Default 20s.
 	GracePeriod time.Duration `yaml:"gracePeriod"`
@@ -50,7 +51,7 @@ func DefaultConfig() Config {
 		StopAfter:     30 * time.Second,
 		MaxFlows:      65536,
 		FlushInterval: time.Second,
-		MaxInsertRows: 20000,
+		MaxInsertRows: 10000,
 		GracePeriod:   20 * time.Second,
 		Migrate:       true,
 	}
