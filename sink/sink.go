@@ -1,8 +1,8 @@
 // Package sink holds what the two packet sinks share: migrating ClickHouse
 // and binding the durable consumer on CAPSTREAM_PACKETS with retries
 // (Start), turning a JetStream message into a decoded
-// Delivery, acknowledging by reply subject, and the client configurations
-// for ClickHouse and S3.
+// Delivery, acknowledging by reply subject, readiness (Health), and the
+// client configurations for ClickHouse and S3.
 //
 // Nothing here starts a goroutine on its own: Pump is called by a sink's Run
 // inside its own group, and returns when the iterator is drained or

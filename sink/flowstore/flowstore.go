@@ -66,9 +66,8 @@ type Sink struct {
 	unsent  []Record
 	npend   int
 
-	bound       atomic.Bool
+	health      sink.Health
 	npendAtomic atomic.Int64
-	lastErr     atomic.Pointer[error]
 	retryWait   *backoff.ExponentialBackOff
 	retryAt     time.Time
 
@@ -141,20 +140,9 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 
 // Ready reports whether the consumer is bound, NATS connected and the last
 // ClickHouse write succeeded.
-func (s *Sink) Ready() error {
-	if !s.bound.Load() {
-		return errors.New("consumer not bound yet")
-	}
-	if !s.deps.JetStream.Conn().IsConnected() {
-		return errors.New("nats disconnected")
-	}
-	if p := s.lastErr.Load(); p != nil && *p != nil {
-		return *p
-	}
-	return nil
-}
+func (s *Sink) Ready() error { return s.health.Ready(s.deps.JetStream.Conn()) }
 
-func (s *Sink) setErr(err error) { s.lastErr.Store(&err) }
+func (s *Sink) setErr(err error) { s.health.SetErr(err) }
 
 // pendingBatches is the number of batches held unacked, for tests.
 func (s *Sink) pendingBatches() int { return int(s.npendAtomic.Load()) }
@@ -167,8 +155,8 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err != nil {
 		return sink.NilIfDone(ctx, err)
 	}
-	s.bound.Store(true)
-	defer s.bound.Store(false)
+	s.health.SetBound(true)
+	defer s.health.SetBound(false)
 
 	// The client's pull buffer is the queue; this channel only hands over.
 	in := make(chan jetstream.Msg, 4)

@@ -25,7 +25,6 @@ import (
 	"log/slog"
 	"net/textproto"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -99,8 +98,7 @@ type Sink struct {
 	// stopAt is when the stop timer fires, zero while it is not armed.
 	stopAt time.Time
 
-	bound     atomic.Bool
-	lastErr   atomic.Pointer[error]
+	health    sink.Health
 	retryWait *backoff.ExponentialBackOff
 	retryAt   time.Time
 }
@@ -169,20 +167,9 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 
 // Ready reports whether the consumer is bound, NATS connected and the last
 // upload and index insert succeeded.
-func (s *Sink) Ready() error {
-	if !s.bound.Load() {
-		return errors.New("consumer not bound yet")
-	}
-	if !s.deps.JetStream.Conn().IsConnected() {
-		return errors.New("nats disconnected")
-	}
-	if p := s.lastErr.Load(); p != nil && *p != nil {
-		return *p
-	}
-	return nil
-}
+func (s *Sink) Ready() error { return s.health.Ready(s.deps.JetStream.Conn()) }
 
-func (s *Sink) setErr(err error) { s.lastErr.Store(&err) }
+func (s *Sink) setErr(err error) { s.health.SetErr(err) }
 
 // Run consumes until ctx ends, then completes the open objects within
 // GracePeriod. It may be called once.
@@ -192,8 +179,8 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err != nil {
 		return sink.NilIfDone(ctx, err)
 	}
-	s.bound.Store(true)
-	defer s.bound.Store(false)
+	s.health.SetBound(true)
+	defer s.health.SetBound(false)
 	// Best effort: with S3 away the sink can still take batches (up to its
 	// memory budget), and the loop sweeps again periodically.
 	if err := s.sweep(ctx); err != nil {
