@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -163,53 +161,21 @@ func drainN(ctx context.Context, c jetstream.Consumer, n int) error {
 // floorBatches reads the workload into producer-sized batches with the
 // headers the producer sets.
 func floorBatches(path string) ([]*nats.Msg, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	rd, err := pcapgo.NewReader(f)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
 	subject, err := schemas.PacketSubject(benchNamespace, "floor", benchNode)
 	if err != nil {
 		return nil, err
 	}
 	h := schemas.BatchHeader{
 		Namespace: benchNamespace, Capture: "floor", CaptureUID: "floor-uid", Node: benchNode, Pod: benchPod,
-		Interface: throughputIf, LinkType: uint32(rd.LinkType()), SnapLength: schemas.MaxSnapLength,
+		Interface: throughputIf, SnapLength: schemas.MaxSnapLength,
 		Producer: "floor" + strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
 	var out []*nats.Msg
-	var body []byte
-	flush := func() {
-		if h.Packets == 0 {
-			return
-		}
-		h.Seq++
+	err = eachBatch(path, h, func(h schemas.BatchHeader, body []byte) error {
 		m := &nats.Msg{Subject: subject, Header: make(nats.Header, 14), Data: body}
 		h.Encode(m.Header)
 		out = append(out, m)
-		body, h.Packets = nil, 0
-	}
-	for {
-		data, ci, err := rd.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-		if len(body)+schemas.RecordHeaderLen+len(data) > schemas.DefaultBatchBytes {
-			flush()
-		}
-		if body == nil {
-			body = make([]byte, 0, schemas.DefaultBatchBytes+schemas.RecordHeaderLen+len(data))
-		}
-		body = schemas.AppendRecord(body, ci.Timestamp, data, ci.Length)
-		h.Packets++
-	}
-	flush()
-	return out, nil
+		return nil
+	})
+	return out, err
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -328,51 +326,12 @@ func (p *publisher) wait(ctx context.Context, timeout time.Duration) error {
 // publishWorkload publishes the throughput workload as the producer would
 // replay it on one interface: 512 KiB batches, the last one marked Last.
 func (e *memEnv) publishWorkload(ctx context.Context, r *memoryRun, w workload) error {
-	f, err := os.Open(w.Path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	pr, err := pcapgo.NewReader(bufio.NewReaderSize(f, 1<<20))
-	if err != nil {
-		return err
-	}
 	name := memCapture(memInputThroughput)
 	h := sinktest.Header(benchNamespace, name, "uid-"+name, benchNode, benchPod, throughputIf)
 	h.Producer = memoryProducer
 	p := &publisher{js: e.js, r: r}
 	r.Interfaces, r.Flows = 1, w.Flows
-	var body []byte
-	var n uint32
-	send := func(last bool) error {
-		h.Seq++
-		h.Packets, h.Last = n, last
-		err := p.publish(h, body)
-		body, n = nil, 0
-		return err
-	}
-	for {
-		data, ci, err := pr.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read %s: %w", w.Path, err)
-		}
-		if body == nil {
-			body = make([]byte, 0, schemas.DefaultBatchBytes+schemas.RecordHeaderLen+len(data))
-		}
-		body = schemas.AppendRecord(body, ci.Timestamp, data, ci.Length)
-		n++
-		if len(body) >= schemas.DefaultBatchBytes {
-			if err := send(false); err != nil {
-				return err
-			}
-		}
-	}
-	// The producer's end of replay: the open batch marked last, or an
-	// empty last batch.
-	if err := send(true); err != nil {
+	if err := eachBatch(w.Path, h, p.publish); err != nil {
 		return err
 	}
 	return p.wait(ctx, e.o.Timeout)

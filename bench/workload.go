@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/capstream/capstream/schemas"
 	"github.com/capstream/capstream/sink/sinktest"
 )
 
@@ -214,4 +217,49 @@ func genLatency(path string, start time.Time, d time.Duration, markers int) (lat
 		return lw, fmt.Errorf("latency workload: placed %d of %d markers", m, markers)
 	}
 	return lw, sinktest.WritePcap(path, g.Pkts)
+}
+
+// eachBatch reads the pcap at path into batches as the producer's replay
+// cuts them (a batch goes out before a record that would take it past
+// schemas.DefaultBatchBytes), numbered on from h.Seq with the file's link
+// type, the last one marked Last (empty if the file has no packets), and
+// calls fn with each in order. fn owns the body.
+func eachBatch(path string, h schemas.BatchHeader, fn func(h schemas.BatchHeader, body []byte) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rd, err := pcapgo.NewReader(bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	h.LinkType = uint32(rd.LinkType())
+	var body []byte
+	send := func(last bool) error {
+		h.Seq++
+		h.Last = last
+		err := fn(h, body)
+		body, h.Packets = nil, 0
+		return err
+	}
+	for {
+		data, ci, err := rd.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			return send(true)
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+		if h.Packets > 0 && len(body)+schemas.RecordHeaderLen+len(data) > schemas.DefaultBatchBytes {
+			if err := send(false); err != nil {
+				return err
+			}
+		}
+		if body == nil {
+			body = make([]byte, 0, schemas.DefaultBatchBytes+schemas.RecordHeaderLen+len(data))
+		}
+		body = schemas.AppendRecord(body, ci.Timestamp, data, ci.Length)
+		h.Packets++
+	}
 }
