@@ -782,21 +782,7 @@ func TestJetStreamOutage(t *testing.T) {
 
 	h.srv.Stop()
 	traffic(t, a, b, 20)
-	drops := func() float64 {
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n float64
-		for _, mf := range mfs {
-			if mf.GetName() == "capstream_producer_publish_drops_total" {
-				for _, m := range mf.GetMetric() {
-					n += m.GetCounter().GetValue()
-				}
-			}
-		}
-		return n
-	}
+	drops := func() float64 { return counterValue(t, reg, "capstream_producer_publish_drops_total") }
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if drops() == 0 {
 			return errors.New("no publish drops counted")
