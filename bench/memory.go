@@ -349,7 +349,11 @@ func (e *memEnv) publishHostile(ctx context.Context, r *memoryRun, packets int) 
 	name := memCapture(memInputHostile)
 	p := &publisher{js: e.js, r: r}
 	r.Interfaces, r.Flows = ifaces, flows
-	base := time.Now().Add(-time.Minute).Truncate(time.Second)
+	// At the start of an active-timeout window (the default, 1m, windows
+	// align on the epoch): all rounds, a few seconds of packet time, fall
+	// in one window, so no flow is released before the interface goes
+	// quiet, whatever the second the run starts at.
+	base := time.Now().Add(-2 * time.Minute).Truncate(time.Minute)
 	hdrs := make([]schemas.BatchHeader, ifaces)
 	for k := range hdrs {
 		hdrs[k] = sinktest.Header(benchNamespace, name, "uid-"+name, benchNode, benchPod, fmt.Sprintf("veth%05d", k))
