@@ -44,9 +44,9 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/testenv"
 	chschema "github.com/capstream/capstream/schemas/clickhouse"
-	"github.com/capstream/capstream/sink"
 )
 
 // options are the harness's settings, from flags.
@@ -287,7 +287,7 @@ func openStorage(ctx context.Context, o options) (storage, func(), error) {
 	_, _ = rand.Read(id)
 	suffix := hex.EncodeToString(id)
 
-	st := storage{ch: sink.DefaultClickHouseConfig()}
+	st := storage{ch: clients.DefaultClickHouseConfig()}
 	st.ch.Addr = testenv.ClickHouseAddr()
 	admin := st.ch
 	conn, err := admin.Open()
@@ -323,7 +323,7 @@ func openStorage(ctx context.Context, o options) (storage, func(), error) {
 		return fail(fmt.Errorf("s3 client %s: %w", endpoint, err))
 	}
 	st.s3Client = client
-	st.s3 = sink.S3Config{Endpoint: endpoint, Bucket: o.Bucket, AccessKey: testenv.Getenv(testenv.EnvS3AccessKey), SecretKey: testenv.Getenv(testenv.EnvS3SecretKey)}
+	st.s3 = clients.S3Config{Endpoint: endpoint, Bucket: o.Bucket, AccessKey: testenv.Getenv(testenv.EnvS3AccessKey), SecretKey: testenv.Getenv(testenv.EnvS3SecretKey)}
 	if st.s3.Bucket == "" {
 		st.s3.Bucket = "bench-" + suffix
 		if err := client.MakeBucket(ctx, st.s3.Bucket, minio.MakeBucketOptions{}); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,11 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/capstream/capstream/internal/clients"
+	assembly "github.com/capstream/capstream/pipeline"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/producer/source"
 	"github.com/capstream/capstream/producer/source/file"
 	"github.com/capstream/capstream/schemas"
-	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/flowstore"
 	"github.com/capstream/capstream/sink/pcapstore"
 )
@@ -48,175 +48,97 @@ const (
 )
 
 // pipeline is producer -> embedded JetStream -> both sinks, in this
-// process, as `capstream dev` wires them (without the router).
+// process, started by pipeline.Start as capstream-dev starts it (without
+// the router: the harness publishes the commands).
 type pipeline struct {
-	ns       *server.Server
+	p        *assembly.Pipeline
 	storeDir string
-	conns    []*nats.Conn
 	js       jetstream.JetStream // the harness's own connection
 	nc       *nats.Conn
 	reg      *prometheus.Registry
-	ch       driver.Conn   // the harness's queries
-	chConns  []driver.Conn // every ClickHouse client opened, closed last
+	ch       driver.Conn // the harness's queries
 	marks    *markerClock
 
 	g          *errgroup.Group
 	gctx       context.Context
-	stopProd   context.CancelFunc
-	prodDone   chan struct{}
-	stopSinks  context.CancelFunc
+	stop       context.CancelFunc
 	finishedMu sync.Mutex
 	finished   map[string]chan struct{}
 }
 
 // storage is where the sinks write.
 type storage struct {
-	ch       sink.ClickHouseConfig
-	s3       sink.S3Config
+	ch       clients.ClickHouseConfig
+	s3       clients.S3Config
 	s3Client *minio.Client
 }
 
-// startNATS starts the embedded JetStream server with its store in dir.
+// startNATS starts an embedded JetStream server alone, with its store in
+// dir, for the phases that measure the broker without the pipeline.
 func startNATS(dir string) (*server.Server, error) {
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "capstream-bench",
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
-		StoreDir:   dir,
-		NoLog:      true,
-		NoSigs:     true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("embedded nats: %w", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("embedded nats: not ready after 10s")
-	}
-	return ns, nil
-}
-
-func (p *pipeline) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(p.ns.ClientURL(), nats.Name(name), nats.MaxReconnects(-1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to nats: %w", err)
-	}
-	p.conns = append(p.conns, nc)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, nil
+	c := assembly.DefaultServerConfig()
+	return assembly.StartServer(c, dir)
 }
 
 // startPipeline starts NATS, both sinks and the producer, and returns once
 // all are ready. The caller must call close.
 func startPipeline(ctx context.Context, o options, dir string, st storage, w workload, lw latencyWorkload) (*pipeline, error) {
-	p := &pipeline{prodDone: make(chan struct{}), finished: map[string]chan struct{}{}, marks: newMarkerClock(lw.Markers)}
-	var err error
-	if p.storeDir, err = os.MkdirTemp(dir, "nats-"); err != nil {
+	p := &pipeline{finished: map[string]chan struct{}{}, marks: newMarkerClock(lw.Markers), reg: prometheus.NewRegistry()}
+	storeDir, err := os.MkdirTemp(dir, "nats-")
+	if err != nil {
 		return nil, fmt.Errorf("nats store: %w", err)
 	}
-	if p.ns, err = startNATS(p.storeDir); err != nil {
-		_ = os.RemoveAll(p.storeDir)
-		return nil, err
-	}
-	if p.nc, p.js, err = p.connect("capstream-bench"); err != nil {
-		p.close()
-		return nil, err
-	}
-	limits := schemas.DefaultPacketsStreamLimits()
+	server := assembly.DefaultServerConfig()
+	server.StoreDir = storeDir
 	// Room for the whole workload twice over: the replay never waits for
 	// the sinks, and a full stream would refuse (drop) batches.
-	limits.MaxBytes = max(limits.MaxBytes, 2*w.FileBytes)
-	if err := schemas.EnsureStreams(ctx, p.js, limits); err != nil {
-		p.close()
+	server.PacketsMaxBytes = max(server.PacketsMaxBytes, 2*w.FileBytes)
+
+	pcfg := pcapstore.DefaultConfig()
+	// Every other setting is the default: 64 MiB objects, one PUT each.
+	pcfg.Prefix, pcfg.StopAfter, pcfg.Migrate = pcapPrefix, sinkStopAfter, false
+	fcfg := flowstore.DefaultConfig()
+	fcfg.ActiveTimeout, fcfg.IdleTimeout, fcfg.StopAfter, fcfg.Migrate = o.ActiveTimeout, o.ActiveTimeout/2, sinkStopAfter, false
+	fast, err := file.NewOpener(file.Config{Files: map[string]string{throughputIf: w.Path}})
+	if err != nil {
 		return nil, err
 	}
-	// Both durables exist before the first batch: interest retention
-	// discards batches nobody is bound for.
-	for _, cc := range []jetstream.ConsumerConfig{schemas.PcapSinkConsumer(), schemas.FlowSinkConsumer()} {
-		if _, err := sink.Bind(ctx, p.js, cc, 0); err != nil {
-			p.close()
-			return nil, err
-		}
+	paced, err := file.NewOpener(file.Config{Files: map[string]string{latencyIf: lw.Path}, Paced: true})
+	if err != nil {
+		return nil, err
+	}
+	prcfg := producer.DefaultConfig()
+	prcfg.Node, prcfg.Source = benchNode, producer.SourceFile
+
+	logger := slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p.p, err = assembly.Start(ctx, assembly.Config{
+		Server: server, Producers: []producer.Config{prcfg}, Pcap: pcfg, Flows: fcfg, ClickHouse: st.ch, S3: st.s3,
+	}, assembly.Deps{
+		Logger: logger, Registerer: p.reg,
+		Openers: map[string]source.Opener{benchNode: &benchOpener{fast: fast, paced: paced, marks: p.marks}},
+	})
+	if err != nil {
+		_ = os.RemoveAll(storeDir)
+		return nil, err
+	}
+	p.storeDir = storeDir
+	if p.nc, p.js, err = clients.JetStream(clients.NATSConfig{URL: p.p.URL(), Name: "capstream-bench"}); err != nil {
+		p.close()
+		return nil, err
 	}
 	if _, err := p.nc.Subscribe(schemas.StatusSubjectsAll, p.onStatus); err != nil {
 		p.close()
 		return nil, fmt.Errorf("subscribe to status: %w", err)
 	}
-
-	logger := slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p.reg = prometheus.NewRegistry()
-	pcfg := pcapstore.DefaultConfig()
-	// Every other setting is the default: 64 MiB objects, one PUT each.
-	pcfg.S3, pcfg.Prefix, pcfg.StopAfter, pcfg.Migrate = st.s3, pcapPrefix, sinkStopAfter, false
-	fcfg := flowstore.DefaultConfig()
-	fcfg.ActiveTimeout, fcfg.IdleTimeout, fcfg.StopAfter, fcfg.Migrate = o.ActiveTimeout, o.ActiveTimeout/2, sinkStopAfter, false
-
-	_, pcapJS, err := p.connect("capstream-sink-pcap")
-	if err != nil {
+	if p.ch, err = st.ch.Open(); err != nil {
 		p.close()
 		return nil, err
 	}
-	_, flowsJS, err := p.connect("capstream-sink-flows")
-	if err != nil {
-		p.close()
-		return nil, err
-	}
-	for range 3 {
-		c, err := st.ch.Open()
-		if err != nil {
-			p.close()
-			return nil, err
-		}
-		p.chConns = append(p.chConns, c)
-	}
-	chs := p.chConns
-	p.ch = chs[2]
-	pcapSink, err := pcapstore.New(pcfg, pcapstore.Deps{Logger: logger, Registerer: p.reg, JetStream: pcapJS, ClickHouse: chs[0], S3: st.s3Client})
-	if err != nil {
-		p.close()
-		return nil, err
-	}
-	flowSink, err := flowstore.New(fcfg, flowstore.Deps{Logger: logger, Registerer: p.reg, JetStream: flowsJS, ClickHouse: chs[1]})
-	if err != nil {
-		p.close()
-		return nil, err
-	}
-	fast, err := file.NewOpener(file.Config{Files: map[string]string{throughputIf: w.Path}})
-	if err != nil {
-		p.close()
-		return nil, err
-	}
-	paced, err := file.NewOpener(file.Config{Files: map[string]string{latencyIf: lw.Path}, Paced: true})
-	if err != nil {
-		p.close()
-		return nil, err
-	}
-	prcfg := producer.DefaultConfig()
-	prcfg.Node, prcfg.NATS.URL, prcfg.NATS.Name = benchNode, p.ns.ClientURL(), "capstream-producer"
-	prcfg.Source = producer.SourceFile
-	prod, err := producer.New(prcfg, producer.Deps{Logger: logger, Registerer: p.reg, Opener: &benchOpener{fast: fast, paced: paced, marks: p.marks}})
-	if err != nil {
-		p.close()
-		return nil, err
-	}
-
+	var runCtx context.Context
 	p.g, p.gctx = errgroup.WithContext(context.WithoutCancel(ctx))
-	var sinkCtx, prodCtx context.Context
-	sinkCtx, p.stopSinks = context.WithCancel(p.gctx)
-	prodCtx, p.stopProd = context.WithCancel(p.gctx)
-	p.g.Go(func() error { return pcapSink.Run(sinkCtx) })
-	p.g.Go(func() error { return flowSink.Run(sinkCtx) })
-	p.g.Go(func() error {
-		defer close(p.prodDone)
-		return prod.Run(prodCtx)
-	})
-	ready := func() error { return errors.Join(pcapSink.Ready(), flowSink.Ready(), prod.Ready()) }
-	if err := p.until(ctx, 30*time.Second, ready); err != nil {
+	runCtx, p.stop = context.WithCancel(p.gctx)
+	p.g.Go(func() error { return p.p.Run(runCtx) })
+	if err := p.until(ctx, 30*time.Second, p.p.Ready); err != nil {
 		p.close()
 		return nil, fmt.Errorf("pipeline not ready: %w", err)
 	}
@@ -336,21 +258,16 @@ func (p *pipeline) drained(ctx context.Context) error {
 func (p *pipeline) close() error {
 	var err error
 	if p.g != nil {
-		p.stopProd()
-		<-p.prodDone
-		p.stopSinks()
+		p.stop()
 		err = p.g.Wait()
 	}
-	for _, nc := range p.conns {
-		nc.Close()
+	if p.nc != nil {
+		p.nc.Close()
 	}
-	for _, c := range p.chConns {
-		_ = c.Close()
+	if p.ch != nil {
+		_ = p.ch.Close()
 	}
-	if p.ns != nil {
-		p.ns.Shutdown()
-		p.ns.WaitForShutdown()
-	}
+	p.p.Close()
 	_ = os.RemoveAll(p.storeDir)
 	return err
 }

@@ -24,8 +24,6 @@ type Config struct {
 	// from the producer's YAML section: main sets it from the top-level
 	// node setting (CAPSTREAM_PRODUCER_NODE, from the downward API).
 	Node string `yaml:"-"`
-	// NATS is the server connection.
-	NATS NATSConfig `yaml:"nats"`
 	// Source is "afpacket" (live capture) or "file" (replay). Default
 	// afpacket.
 	Source string `yaml:"source"`
@@ -66,21 +64,9 @@ type Config struct {
 	GracePeriod time.Duration `yaml:"gracePeriod"`
 }
 
-// NATSConfig is the connection to NATS.
-type NATSConfig struct {
-	// URL is the server URL list, comma separated. Default
-	// nats://127.0.0.1:4222.
-	URL string `yaml:"url"`
-	// Name is the client connection name. Default capstream-producer.
-	Name string `yaml:"name"`
-	// CredsFile is a NATS credentials file; empty means none.
-	CredsFile string `yaml:"credsFile"`
-}
-
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		NATS:               NATSConfig{URL: "nats://127.0.0.1:4222", Name: "capstream-producer"},
 		Source:             SourceAFPacket,
 		AFPacket:           afpacket.DefaultConfig(),
 		File:               file.DefaultConfig(),
@@ -102,9 +88,6 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, err := schemas.Token(c.Node); err != nil {
 		errs = append(errs, fmt.Errorf("node %q: %w", c.Node, err))
-	}
-	if c.NATS.URL == "" {
-		errs = append(errs, errors.New("nats.url: empty"))
 	}
 	switch c.Source {
 	case SourceAFPacket:

@@ -3,7 +3,8 @@
 // batches the packets into the schemas wire format and publishes the batches
 // to JetStream, reporting status per (capture, node).
 //
-// Lifecycle: New only validates and allocates. Run connects to NATS, owns
+// Lifecycle: New only validates and allocates. Run uses the connection in
+// Deps (the caller dials it through internal/clients with ConnOptions), owns
 // every goroutine (command consumer, one capture loop per (capture,
 // interface), the ack settler, the status reporter) and waits for all of
 // them before it returns. When its context ends, Run stops consuming,
@@ -18,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +26,6 @@ import (
 	"github.com/capstream/capstream/producer/source"
 	"github.com/capstream/capstream/producer/source/afpacket"
 	"github.com/capstream/capstream/producer/source/file"
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +37,10 @@ type Deps struct {
 	Logger *slog.Logger
 	// Registerer receives the producer's metrics.
 	Registerer prometheus.Registerer
+	// NATS is the connection batches, status and the command consumer use;
+	// dial it with ConnOptions so a disconnect drops at the source instead
+	// of buffering. Run does not close it.
+	NATS *nats.Conn
 	// Opener, when set, replaces the source Config.Source selects, for
 	// tests and embedding.
 	Opener source.Opener
@@ -54,7 +57,7 @@ type Producer struct {
 	// sequence numbers restarting at 1 never collide with an earlier run.
 	epoch string
 
-	nc    atomic.Pointer[nats.Conn]
+	nc    *nats.Conn
 	bound atomic.Bool
 }
 
@@ -63,8 +66,8 @@ func New(cfg Config, deps Deps) (*Producer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("producer config: %w", err)
 	}
-	if deps.Logger == nil || deps.Registerer == nil {
-		return nil, errors.New("producer: logger and registerer are required")
+	if deps.Logger == nil || deps.Registerer == nil || deps.NATS == nil {
+		return nil, errors.New("producer: logger, registerer and nats are required")
 	}
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {
@@ -89,6 +92,7 @@ func New(cfg Config, deps Deps) (*Producer, error) {
 		logger: deps.Logger.With("component", "producer", "node", cfg.Node),
 		m:      m,
 		opener: opener,
+		nc:     deps.NATS,
 		epoch:  hex.EncodeToString(e[:]),
 	}, nil
 }
@@ -96,10 +100,8 @@ func New(cfg Config, deps Deps) (*Producer, error) {
 // Ready reports whether the producer is connected to NATS and following
 // its node's commands.
 func (p *Producer) Ready() error {
-	nc := p.nc.Load()
+	nc := p.nc
 	switch {
-	case nc == nil:
-		return errors.New("not connected to nats")
 	case !nc.IsConnected():
 		return fmt.Errorf("nats connection %s", nc.Status())
 	case !p.bound.Load():
@@ -110,15 +112,7 @@ func (p *Producer) Ready() error {
 
 // Run captures until ctx ends; see the package comment.
 func (p *Producer) Run(ctx context.Context) error {
-	nc, err := p.connect(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	p.nc.Store(nc)
-	defer nc.Close()
+	nc := p.nc
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncTimeout(p.cfg.AckTimeout),
 		// Above the producer's own bound, so the client never stalls
@@ -158,52 +152,21 @@ func (p *Producer) Run(ctx context.Context) error {
 	return nil
 }
 
-// connect dials NATS, retrying with exponential backoff until ctx ends.
-// Once connected, the client reconnects by itself forever. Publishes made
-// while it is disconnected fail at once (no reconnect buffer), so the
-// capture loops drop and count instead of buffering.
-func (p *Producer) connect(ctx context.Context) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name(p.cfg.NATS.Name),
-		nats.MaxReconnects(-1),
+// ConnOptions are the producer's NATS connection options, on top of
+// clients.NATSConfig's: reconnect fast, and no reconnect buffer, so that
+// publishes made while disconnected fail at once and the capture loops
+// drop and count instead of buffering without bound.
+func ConnOptions(logger *slog.Logger) []nats.Option {
+	return []nats.Option{
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil on a deliberate close
-				p.logger.Warn("nats disconnected", "error", err)
+				logger.Warn("nats disconnected", "error", err)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			p.logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+			logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
 	}
-	if p.cfg.NATS.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(p.cfg.NATS.CredsFile))
-	}
-	b := backoff.NewExponentialBackOff(backoff.WithMaxInterval(10*time.Second), backoff.WithMaxElapsedTime(0))
-	var nc *nats.Conn
-	err := backoff.RetryNotify(func() error {
-		var err error
-		nc, err = nats.Connect(p.cfg.NATS.URL, opts...)
-		return err
-	}, backoff.WithContext(b, ctx), func(err error, d time.Duration) {
-		p.logger.Warn("connect to nats", "url", redactURL(p.cfg.NATS.URL), "error", err, "retry_in", d)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect to nats: %w", err)
-	}
-	return nc, nil
-}
-
-// redactURL drops credentials from a URL list for logs.
-func redactURL(u string) string {
-	parts := strings.Split(u, ",")
-	for i, s := range parts {
-		if at := strings.LastIndex(s, "@"); at >= 0 {
-			if scheme := strings.Index(s, "://"); scheme >= 0 && scheme < at {
-				parts[i] = s[:scheme+3] + "REDACTED" + s[at:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }

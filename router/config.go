@@ -11,7 +11,7 @@ import (
 
 // Config is the router's own section of the configuration. Connection
 // settings for Kubernetes and NATS are separate sections (KubeConfig,
-// NATSConfig) because main turns them into clients and hands those over in
+// clients.NATSConfig) because main turns them into clients and hands those over in
 // Deps; the router itself never reads files or the environment.
 type Config struct {
 	// InterfacePrefix is the prefix of the host-side veth names, "cali" for
@@ -114,21 +114,6 @@ type KubeConfig struct {
 	Burst int     `yaml:"burst"`
 }
 
-// NATSConfig says how to reach NATS. At most one of CredsFile,
-// User/Password and Token is used.
-type NATSConfig struct {
-	// URL is one or more comma-separated server URLs. Default
-	// "nats://127.0.0.1:4222".
-	URL string `yaml:"url"`
-	// CredsFile is a NATS credentials (JWT + nkey seed) file.
-	CredsFile string `yaml:"credsFile"`
-	// User and Password authenticate with a user name.
-	User     string `yaml:"user"`
-	Password string `yaml:"password" secret:"true"`
-	// Token authenticates with a token.
-	Token string `yaml:"token" secret:"true"`
-}
-
 // DefaultConfig returns the router defaults.
 func DefaultConfig() Config {
 	return Config{
@@ -161,11 +146,6 @@ func defaultPacketsStream() PacketsStreamConfig {
 // DefaultKubeConfig returns in-cluster defaults.
 func DefaultKubeConfig() KubeConfig {
 	return KubeConfig{QPS: 50, Burst: 100}
-}
-
-// DefaultNATSConfig returns a local server without authentication.
-func DefaultNATSConfig() NATSConfig {
-	return NATSConfig{URL: "nats://127.0.0.1:4222"}
 }
 
 // maxInterfacePrefix leaves room for the 11 hex digits in IFNAMSIZ-1.
@@ -252,23 +232,4 @@ func (c KubeConfig) Validate() error {
 		return fmt.Errorf("kube: qps %g and burst %d must be positive", c.QPS, c.Burst)
 	}
 	return nil
-}
-
-// Validate checks that a server is named and at most one credential kind is
-// set.
-func (c NATSConfig) Validate() error {
-	var errs []error
-	if c.URL == "" {
-		errs = append(errs, errors.New("nats.url is required"))
-	}
-	kinds := 0
-	for _, set := range []bool{c.CredsFile != "", c.User != "" || c.Password != "", c.Token != ""} {
-		if set {
-			kinds++
-		}
-	}
-	if kinds > 1 {
-		errs = append(errs, errors.New("nats: set only one of credsFile, user/password and token"))
-	}
-	return errors.Join(errs...)
 }

@@ -32,7 +32,7 @@ func newCapturedPacketsCmd() *cobra.Command {
 		Short: "Download or delete a capture's pcap objects",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return usageError{errors.New("captured-packets needs a subcommand: copy or clean")}
+			return usageError{Err: errors.New("captured-packets needs a subcommand: copy or clean")}
 		},
 	}
 	c.AddCommand(newCopyCmd(), newCleanCmd())
@@ -53,7 +53,7 @@ type pcapObject struct {
 func listObjects(ctx context.Context, cl *minio.Client, s3 *s3Flags, namespace, name, node string, since, until time.Time) ([]pcapObject, error) {
 	prefix := s3.captureDir(namespace, name, node)
 	var objs []pcapObject
-	for info := range cl.ListObjects(ctx, s3.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+	for info := range cl.ListObjects(ctx, s3.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if info.Err != nil {
 			return nil, s3Error(info.Err, s3)
 		}
@@ -61,7 +61,7 @@ func listObjects(ctx context.Context, cl *minio.Client, s3 *s3Flags, namespace, 
 			continue
 		}
 		o := pcapObject{key: info.Key, size: info.Size}
-		st, err := cl.StatObject(ctx, s3.bucket, info.Key, minio.StatObjectOptions{})
+		st, err := cl.StatObject(ctx, s3.cfg.Bucket, info.Key, minio.StatObjectOptions{})
 		if err != nil {
 			return nil, s3Error(err, s3)
 		}
@@ -93,12 +93,12 @@ func listObjects(ctx context.Context, cl *minio.Client, s3 *s3Flags, namespace, 
 func s3Error(err error, s3 *s3Flags) error {
 	var op *net.OpError
 	if errors.As(err, &op) {
-		return fmt.Errorf("s3 %s: %w: %v", s3.endpoint, errUnavailable, err)
+		return fmt.Errorf("s3 %s: %w: %v", s3.cfg.Endpoint, errUnavailable, err)
 	}
 	if minio.ToErrorResponse(err).Code == "NoSuchBucket" {
-		return fmt.Errorf("s3 bucket %s: %w", s3.bucket, errNotFound)
+		return fmt.Errorf("s3 bucket %s: %w", s3.cfg.Bucket, errNotFound)
 	}
-	return fmt.Errorf("s3 %s: %w", s3.endpoint, err)
+	return fmt.Errorf("s3 %s: %w", s3.cfg.Endpoint, err)
 }
 
 func parseTimeFlag(name, v string) (time.Time, error) {
@@ -110,7 +110,7 @@ func parseTimeFlag(name, v string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return time.Time{}, usageError{fmt.Errorf("--%s %q: want an RFC 3339 time or a duration ago such as 15m", name, v)}
+		return time.Time{}, usageError{Err: fmt.Errorf("--%s %q: want an RFC 3339 time or a duration ago such as 15m", name, v)}
 	}
 	return t, nil
 }
@@ -135,7 +135,7 @@ verified. Progress goes to stderr.`,
 				return err
 			}
 			if dir == "" {
-				return usageError{errors.New("copy needs -d DIR")}
+				return usageError{Err: errors.New("copy needs -d DIR")}
 			}
 			since, err := parseTimeFlag("since", sinceS)
 			if err != nil {
@@ -154,7 +154,7 @@ verified. Progress goes to stderr.`,
 				return err
 			}
 			if len(objs) == 0 {
-				return fmt.Errorf("no pcap objects for capture %s/%s under s3://%s/%s: %w", namespace, name, s3.bucket, s3.captureDir(namespace, name, node), errNotFound)
+				return fmt.Errorf("no pcap objects for capture %s/%s under s3://%s/%s: %w", namespace, name, s3.cfg.Bucket, s3.captureDir(namespace, name, node), errNotFound)
 			}
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
@@ -180,7 +180,7 @@ verified. Progress goes to stderr.`,
 					return fmt.Errorf("object key %q escapes the download directory", o.key)
 				}
 				dst := filepath.Join(partsDir, filepath.FromSlash(rel))
-				if err := download(c.Context(), cl, s3.bucket, o, dst, p); err != nil {
+				if err := download(c.Context(), cl, s3.cfg.Bucket, o, dst, p); err != nil {
 					return err
 				}
 				files = append(files, dst)
@@ -292,7 +292,7 @@ func newCleanCmd() *cobra.Command {
 			found := 0
 			go func() {
 				defer close(keys)
-				for info := range cl.ListObjects(c.Context(), s3.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+				for info := range cl.ListObjects(c.Context(), s3.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 					if info.Err != nil {
 						listErr = info.Err
 						return
@@ -302,7 +302,7 @@ func newCleanCmd() *cobra.Command {
 				}
 			}()
 			var errs []error
-			for r := range cl.RemoveObjects(c.Context(), s3.bucket, keys, minio.RemoveObjectsOptions{}) {
+			for r := range cl.RemoveObjects(c.Context(), s3.cfg.Bucket, keys, minio.RemoveObjectsOptions{}) {
 				errs = append(errs, fmt.Errorf("delete %s: %w", r.ObjectName, r.Err))
 			}
 			if listErr != nil {
@@ -312,9 +312,9 @@ func newCleanCmd() *cobra.Command {
 				return err
 			}
 			if found == 0 {
-				return fmt.Errorf("no pcap objects for capture %s/%s under s3://%s/%s: %w", namespace, name, s3.bucket, prefix, errNotFound)
+				return fmt.Errorf("no pcap objects for capture %s/%s under s3://%s/%s: %w", namespace, name, s3.cfg.Bucket, prefix, errNotFound)
 			}
-			fmt.Fprintf(c.OutOrStdout(), "deleted %d objects under s3://%s/%s\n", found, s3.bucket, prefix)
+			fmt.Fprintf(c.OutOrStdout(), "deleted %d objects under s3://%s/%s\n", found, s3.cfg.Bucket, prefix)
 			return nil
 		},
 	}

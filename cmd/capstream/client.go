@@ -3,13 +3,17 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/capstream/capstream/internal/clients"
+	"github.com/capstream/capstream/internal/config"
+
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
@@ -29,15 +33,78 @@ var (
 	errUnavailable = errors.New("unavailable")
 )
 
-// envOr returns the environment variable or def; user commands take their
-// service addresses from flags whose defaults come from the environment,
-// so a shell that sourced the dev env file needs no flags at all.
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
+// The user commands read their connections from the environment in the
+// scheme every capstream setting follows: CAPSTREAM_<SECTION>_<FIELD>, the
+// YAML path of the field upper-cased (a service adds its own name:
+// CAPSTREAM_SINK_PCAP_S3_SECRETKEY). Flags, where there are any, win.
+const cliEnvPrefix = "CAPSTREAM"
+
+// cliSections are the sections of cliSettings; only variables under them
+// are read, so other CAPSTREAM_* variables (a service's, deps.sh's) in the
+// same shell are not mistaken for typos.
+var cliSections = []string{"CAPSTREAM_CLICKHOUSE_", "CAPSTREAM_S3_", "CAPSTREAM_PCAP_"}
+
+// deprecatedEnv are the names the user commands read before they followed
+// the scheme; they still work for one release, with a warning.
+var deprecatedEnv = map[string]string{
+	"CAPSTREAM_S3_ACCESS_KEY":   "CAPSTREAM_S3_ACCESSKEY",
+	"CAPSTREAM_S3_SECRET_KEY":   "CAPSTREAM_S3_SECRETKEY",
+	"CAPSTREAM_S3_PREFIX":       "CAPSTREAM_PCAP_PREFIX",
+	"CAPSTREAM_CLICKHOUSE_USER": "CAPSTREAM_CLICKHOUSE_USERNAME",
+	"CLICKHOUSE_PASSWORD":       "CAPSTREAM_CLICKHOUSE_PASSWORD",
 }
+
+// cliSettings are the user commands' connections.
+type cliSettings struct {
+	// ClickHouse holds the flows and pcap_objects tables.
+	ClickHouse clients.ClickHouseConfig `yaml:"clickhouse"`
+	// S3 holds the pcap objects.
+	S3 clients.S3Config `yaml:"s3"`
+	// Pcap is where the pcap sink writes: its key prefix.
+	Pcap struct {
+		// Prefix is the first part of every object key, as the pcap
+		// sink's pcap.prefix. Default "capstream".
+		Prefix string `yaml:"prefix"`
+	} `yaml:"pcap"`
+}
+
+// loadCLISettings reads the defaults and the environment; warn receives
+// one line for each deprecated name in use.
+func loadCLISettings(environ []string, warn io.Writer) (*cliSettings, error) {
+	s := &cliSettings{ClickHouse: clients.DefaultClickHouseConfig(), S3: clients.DefaultS3Config()}
+	s.Pcap.Prefix = "capstream"
+	set := map[string]bool{}
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		set[name] = true
+	}
+	var env []string
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if to, ok := deprecatedEnv[name]; ok {
+			if set[to] {
+				fmt.Fprintf(warn, "capstream: %s is deprecated and ignored: %s is set\n", name, to)
+				continue
+			}
+			fmt.Fprintf(warn, "capstream: %s is deprecated: use %s\n", name, to)
+			env = append(env, to+"="+value)
+			continue
+		}
+		for _, sec := range cliSections {
+			if strings.HasPrefix(name, sec) {
+				env = append(env, kv)
+			}
+		}
+	}
+	if err := config.Load("", cliEnvPrefix, env, s); err != nil {
+		return nil, usageError{Err: fmt.Errorf("environment: %w", err)}
+	}
+	return s, nil
+}
+
+// cliEnv is loaded once per process, at the first command that needs it,
+// so each deprecation warning is shown once.
+var cliEnv = sync.OnceValues(func() (*cliSettings, error) { return loadCLISettings(os.Environ(), os.Stderr) })
 
 // kubeFlags locate the API server.
 type kubeFlags struct {
@@ -57,60 +124,70 @@ func (k *kubeFlags) dynamic() (dynamic.Interface, error) {
 	}
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
-		return nil, usageError{fmt.Errorf("kubeconfig: %w", err)}
+		return nil, usageError{Err: fmt.Errorf("kubeconfig: %w", err)}
 	}
 	cfg.Timeout = 30 * time.Second
 	return dynamic.NewForConfig(cfg)
 }
 
-// chFlags locate ClickHouse.
+// chFlags locate ClickHouse: the environment's settings, then flags.
 type chFlags struct {
-	addr, database, user, password string
+	cfg clients.ClickHouseConfig
+	err error
 }
 
 func (c *chFlags) add(f *pflag.FlagSet) {
-	f.StringVar(&c.addr, "clickhouse-addr", envOr("CAPSTREAM_CLICKHOUSE_ADDR", "127.0.0.1:9000"), "ClickHouse native address (default $CAPSTREAM_CLICKHOUSE_ADDR)")
-	f.StringVar(&c.database, "clickhouse-database", envOr("CAPSTREAM_CLICKHOUSE_DATABASE", "default"), "database with the flows and pcap_objects tables")
-	f.StringVar(&c.user, "clickhouse-user", envOr("CAPSTREAM_CLICKHOUSE_USER", "default"), "ClickHouse user")
-	c.password = os.Getenv("CAPSTREAM_CLICKHOUSE_PASSWORD")
+	env, err := cliEnv()
+	c.err = err
+	if env != nil {
+		c.cfg = env.ClickHouse
+	}
+	f.StringVar(&c.cfg.Addr, "clickhouse-addr", c.cfg.Addr, "ClickHouse native address host:port ($CAPSTREAM_CLICKHOUSE_ADDR)")
+	f.StringVar(&c.cfg.Database, "clickhouse-database", c.cfg.Database, "database with the flows and pcap_objects tables ($CAPSTREAM_CLICKHOUSE_DATABASE)")
+	f.StringVar(&c.cfg.Username, "clickhouse-user", c.cfg.Username, "ClickHouse user ($CAPSTREAM_CLICKHOUSE_USERNAME; the password comes from $CAPSTREAM_CLICKHOUSE_PASSWORD)")
 }
 
 func (c *chFlags) open() (driver.Conn, error) {
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{c.addr},
-		Auth:        clickhouse.Auth{Database: c.database, Username: c.user, Password: c.password},
-		DialTimeout: 10 * time.Second,
-		ReadTimeout: time.Minute,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: %w", c.addr, err)
+	if c.err != nil {
+		return nil, c.err
 	}
-	return conn, nil
+	if err := c.cfg.Validate(); err != nil {
+		return nil, usageError{Err: err}
+	}
+	return c.cfg.Open()
 }
 
-// s3Flags locate the object store and the pcap sink's key prefix.
+// s3Flags locate the object store and the pcap sink's key prefix: the
+// environment's settings, then flags.
 type s3Flags struct {
-	endpoint, bucket, prefix, accessKey, secretKey string
-	secure                                         bool
+	cfg    clients.S3Config
+	prefix string
+	err    error
 }
 
 func (s *s3Flags) add(f *pflag.FlagSet) {
-	f.StringVar(&s.endpoint, "s3-endpoint", os.Getenv("CAPSTREAM_S3_ENDPOINT"), "S3 host:port (default $CAPSTREAM_S3_ENDPOINT)")
-	f.StringVar(&s.bucket, "s3-bucket", envOr("CAPSTREAM_S3_BUCKET", "capstream"), "bucket the pcap sink writes to (default $CAPSTREAM_S3_BUCKET)")
-	f.StringVar(&s.prefix, "s3-prefix", envOr("CAPSTREAM_S3_PREFIX", "capstream"), "key prefix the pcap sink writes under (default $CAPSTREAM_S3_PREFIX)")
-	f.BoolVar(&s.secure, "s3-secure", os.Getenv("CAPSTREAM_S3_SECURE") == "true", "use HTTPS")
-	s.accessKey = os.Getenv("CAPSTREAM_S3_ACCESS_KEY")
-	s.secretKey = os.Getenv("CAPSTREAM_S3_SECRET_KEY")
+	env, err := cliEnv()
+	s.err = err
+	if env != nil {
+		s.cfg, s.prefix = env.S3, env.Pcap.Prefix
+	}
+	f.StringVar(&s.cfg.Endpoint, "s3-endpoint", s.cfg.Endpoint, "S3 host:port ($CAPSTREAM_S3_ENDPOINT)")
+	f.StringVar(&s.cfg.Bucket, "s3-bucket", s.cfg.Bucket, "bucket the pcap sink writes to ($CAPSTREAM_S3_BUCKET)")
+	f.StringVar(&s.prefix, "s3-prefix", s.prefix, "key prefix the pcap sink writes under ($CAPSTREAM_PCAP_PREFIX)")
+	f.BoolVar(&s.cfg.Secure, "s3-secure", s.cfg.Secure, "use HTTPS ($CAPSTREAM_S3_SECURE)")
 }
 
 func (s *s3Flags) client() (*minio.Client, error) {
-	if s.endpoint == "" {
-		return nil, usageError{errors.New("no S3 endpoint: set --s3-endpoint or CAPSTREAM_S3_ENDPOINT (and CAPSTREAM_S3_ACCESS_KEY, CAPSTREAM_S3_SECRET_KEY)")}
+	if s.err != nil {
+		return nil, s.err
 	}
-	return minio.New(s.endpoint, &minio.Options{
-		Creds:  credentials.NewStaticV4(s.accessKey, s.secretKey, ""),
-		Secure: s.secure,
-	})
+	if s.cfg.Endpoint == "" {
+		return nil, usageError{Err: errors.New("no S3 endpoint: set --s3-endpoint or CAPSTREAM_S3_ENDPOINT (and CAPSTREAM_S3_ACCESSKEY, CAPSTREAM_S3_SECRETKEY)")}
+	}
+	if err := s.cfg.Validate(); err != nil {
+		return nil, usageError{Err: err}
+	}
+	return s.cfg.Client()
 }
 
 // captureDir is the key prefix of one capture's objects, as the pcap sink
@@ -127,10 +204,10 @@ func (s *s3Flags) captureDir(namespace, name, node string) string {
 // they reach a query or an object key.
 func checkCaptureName(namespace, name string) error {
 	for _, msg := range validation.IsDNS1123Subdomain(name) {
-		return usageError{fmt.Errorf("invalid capture name %q: %s", name, msg)}
+		return usageError{Err: fmt.Errorf("invalid capture name %q: %s", name, msg)}
 	}
 	for _, msg := range validation.IsDNS1123Label(namespace) {
-		return usageError{fmt.Errorf("invalid namespace %q: %s", namespace, msg)}
+		return usageError{Err: fmt.Errorf("invalid namespace %q: %s", namespace, msg)}
 	}
 	return nil
 }

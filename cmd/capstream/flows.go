@@ -32,10 +32,10 @@ for example --where "resp_port = 443" or --where "dns_query != ''".`,
 				return err
 			}
 			if limit <= 0 {
-				return usageError{fmt.Errorf("--limit %d: must be positive", limit)}
+				return usageError{Err: fmt.Errorf("--limit %d: must be positive", limit)}
 			}
 			if strings.Contains(where, ";") {
-				return usageError{errors.New("--where: one condition, no ';'")}
+				return usageError{Err: errors.New("--where: one condition, no ';'")}
 			}
 			conn, err := ch.open()
 			if err != nil {
@@ -43,7 +43,7 @@ for example --where "resp_port = 443" or --where "dns_query != ''".`,
 			}
 			defer conn.Close()
 			if err := conn.Ping(c.Context()); err != nil {
-				return fmt.Errorf("clickhouse %s: %w: %v", ch.addr, errUnavailable, err)
+				return fmt.Errorf("clickhouse %s: %w: %v", ch.cfg.Addr, errUnavailable, err)
 			}
 			q := `SELECT start_time, start_ns, node, pod, protocol, orig_addr, orig_port, resp_addr, resp_port,
 				conn_state, history, orig_packets, resp_packets, orig_bytes, resp_bytes, dns_query, tls_sni, http_host

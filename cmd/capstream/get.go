@@ -40,10 +40,10 @@ or packetcapture(s).p.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(c *cobra.Command, args []string) error {
 			if !packetCaptureNames[strings.ToLower(args[0])] {
-				return usageError{fmt.Errorf("unknown resource %q: capstream gets packetcaptures", args[0])}
+				return usageError{Err: fmt.Errorf("unknown resource %q: capstream gets packetcaptures", args[0])}
 			}
 			if output != "table" && output != "yaml" && output != "json" {
-				return usageError{fmt.Errorf("-o %q: want table, yaml or json", output)}
+				return usageError{Err: fmt.Errorf("-o %q: want table, yaml or json", output)}
 			}
 			dyn, err := kube.dynamic()
 			if err != nil {

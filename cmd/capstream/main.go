@@ -1,6 +1,8 @@
-// Command capstream is the single binary of capstream: the router, the node
-// producer, the sinks, the all-in-one dev pipeline and the user commands are
-// its subcommands. Each subcommand is wiring only: it loads its config,
+// Command capstream is the production binary of capstream: the router, the
+// node producer, the sinks and the user commands are its subcommands. The
+// whole pipeline in one process (embedded NATS, simulated node) is a
+// separate binary, cmd/capstream-dev, so none of it ships in the image the
+// cluster runs. Each subcommand is wiring only: it loads its config,
 // builds the logger and metrics, calls the component's New and runs it.
 package main
 
@@ -11,6 +13,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	svc "github.com/capstream/capstream/internal/run"
 )
 
 // Exit codes scripts can rely on.
@@ -23,10 +27,7 @@ const (
 )
 
 // usageError marks errors caused by how the command was called.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
+type usageError = svc.UsageError
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -66,12 +67,12 @@ capture on the selected workloads' nodes, streams the packets through NATS
 JetStream, and writes rolling pcap objects to S3-compatible storage and flow
 records to ClickHouse.
 
-Services:   router, producer, sink pcap, sink flows, dev
+Services:   router, producer, sink pcap, sink flows
 User tools: validate, migrate, get, captured-packets, flows, version`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{Err: err} })
 	root.AddCommand(
 		newVersionCmd(),
 		newValidateCmd(),
@@ -79,7 +80,6 @@ User tools: validate, migrate, get, captured-packets, flows, version`,
 		newRouterCmd(),
 		newProducerCmd(),
 		newSinkCmd(),
-		newDevCmd(),
 		newGetCmd(),
 		newCapturedPacketsCmd(),
 		newFlowsCmd(),
@@ -93,7 +93,7 @@ func newSinkCmd() *cobra.Command {
 		Short: "Consume packet batches into S3 (pcap) or ClickHouse (flows)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return usageError{errors.New("sink needs a subcommand: pcap or flows")}
+			return usageError{Err: errors.New("sink needs a subcommand: pcap or flows")}
 		},
 	}
 	c.AddCommand(

@@ -7,16 +7,17 @@ import (
 	"time"
 
 	"github.com/capstream/capstream/internal/config"
+	"github.com/capstream/capstream/producer"
 )
 
 func TestProducerExampleConfig(t *testing.T) {
-	cfg := defaultProducerSettings()
+	cfg := producer.DefaultSettings()
 	env := []string{"CAPSTREAM_PRODUCER_NODE=node-7", "CAPSTREAM_PRODUCER_NATS_URL=nats://10.0.0.1:4222"}
-	if err := config.Load("../../deploy/dev/producer.yaml", producerEnvPrefix, env, cfg); err != nil {
+	if err := config.Load("../../deploy/dev/producer.yaml", producer.EnvPrefix, env, cfg); err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	if cfg.Producer.Node != "node-7" || cfg.Producer.NATS.URL != "nats://10.0.0.1:4222" {
-		t.Errorf("overrides not applied: node %q url %q", cfg.Producer.Node, cfg.Producer.NATS.URL)
+	if cfg.Producer.Node != "node-7" || cfg.NATS.URL != "nats://10.0.0.1:4222" {
+		t.Errorf("overrides not applied: node %q url %q", cfg.Producer.Node, cfg.NATS.URL)
 	}
 	if cfg.Producer.BatchDelay != 100*time.Millisecond || cfg.HTTP.Listen != "127.0.0.1:9102" {
 		t.Errorf("file not applied: %+v", cfg)
@@ -31,8 +32,8 @@ func TestProducerExampleConfig(t *testing.T) {
 }
 
 func TestProducerConfigNeedsNode(t *testing.T) {
-	cfg := defaultProducerSettings()
-	err := config.Load("../../deploy/dev/producer.yaml", producerEnvPrefix, []string{"CAPSTREAM_PRODUCER_NODE="}, cfg)
+	cfg := producer.DefaultSettings()
+	err := config.Load("../../deploy/dev/producer.yaml", producer.EnvPrefix, []string{"CAPSTREAM_PRODUCER_NODE="}, cfg)
 	if err == nil || !strings.Contains(err.Error(), "node") {
 		t.Fatalf("load without node: %v", err)
 	}

@@ -15,17 +15,18 @@ import (
 
 	"github.com/capstream/capstream/internal/config"
 	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/router"
 )
 
 func TestRouterExampleConfig(t *testing.T) {
-	cfg := defaultRouterSettings()
+	cfg := router.DefaultSettings()
 	env := []string{
 		"CAPSTREAM_ROUTER_NATS_URL=nats://10.0.0.1:4222",
 		"CAPSTREAM_ROUTER_NATS_PASSWORD=s3cret",
 		"CAPSTREAM_ROUTER_NATS_USER=router",
 		"CAPSTREAM_ROUTER_ROUTER_LEADERELECTION_NAMESPACE=capstream",
 	}
-	if err := config.Load("../../deploy/dev/router.yaml", routerEnvPrefix, env, cfg); err != nil {
+	if err := config.Load("../../deploy/dev/router.yaml", router.EnvPrefix, env, cfg); err != nil {
 		t.Fatalf("load: %v", err)
 	}
 	if cfg.NATS.URL != "nats://10.0.0.1:4222" || cfg.Router.LeaderElection.Namespace != "capstream" {
@@ -45,9 +46,9 @@ func TestRouterExampleConfig(t *testing.T) {
 }
 
 func TestRouterConfigErrors(t *testing.T) {
-	cfg := defaultRouterSettings()
+	cfg := router.DefaultSettings()
 	env := []string{"CAPSTREAM_ROUTER_ROUTER_INTERFACEPREFIX=toolong", "CAPSTREAM_ROUTER_NATS_TOKEN=t", "CAPSTREAM_ROUTER_NATS_USER=u"}
-	err := config.Load("../../deploy/dev/router.yaml", routerEnvPrefix, env, cfg)
+	err := config.Load("../../deploy/dev/router.yaml", router.EnvPrefix, env, cfg)
 	if err == nil || !strings.Contains(err.Error(), "interfacePrefix") || !strings.Contains(err.Error(), "only one of") {
 		t.Fatalf("load: %v", err)
 	}
@@ -86,13 +87,11 @@ func TestRouterServes(t *testing.T) {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := defaultRouterSettings()
-	if err := config.Load(path, routerEnvPrefix, nil, cfg); err != nil {
+	cfg := router.DefaultSettings()
+	if err := config.Load(path, router.EnvPrefix, nil, cfg); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- runRouter(ctx, cfg) }()
+	r := testenv.Start(t, "router", func(ctx context.Context) error { return runRouter(ctx, cfg) })
 	get := func(p string) (int, string, error) {
 		resp, err := http.Get("http://" + addr + p)
 		if err != nil {
@@ -113,13 +112,7 @@ func TestRouterServes(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("router: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("router did not stop")
+	if err := r.Stop(); err != nil {
+		t.Fatalf("router: %v", err)
 	}
 }

@@ -32,13 +32,13 @@ is invalid.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if len(files) == 0 {
-				return usageError{errors.New("validate needs at least one -f FILE")}
+				return usageError{Err: errors.New("validate needs at least one -f FILE")}
 			}
 			bad := 0
 			for _, f := range files {
 				n, err := validateFile(c.OutOrStdout(), f)
 				if err != nil {
-					return usageError{err}
+					return usageError{Err: err}
 				}
 				bad += n
 			}

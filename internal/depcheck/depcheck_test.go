@@ -30,6 +30,11 @@ var rules = []rule{
 	{"internal", "router", "internal never imports a component"},
 	{"internal", "producer", "internal never imports a component"},
 	{"internal", "sink", "internal never imports a component"},
+	{"router", "pipeline", "components never import the assembly"},
+	{"producer", "pipeline", "components never import the assembly"},
+	{"sink", "pipeline", "components never import the assembly"},
+	{"schemas", "pipeline", "schemas imports no project package"},
+	{"internal", "pipeline", "internal never imports the assembly"},
 	{"", "cmd", "nothing imports cmd"},
 	{"", "bench", "nothing imports bench"},
 }
@@ -82,4 +87,46 @@ func within(pkg, dir string) bool {
 	}
 	p := module + "/" + dir
 	return pkg == p || strings.HasPrefix(pkg, p+"/")
+}
+
+// productionForbidden are what the production binary must never link: the
+// embedded NATS server, the simulated node and the in-process pipeline
+// belong to cmd/capstream-dev, the bench and the tests.
+var productionForbidden = []string{
+	"github.com/nats-io/nats-server/v2/server",
+	module + "/internal/netsim",
+	module + "/internal/testenv",
+	module + "/pipeline",
+}
+
+// TestProductionBinaryLean fails if cmd/capstream, the image every
+// Deployment and DaemonSet runs, depends on anything in
+// productionForbidden, directly or not.
+func TestProductionBinaryLean(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", module+"/cmd/capstream").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 50 {
+		t.Fatalf("go list -deps saw %d packages; the check would prove nothing", len(deps))
+	}
+	for _, dep := range deps {
+		for _, bad := range productionForbidden {
+			if dep == bad || strings.HasPrefix(dep, bad+"/") {
+				t.Errorf("cmd/capstream depends on %s: it belongs to cmd/capstream-dev and the tests", dep)
+			}
+		}
+	}
+	// The dev binary is where they went: if it stopped linking them, the
+	// list above would be checking names that no longer exist.
+	out, err = exec.Command("go", "list", "-deps", module+"/cmd/capstream-dev").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, want := range []string{"github.com/nats-io/nats-server/v2/server", module + "/internal/netsim", module + "/pipeline"} {
+		if !strings.Contains(" "+strings.ReplaceAll(string(out), "\n", " ")+" ", " "+want+" ") {
+			t.Errorf("cmd/capstream-dev does not depend on %s; update productionForbidden", want)
+		}
+	}
 }

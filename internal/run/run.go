@@ -32,6 +32,9 @@ type HTTPConfig struct {
 	Listen string `yaml:"listen"`
 }
 
+// DefaultHTTPConfig listens on :8080, the port the manifests probe.
+func DefaultHTTPConfig() HTTPConfig { return HTTPConfig{Listen: ":8080"} }
+
 // Check reports whether one part of the process is ready; nil means ready.
 type Check func() error
 
@@ -139,6 +142,9 @@ type LogConfig struct {
 	// otherwise, as in a cluster). Default auto.
 	Format string `yaml:"format"`
 }
+
+// DefaultLogConfig logs at info, text on a terminal and JSON otherwise.
+func DefaultLogConfig() LogConfig { return LogConfig{Level: "info", Format: "auto"} }
 
 // Validate checks the level and format names.
 func (c LogConfig) Validate() error {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/sink"
 )
 
@@ -16,7 +17,7 @@ type Config struct {
 	// S3 is the object store; the bucket must exist. It is not read from
 	// this section: main fills it from the binary's top-level s3 section,
 	// so its secrets have short override names.
-	S3 sink.S3Config `yaml:"-"`
+	S3 clients.S3Config `yaml:"-"`
 	// Prefix is the first part of every object key, without slashes at
 	// either end. Default "capstream".
 	Prefix string `yaml:"prefix"`

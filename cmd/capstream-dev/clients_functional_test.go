@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/internal/netsim"
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/schemas"
@@ -92,31 +91,7 @@ func TestRealClients(t *testing.T) {
 	cfg := devTestSettings(ch, bucket, k, ns, node)
 	cfg.Producer.Source = producer.SourceFile
 	cfg.Producer.File.Default = pcapPath
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	urlc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runDev(ctx, cfg, &devHooks{started: func(url string, _ *netsim.Simulator) { urlc <- url }})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(90 * time.Second):
-			t.Error("dev pipeline did not stop")
-		}
-	})
-	var natsURL string
-	select {
-	case natsURL = <-urlc:
-	case err := <-done:
-		t.Fatalf("dev pipeline ended: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("dev pipeline did not start")
-	}
+	_, natsURL := startDev(t, cfg, nil)
 	applySample(t, k, ns)
 	keys := waitObjects(t, bucket, cfg.Pcap.Prefix+"/"+ns+"/sample-capture/"+node+"/")
 
@@ -136,7 +111,8 @@ func TestRealClients(t *testing.T) {
 		// Every batch of the replay is delivered and acked once its object
 		// and flows are written: both sinks drain to zero pending.
 		for _, c := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
-			devEventually(t, 60*time.Second, c+" pending and unacked drained", func() error {
+			// Waiting for: each consumer pending and unacked drained.
+			testenv.Eventually(t, 60*time.Second, func() error {
 				var info struct {
 					NumPending    uint64 `json:"num_pending"`
 					NumAckPending int    `json:"num_ack_pending"`
@@ -192,7 +168,8 @@ func TestRealClients(t *testing.T) {
 	t.Run("clickhouse-client", func(t *testing.T) {
 		sql := strings.ReplaceAll(readmeSQL(t), "sample-namespace", ns)
 		chHost, chPort, _ := strings.Cut(ch.Addr, ":")
-		devEventually(t, 60*time.Second, "README query returns the replay's flows", func() error {
+		// Waiting for: README query returns the replay's flows.
+		testenv.Eventually(t, 60*time.Second, func() error {
 			out, err := exec.CommandContext(t.Context(), chClient, "--host", chHost, "--port", chPort, "--database", ch.Database,
 				"--format", "TSV", "--query", sql).CombinedOutput()
 			if err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,38 +27,6 @@ import (
 	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
-// devNeedRoot skips (or, with CAPSTREAM_TEST_REQUIRE_DEPS=1, fails) a test
-// that builds network namespaces and captures live.
-func devNeedRoot(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: network namespaces")
-	}
-	_, err := exec.LookPath("ip")
-	if os.Geteuid() != 0 || err != nil {
-		if os.Getenv(testenv.EnvRequireDeps) == "1" {
-			t.Fatalf("live capture needs root and iproute2 (euid %d, ip: %v)", os.Geteuid(), err)
-		}
-		t.Skip("live capture needs root and iproute2")
-	}
-}
-
-// devEventually polls fn until it returns nil or timeout passes.
-func devEventually(t *testing.T, timeout time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
 // TestDevPipelineLive runs `capstream dev`'s wiring in-process: embedded
 // JetStream, router, a live AF_PACKET producer inside a simulated node,
 // both sinks, against the real ClickHouse, S3 and kube-apiserver. It
@@ -67,7 +34,7 @@ func devEventually(t *testing.T, timeout time.Duration, what string, fn func() e
 // pcap objects holding the pods' packets, flow rows with the L7 hints,
 // and the capture's status.
 func TestDevPipelineLive(t *testing.T) {
-	devNeedRoot(t)
+	testenv.RequireRoot(t)
 	ch := testenv.ClickHouse(t)
 	bucket := testenv.S3(t)
 	k := testenv.Kube(t)
@@ -82,7 +49,7 @@ func TestDevPipelineLive(t *testing.T) {
 	cfg.Simulate.Interval = 300 * time.Millisecond
 
 	var sim *netsim.Simulator
-	stop := startDev(t, cfg, func(s *netsim.Simulator) { sim = s })
+	stop, _ := startDev(t, cfg, func(s *netsim.Simulator) { sim = s })
 	applySample(t, k, ns)
 
 	// Objects: completed pcaps under the capture's prefix, for both
@@ -102,7 +69,8 @@ func TestDevPipelineLive(t *testing.T) {
 
 	// Flows: one row per protocol with its L7 hint.
 	host := "sample-web." + ns + ".svc.cluster.local"
-	devEventually(t, 60*time.Second, "flow rows with HTTP host, TLS SNI and DNS query", func() error {
+	// Waiting for: flow rows with HTTP host, TLS SNI and DNS query.
+	testenv.Eventually(t, 60*time.Second, func() error {
 		var httpN, tlsN, dnsN uint64
 		err := ch.Conn.QueryRow(t.Context(), `SELECT countIf(http_host = ? AND resp_port = 80), countIf(tls_sni = ? AND resp_port = 443),
 			countIf(dns_query = ? AND resp_port = 53) FROM flows FINAL WHERE namespace = ? AND capture = 'sample-capture'`,
@@ -117,7 +85,8 @@ func TestDevPipelineLive(t *testing.T) {
 	})
 
 	// Status: the router wrote the producer's and the sink's reports.
-	devEventually(t, 30*time.Second, "capture status", func() error {
+	// Waiting for: capture status.
+	testenv.Eventually(t, 30*time.Second, func() error {
 		obj, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Get(t.Context(), "sample-capture", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -160,53 +129,37 @@ func devTestSettings(ch *testenv.ClickHouseDB, bucket *testenv.S3Bucket, k *test
 	return cfg
 }
 
-// startDev runs runDev until the returned stop is called, which cancels it
-// and checks that it returns nil in time.
-func startDev(t *testing.T, cfg *devSettings, started func(*netsim.Simulator)) (stop func()) {
+// startDev runs runDev until the returned stop is called (or the test
+// ends), which cancels it and checks that it returns nil in time. It
+// returns once the pipeline is built, with its NATS URL.
+func startDev(t *testing.T, cfg *devSettings, started func(*netsim.Simulator)) (stop func(), natsURL string) {
 	t.Helper()
 	// As config.Load would: Validate also copies the shared S3 section.
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	up := make(chan struct{})
-	go func() {
-		done <- runDev(ctx, cfg, &devHooks{started: func(_ string, s *netsim.Simulator) {
+	up := make(chan string, 1)
+	r := testenv.Start(t, "capstream-dev", func(ctx context.Context) error {
+		return runDev(ctx, cfg, &devHooks{started: func(url string, s *netsim.Simulator) {
 			if started != nil {
 				started(s)
 			}
-			close(up)
+			up <- url
 		}})
-	}()
+	})
 	select {
-	case <-up:
-	case err := <-done:
-		cancel()
-		t.Fatalf("runDev ended before starting: %v", err)
+	case natsURL = <-up:
+	case <-r.Done():
+		t.Fatalf("runDev ended before starting: %v", r.Err())
 	case <-time.After(time.Minute):
-		cancel()
 		t.Fatal("runDev did not start within 1m")
 	}
-	stopped := false
-	stop = func() {
+	return func() {
 		t.Helper()
-		if stopped {
-			return
+		if err := r.Stop(); err != nil {
+			t.Errorf("runDev: %v", err)
 		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("runDev: %v", err)
-			}
-		case <-time.After(90 * time.Second):
-			t.Error("runDev did not stop within 90s of cancel")
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	}, natsURL
 }
 
 // applySample creates the seed's sample capture in ns.
@@ -231,7 +184,8 @@ func applySample(t *testing.T, k *testenv.KubeEnv, ns string) {
 func waitObjects(t *testing.T, bucket *testenv.S3Bucket, prefix string) []string {
 	t.Helper()
 	var keys []string
-	devEventually(t, 90*time.Second, "pcap objects of both selected pods", func() error {
+	// Waiting for: pcap objects of both selected pods.
+	testenv.Eventually(t, 90*time.Second, func() error {
 		keys = keys[:0]
 		pods := map[string]bool{}
 		for o := range bucket.Client.ListObjects(t.Context(), bucket.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
@@ -322,7 +276,8 @@ func TestDevPipelineReplay(t *testing.T) {
 	if total != 2*n || ports[80] != 2*n-4 || ports[53] != 4 {
 		t.Errorf("objects hold %d packets (ports %v), want %d: the file once per selected pod", total, ports, 2*n)
 	}
-	devEventually(t, 60*time.Second, "flow rows with HTTP host and DNS query", func() error {
+	// Waiting for: flow rows with HTTP host and DNS query.
+	testenv.Eventually(t, 60*time.Second, func() error {
 		var httpN, dnsN uint64
 		err := ch.Conn.QueryRow(t.Context(), `SELECT countIf(http_host = ? AND resp_port = 80 AND conn_state = 'SF'), countIf(dns_query = ? AND resp_port = 53)
 			FROM flows FINAL WHERE namespace = ? AND capture = 'sample-capture'`, host, host, ns).Scan(&httpN, &dnsN)
@@ -334,7 +289,8 @@ func TestDevPipelineReplay(t *testing.T) {
 		}
 		return nil
 	})
-	devEventually(t, 30*time.Second, "capture status", func() error {
+	// Waiting for: capture status.
+	testenv.Eventually(t, 30*time.Second, func() error {
 		obj, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Get(t.Context(), "sample-capture", metav1.GetOptions{})
 		if err != nil {
 			return err

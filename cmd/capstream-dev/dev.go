@@ -4,31 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/minio/minio-go/v7"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
 
+	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/netsim"
 	svc "github.com/capstream/capstream/internal/run"
+	"github.com/capstream/capstream/pipeline"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/router"
-	"github.com/capstream/capstream/schemas"
-	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/flowstore"
 	"github.com/capstream/capstream/sink/pcapstore"
 )
@@ -51,13 +43,13 @@ type devSettings struct {
 	// HTTP is the one health and metrics listener of the whole pipeline.
 	HTTP svc.HTTPConfig `yaml:"http"`
 	// NATS is the embedded JetStream server.
-	NATS devNATSConfig `yaml:"nats"`
+	NATS pipeline.ServerConfig `yaml:"nats"`
 	// Kube locates the API server; dev needs a kubeconfig.
 	Kube router.KubeConfig `yaml:"kube"`
 	// ClickHouse holds flows and pcap_objects.
-	ClickHouse sink.ClickHouseConfig `yaml:"clickhouse"`
+	ClickHouse clients.ClickHouseConfig `yaml:"clickhouse"`
 	// S3 receives the pcap objects.
-	S3 sink.S3Config `yaml:"s3"`
+	S3 clients.S3Config `yaml:"s3"`
 	// CreateStorage creates the ClickHouse database and the S3 bucket
 	// when they are missing, so a fresh machine needs no manual step.
 	// Default true.
@@ -69,8 +61,7 @@ type devSettings struct {
 	// never touch other users' captures. Leader election is off by
 	// default (one replica).
 	Router router.Config `yaml:"router"`
-	// Producer is every producer's section; node and nats are set by dev
-	// (each node's name, the embedded server's URL).
+	// Producer is every producer's section; dev sets each one's node.
 	Producer producer.Config `yaml:"producer"`
 	// Pcap is the pcap sink's section; its S3 comes from s3 above.
 	Pcap pcapstore.Config `yaml:"pcap"`
@@ -82,24 +73,7 @@ type devSettings struct {
 	Simulate netsim.Config `yaml:"simulate"`
 }
 
-// devNATSConfig configures the embedded nats-server.
-type devNATSConfig struct {
-	// Host is the client listener's address. Default 127.0.0.1.
-	Host string `yaml:"host"`
-	// Port is the client port; -1 picks a free one (logged at start).
-	// Default -1.
-	Port int `yaml:"port"`
-	// StoreDir holds JetStream's files; empty means a temporary directory
-	// removed at exit. Default empty.
-	StoreDir string `yaml:"storeDir"`
-	// PacketsMaxBytes bounds CAPSTREAM_PACKETS, in bytes. Default 1 GiB.
-	PacketsMaxBytes int64 `yaml:"packetsMaxBytes"`
-	// PacketsMaxAge bounds the age of unacked batches. Default 1h.
-	PacketsMaxAge time.Duration `yaml:"packetsMaxAge"`
-}
-
 func defaultDevSettings() *devSettings {
-	limits := schemas.DefaultPacketsStreamLimits()
 	r := router.DefaultConfig()
 	r.LeaderElection.Enabled = false
 	sim := netsim.DefaultConfig()
@@ -110,12 +84,12 @@ func defaultDevSettings() *devSettings {
 	flows := flowstore.DefaultConfig()
 	flows.ActiveTimeout, flows.IdleTimeout, flows.StopAfter = 10*time.Second, 5*time.Second, 10*time.Second
 	return &devSettings{
-		Log:           svc.LogConfig{Level: "info", Format: "auto"},
+		Log:           svc.DefaultLogConfig(),
 		HTTP:          svc.HTTPConfig{Listen: "127.0.0.1:9100"},
-		NATS:          devNATSConfig{Host: "127.0.0.1", Port: -1, PacketsMaxBytes: limits.MaxBytes, PacketsMaxAge: limits.MaxAge},
+		NATS:          pipeline.DefaultServerConfig(),
 		Kube:          router.DefaultKubeConfig(),
-		ClickHouse:    sink.DefaultClickHouseConfig(),
-		S3:            sink.S3Config{Bucket: "capstream"},
+		ClickHouse:    clients.DefaultClickHouseConfig(),
+		S3:            clients.DefaultS3Config(),
 		CreateStorage: true,
 		Nodes:         []string{sim.Node},
 		Router:        r,
@@ -134,13 +108,7 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 // together.
 func (s *devSettings) Validate() error {
 	s.Pcap.S3 = s.S3
-	errs := []error{s.Log.Validate(), s.ClickHouse.Validate(), s.Pcap.Validate(), s.Flows.Validate(), s.Router.Validate()}
-	if s.NATS.Port < -1 || s.NATS.Port > 65535 {
-		errs = append(errs, fmt.Errorf("nats.port %d: want -1 (any free port) to 65535", s.NATS.Port))
-	}
-	if err := s.packetLimits().Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("nats: %w", err))
-	}
+	errs := []error{s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Pcap.Validate(), s.Flows.Validate(), s.Router.Validate()}
 	if s.Kube.Kubeconfig == "" {
 		errs = append(errs, errors.New("kube.kubeconfig: required (dev never runs in-cluster)"))
 	}
@@ -157,7 +125,7 @@ func (s *devSettings) Validate() error {
 		if slices.Index(s.Nodes, n) != i {
 			errs = append(errs, fmt.Errorf("nodes: %q listed twice", n))
 		}
-		if err := s.producerConfig(n, "nats://127.0.0.1:4222", "").Validate(); err != nil {
+		if err := s.producerConfig(n, "").Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("producer for node %q: %w", n, err))
 		}
 	}
@@ -176,20 +144,12 @@ func (s *devSettings) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (s *devSettings) packetLimits() schemas.PacketsStreamLimits {
-	l := schemas.DefaultPacketsStreamLimits()
-	l.MaxBytes, l.MaxAge = s.NATS.PacketsMaxBytes, s.NATS.PacketsMaxAge
-	return l
-}
-
 // producerConfig is the producer section for one node. With the afpacket
 // source and no namespace of its own, the simulated node's producer
 // captures inside the simulated node's network namespace.
-func (s *devSettings) producerConfig(node, url, simNetNS string) producer.Config {
+func (s *devSettings) producerConfig(node, simNetNS string) producer.Config {
 	p := s.Producer
 	p.Node = node
-	p.NATS.URL = url
-	p.NATS.Name = "capstream-producer-" + node
 	if simNetNS != "" && s.Simulate.Enabled && node == s.Simulate.Node && p.Source == producer.SourceAFPacket && p.AFPacket.NetNS == "" {
 		p.AFPacket.NetNS = simNetNS
 	}
@@ -210,10 +170,10 @@ func devEnviron() []string {
 
 // newDevCmd is `capstream dev`.
 func newDevCmd() *cobra.Command {
-	return serviceCmd(serviceSpec[*devSettings]{
-		use:   "dev",
-		short: "Run the whole pipeline in one process for a laptop or CI box",
-		long: `dev runs the router, one producer per configured node, the pcap sink and the
+	return svc.Command(svc.Spec[*devSettings]{
+		Use:   "capstream-dev",
+		Short: "Run the whole capstream pipeline in one process for a laptop or CI box",
+		Long: `capstream-dev runs the router, one producer per configured node, the pcap sink and the
 flow sink in one process, with an embedded JetStream server (store in
 nats.storeDir), against the ClickHouse, S3 and kube-apiserver that
 deploy/dev/deps.sh starts. One listener serves /healthz, /readyz and
@@ -239,10 +199,10 @@ CAPSTREAM_DEV_S3_ACCESSKEY, CAPSTREAM_DEV_S3_SECRETKEY,
 CAPSTREAM_DEV_CLICKHOUSE_ADDR, CAPSTREAM_DEV_KUBE_KUBECONFIG,
 CAPSTREAM_DEV_SIMULATE_ENABLED. CAPSTREAM_DEV_DIR and CAPSTREAM_DEV_ENV
 belong to deps.sh and are not settings.`,
-		envPrefix: devEnvPrefix,
-		environ:   devEnviron,
-		defaults:  defaultDevSettings,
-		run:       func(ctx context.Context, cfg *devSettings) error { return runDev(ctx, cfg, nil) },
+		EnvPrefix: devEnvPrefix,
+		Environ:   devEnviron,
+		Defaults:  defaultDevSettings,
+		Run:       func(ctx context.Context, cfg *devSettings) error { return runDev(ctx, cfg, nil) },
 	})
 }
 
@@ -254,8 +214,7 @@ type devHooks struct {
 	started func(natsURL string, sim *netsim.Simulator)
 }
 
-// devSetupTimeout bounds the start-up steps that talk to services
-// (streams, durables, database, bucket).
+// devSetupTimeout bounds creating the database and the bucket.
 const devSetupTimeout = time.Minute
 
 // runDev runs the whole pipeline until ctx ends or a component fails.
@@ -270,87 +229,21 @@ func runDev(ctx context.Context, cfg *devSettings, hooks *devHooks) error {
 	klog.SetSlogLogger(logger.With("component", "client-go"))
 	reg := svc.NewRegistry()
 
-	ns, storeDir, err := startNATS(cfg.NATS)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		if cfg.NATS.StoreDir == "" {
-			_ = os.RemoveAll(storeDir)
+	if cfg.CreateStorage {
+		if err := createStorage(ctx, cfg, logger); err != nil {
+			return err
 		}
-	}()
-	url := ns.ClientURL()
-	logger.Info("embedded jetstream started", "url", url, "store", storeDir)
-
-	// One connection per component, as separate processes would have, so
-	// a slow sink never holds up the router's publishes.
-	routerJS, closeRouter, err := devJetStream(url, "capstream-router")
-	if err != nil {
-		return err
 	}
-	defer closeRouter()
-	pcapJS, closePcap, err := devJetStream(url, "capstream-sink-pcap")
+	kube, dyn, err := cfg.Kube.Clients("capstream-dev")
 	if err != nil {
-		return err
-	}
-	defer closePcap()
-	flowsJS, closeFlows, err := devJetStream(url, "capstream-sink-flows")
-	if err != nil {
-		return err
-	}
-	defer closeFlows()
-
-	s3, err := cfg.S3.Client()
-	if err != nil {
-		return err
-	}
-	if err := devSetup(ctx, cfg, routerJS, s3, logger); err != nil {
-		return err
-	}
-
-	restCfg, err := routerRESTConfig(cfg.Kube)
-	if err != nil {
-		return usageError{err}
-	}
-	restCfg.UserAgent = "capstream-dev"
-	kube, dyn, err := kubeClients(restCfg)
-	if err != nil {
-		return err
+		return usageError{Err: err}
 	}
 	rcfg := cfg.Router
-	// dev sizes the packets stream from its nats section; the router must
-	// keep those limits rather than re-applying its own defaults.
-	l := cfg.packetLimits()
-	rcfg.PacketsStream = router.PacketsStreamConfig{Manage: true, MaxBytes: l.MaxBytes, MaxAge: l.MaxAge, Replicas: l.Replicas, Duplicates: l.Duplicates}
 	if rcfg.LeaderElection.Identity == "" {
 		host, _ := os.Hostname()
 		rcfg.LeaderElection.Identity = "dev_" + host
 	}
-	r, err := router.New(rcfg, router.Deps{Logger: logger, Registerer: reg, Kube: kube, Dynamic: dyn, JetStream: routerJS})
-	if err != nil {
-		return err
-	}
-	pcapCH, err := cfg.ClickHouse.Open()
-	if err != nil {
-		return err
-	}
-	defer func(c io.Closer) { _ = c.Close() }(pcapCH)
-	flowsCH, err := cfg.ClickHouse.Open()
-	if err != nil {
-		return err
-	}
-	defer func(c io.Closer) { _ = c.Close() }(flowsCH)
-	pcapSink, err := pcapstore.New(cfg.Pcap, pcapstore.Deps{Logger: logger, Registerer: reg, JetStream: pcapJS, ClickHouse: pcapCH, S3: s3})
-	if err != nil {
-		return err
-	}
-	flowSink, err := flowstore.New(cfg.Flows, flowstore.Deps{Logger: logger, Registerer: reg, JetStream: flowsJS, ClickHouse: flowsCH})
-	if err != nil {
-		return err
-	}
-
+	deps := pipeline.Deps{Logger: logger, Registerer: reg, Kube: kube, Dynamic: dyn, Early: map[string]svc.Component{}}
 	var sim *netsim.Simulator
 	simNetNS := ""
 	if cfg.Simulate.Enabled {
@@ -358,154 +251,53 @@ func runDev(ctx context.Context, cfg *devSettings, hooks *devHooks) error {
 			return err
 		}
 		simNetNS = sim.NodeNetNS()
+		deps.Early["simulate"] = sim
 	}
-	checks := map[string]svc.Check{"router": r.Ready, "sink-pcap": pcapSink.Ready, "sink-flows": flowSink.Ready}
-	var producers []*producer.Producer
+	pcfg := pipeline.Config{Server: cfg.NATS, Router: &rcfg, Pcap: cfg.Pcap, Flows: cfg.Flows, ClickHouse: cfg.ClickHouse, S3: cfg.S3}
 	for _, node := range cfg.Nodes {
-		// Each producer's metrics carry its node, so several share one
-		// registry without clashing.
-		p, err := producer.New(cfg.producerConfig(node, url, simNetNS), producer.Deps{
-			Logger:     logger,
-			Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"node": node}, reg),
-		})
-		if err != nil {
-			return err
-		}
-		producers = append(producers, p)
-		checks["producer-"+node] = p.Ready
+		pcfg.Producers = append(pcfg.Producers, cfg.producerConfig(node, simNetNS))
 	}
-	if sim != nil {
-		checks["simulate"] = sim.Ready
+	p, err := pipeline.Start(ctx, pcfg, deps)
+	if err != nil {
+		return err
 	}
-	srv := svc.NewServer(cfg.HTTP, reg, checks, logger)
+	defer p.Close()
 	if hooks != nil && hooks.started != nil {
-		hooks.started(url, sim)
+		hooks.started(p.URL(), sim)
 	}
-
-	// Two stages: traffic and producers stop first, so their last batches
-	// and reports are published while the sinks and the router still
-	// consume; then the sinks complete their objects and flows, the
-	// router writes the last status, and the listener closes.
-	g, gctx := errgroup.WithContext(ctx)
-	lateCtx, lateCancel := context.WithCancel(context.WithoutCancel(gctx))
-	defer lateCancel()
-	var early sync.WaitGroup
-	goEarly := func(run func(context.Context) error) {
-		early.Add(1)
-		g.Go(func() error {
-			defer early.Done()
-			return run(gctx)
-		})
+	srv := svc.NewServer(cfg.HTTP, reg, p.Checks(), logger)
+	// The listener outlives the pipeline's staged stop, so /readyz shows
+	// the components stopping.
+	srvCtx, srvCancel := context.WithCancel(context.WithoutCancel(ctx))
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(srvCtx) }()
+	err = p.Run(ctx)
+	srvCancel()
+	if serr := <-srvDone; err == nil {
+		err = serr
 	}
-	if sim != nil {
-		goEarly(sim.Run)
-	}
-	for _, p := range producers {
-		goEarly(p.Run)
-	}
-	late := map[string]func(context.Context) error{"router": r.Run, "sink-pcap": pcapSink.Run, "sink-flows": flowSink.Run, "http": srv.Run}
-	for name, run := range late {
-		g.Go(func() error {
-			err := run(lateCtx)
-			if err != nil && lateCtx.Err() != nil {
-				// Shutdown had begun: the component's own grace handling
-				// is done, so its error is reported but does not turn a
-				// requested stop into a failure. (flowstore returns
-				// "packet consumer closed" on a clean cancel when its
-				// pull drains after the grace timer started.)
-				logger.Warn("component ended with an error during shutdown", "component", name, "error", err)
-				return nil
-			}
-			return err
-		})
-	}
-	g.Go(func() error {
-		<-gctx.Done()
-		early.Wait()
-		logger.Info("producers stopped; stopping router and sinks")
-		lateCancel()
-		return nil
-	})
-	err = g.Wait()
-	logger.Info("dev pipeline stopped")
 	return err
 }
 
-// startNATS starts the embedded JetStream server and waits until it takes
-// connections.
-func startNATS(c devNATSConfig) (*server.Server, string, error) {
-	dir := c.StoreDir
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "capstream-dev-nats-"); err != nil {
-			return nil, "", fmt.Errorf("nats store dir: %w", err)
-		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, "", fmt.Errorf("nats store dir %s: %w", dir, err)
-	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "capstream-dev",
-		Host:       c.Host,
-		Port:       c.Port,
-		JetStream:  true,
-		StoreDir:   dir,
-		NoLog:      true,
-		// Signals are the command's: it stops the pipeline in order.
-		NoSigs: true,
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("embedded nats: %w", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, "", fmt.Errorf("embedded nats on %s:%d: not ready after 10s", c.Host, c.Port)
-	}
-	return ns, dir, nil
-}
-
-func devJetStream(url, name string) (jetstream.JetStream, func(), error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to nats %s: %w", url, err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	return js, nc.Close, nil
-}
-
-// devSetup creates the streams and both sink durables before any producer
-// runs: CAPSTREAM_PACKETS has interest retention, so a batch published
-// before the sinks bound their consumers would be discarded. With
-// createStorage it also makes the database and the bucket.
-func devSetup(ctx context.Context, cfg *devSettings, js jetstream.JetStream, s3 *minio.Client, logger *slog.Logger) error {
+// createStorage makes the ClickHouse database and the S3 bucket when they
+// are missing, so a fresh machine needs no manual step.
+func createStorage(ctx context.Context, cfg *devSettings, logger *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, devSetupTimeout)
 	defer cancel()
-	if err := schemas.EnsureStreams(ctx, js, cfg.packetLimits()); err != nil {
-		return err
-	}
-	if _, err := sink.Bind(ctx, js, schemas.PcapSinkConsumer(), cfg.Pcap.Consumer.AckWait); err != nil {
-		return err
-	}
-	if _, err := sink.Bind(ctx, js, schemas.FlowSinkConsumer(), cfg.Flows.Consumer.AckWait); err != nil {
-		return err
-	}
-	if !cfg.CreateStorage {
-		return nil
-	}
 	admin := cfg.ClickHouse
 	admin.Database = "default"
 	conn, err := admin.Open()
 	if err != nil {
 		return err
 	}
-	defer func(c driver.Conn) { _ = c.Close() }(conn)
+	defer func() { _ = conn.Close() }()
 	// identRE (Validate) keeps the name safe to splice in.
 	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+cfg.ClickHouse.Database); err != nil {
 		return fmt.Errorf("create clickhouse database %s on %s: %w", cfg.ClickHouse.Database, cfg.ClickHouse.Addr, err)
+	}
+	s3, err := cfg.S3.Client()
+	if err != nil {
+		return err
 	}
 	ok, err := s3.BucketExists(ctx, cfg.S3.Bucket)
 	if err != nil {

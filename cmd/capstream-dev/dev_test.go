@@ -45,10 +45,10 @@ func TestDevExampleConfig(t *testing.T) {
 	}
 	// The simulated node's producer captures inside its namespace; the
 	// others in the process's own.
-	if p := cfg.producerConfig("demo-node", "nats://x", "/var/run/netns/capstream-demo"); p.AFPacket.NetNS != "/var/run/netns/capstream-demo" || p.Node != "demo-node" || p.NATS.URL != "nats://x" {
+	if p := cfg.producerConfig("demo-node", "/var/run/netns/capstream-demo"); p.AFPacket.NetNS != "/var/run/netns/capstream-demo" || p.Node != "demo-node" {
 		t.Errorf("producer config of the simulated node: %+v", p)
 	}
-	if p := cfg.producerConfig("other-node", "nats://x", "/var/run/netns/capstream-demo"); p.AFPacket.NetNS != "" {
+	if p := cfg.producerConfig("other-node", "/var/run/netns/capstream-demo"); p.AFPacket.NetNS != "" {
 		t.Errorf("producer of another node captures in %q", p.AFPacket.NetNS)
 	}
 	var out bytes.Buffer

@@ -1,0 +1,228 @@
+// Package clients is the one place capstream builds its clients for NATS
+// (JetStream), ClickHouse and S3: one Config type each, with one
+// constructor each, used by every service, the dev pipeline and the user
+// commands. Each Config is a YAML section (`nats`, `clickhouse`, `s3`) and
+// follows the project's override scheme: a service's setting is
+// CAPSTREAM_<SERVICE>_<SECTION>_<FIELD> (CAPSTREAM_SINK_PCAP_S3_SECRETKEY)
+// and a user command's is CAPSTREAM_<SECTION>_<FIELD>
+// (CAPSTREAM_S3_SECRETKEY); see internal/config.
+//
+// Constructors do not block: ClickHouse and minio-go dial lazily, and the
+// NATS connection retries in the background (RetryOnFailedConnect) so a
+// service starts while NATS is still coming up and reports not ready
+// meanwhile.
+package clients
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATSConfig is how a component reaches NATS. At most one of CredsFile,
+// User/Password and Token is set.
+type NATSConfig struct {
+	// URL is one or more comma-separated server URLs. Default
+	// nats://127.0.0.1:4222.
+	URL string `yaml:"url"`
+	// Name is the connection name the server shows (`nats server report
+	// connections`). Default the component's name, e.g. capstream-router.
+	Name string `yaml:"name"`
+	// CredsFile is a NATS credentials file (JWT and NKey seed).
+	CredsFile string `yaml:"credsFile"`
+	// User and Password authenticate with a user name.
+	User     string `yaml:"user"`
+	Password string `yaml:"password" secret:"true"`
+	// Token authenticates with a token.
+	Token string `yaml:"token" secret:"true"`
+}
+
+// DefaultNATSConfig is a local server reached as name.
+func DefaultNATSConfig(name string) NATSConfig {
+	return NATSConfig{URL: nats.DefaultURL, Name: name}
+}
+
+// Validate checks that a server is named and at most one kind of
+// credential is set.
+func (c NATSConfig) Validate() error {
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, errors.New("nats.url: required"))
+	}
+	kinds := 0
+	for _, set := range []bool{c.CredsFile != "", c.User != "" || c.Password != "", c.Token != ""} {
+		if set {
+			kinds++
+		}
+	}
+	if kinds > 1 {
+		errs = append(errs, errors.New("nats: set only one of credsFile, user/password and token"))
+	}
+	return errors.Join(errs...)
+}
+
+// Options are the connection options every component uses: its name, its
+// credentials, reconnecting forever, and starting even while no server
+// answers yet. extra come last and may override them.
+func (c NATSConfig) Options(extra ...nats.Option) []nats.Option {
+	opts := []nats.Option{
+		nats.Name(c.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.RetryOnFailedConnect(true),
+	}
+	switch {
+	case c.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	case c.User != "" || c.Password != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	case c.Token != "":
+		opts = append(opts, nats.Token(strings.TrimSpace(c.Token)))
+	}
+	return append(opts, extra...)
+}
+
+// Connect returns a connection to NATS; with RetryOnFailedConnect it
+// returns at once even when no server answers yet, and keeps trying.
+func (c NATSConfig) Connect(extra ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(c.URL, c.Options(extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", RedactURL(c.URL), err)
+	}
+	return nc, nil
+}
+
+// RedactURL drops credentials from a URL list, for logs and errors.
+func RedactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, s := range parts {
+		if at := strings.LastIndex(s, "@"); at >= 0 {
+			if scheme := strings.Index(s, "://"); scheme >= 0 && scheme < at {
+				parts[i] = s[:scheme+3] + "REDACTED" + s[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// ClickHouseConfig is how a component reaches ClickHouse over the native
+// protocol (HTTP does not work with 18.16).
+type ClickHouseConfig struct {
+	// Addr is host:port of the native protocol. Default 127.0.0.1:9000.
+	Addr string `yaml:"addr"`
+	// Database holds the flows and pcap_objects tables. Default "default".
+	Database string `yaml:"database"`
+	// Username. Default "default".
+	Username string `yaml:"username"`
+	// Password, usually from the environment (…_CLICKHOUSE_PASSWORD).
+	Password string `yaml:"password" secret:"true"`
+	// DialTimeout bounds one connection attempt. Default 10s.
+	DialTimeout time.Duration `yaml:"dialTimeout"`
+	// ReadTimeout bounds one query's wait for the server. Default 1m.
+	ReadTimeout time.Duration `yaml:"readTimeout"`
+}
+
+// DefaultClickHouseConfig returns a local server's settings.
+func DefaultClickHouseConfig() ClickHouseConfig {
+	return ClickHouseConfig{Addr: "127.0.0.1:9000", Database: "default", Username: "default", DialTimeout: 10 * time.Second, ReadTimeout: time.Minute}
+}
+
+// Validate checks the required fields.
+func (c ClickHouseConfig) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("clickhouse.addr: required"))
+	}
+	if c.Database == "" {
+		errs = append(errs, errors.New("clickhouse.database: required"))
+	}
+	if c.DialTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("clickhouse.dialTimeout %s: must be positive", c.DialTimeout))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("clickhouse.readTimeout %s: must be positive", c.ReadTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Open returns a client; clickhouse-go dials lazily, so this does no I/O.
+// No settings are sent: 18.16 and current servers disagree on several.
+func (c ClickHouseConfig) Open() (driver.Conn, error) {
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{c.Addr},
+		Auth:        clickhouse.Auth{Database: c.Database, Username: c.Username, Password: c.Password},
+		DialTimeout: c.DialTimeout,
+		ReadTimeout: c.ReadTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse %s: %w", c.Addr, err)
+	}
+	return conn, nil
+}
+
+// S3Config is how a component reaches the object store.
+type S3Config struct {
+	// Endpoint is host:port of the S3 API. Required.
+	Endpoint string `yaml:"endpoint"`
+	// Bucket holds the pcap objects. Default "capstream".
+	Bucket string `yaml:"bucket"`
+	// Region, if the server needs one. Default empty.
+	Region string `yaml:"region"`
+	// Secure selects HTTPS. Default false.
+	Secure bool `yaml:"secure"`
+	// AccessKey, usually from the environment (…_S3_ACCESSKEY).
+	AccessKey string `yaml:"accessKey" secret:"true"`
+	// SecretKey, usually from the environment (…_S3_SECRETKEY).
+	SecretKey string `yaml:"secretKey" secret:"true"`
+}
+
+// DefaultS3Config returns the default bucket and no endpoint.
+func DefaultS3Config() S3Config { return S3Config{Bucket: "capstream"} }
+
+// Validate checks the required fields.
+func (c S3Config) Validate() error {
+	var errs []error
+	if c.Endpoint == "" {
+		errs = append(errs, errors.New("s3.endpoint: required"))
+	}
+	if c.Bucket == "" {
+		errs = append(errs, errors.New("s3.bucket: required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Client returns a minio-go client; it does no I/O.
+func (c S3Config) Client() (*minio.Client, error) {
+	cl, err := minio.New(c.Endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4(c.AccessKey, c.SecretKey, ""),
+		Secure: c.Secure,
+		Region: c.Region,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 client %s: %w", c.Endpoint, err)
+	}
+	return cl, nil
+}
+
+// JetStream connects to NATS as c and returns the connection with a
+// JetStream client on it; the caller closes the connection.
+func JetStream(c NATSConfig, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := c.Connect()
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
