@@ -15,8 +15,12 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/capstream (static, no cgo)
+build: ## Build bin/capstream, the production binary (static, no cgo)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/capstream ./cmd/capstream
+
+.PHONY: build-dev
+build-dev: ## Build bin/capstream-dev, the whole pipeline in one process (make demo)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/capstream-dev ./cmd/capstream-dev
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code for schemas/v3

@@ -3,8 +3,8 @@
 #
 #   1. starts ClickHouse, S3 (versitygw), etcd and kube-apiserver with
 #      deps.sh unless they already run (and stops them at exit if it did);
-#   2. builds bin/capstream and installs the PacketCapture CRD;
-#   3. runs `capstream dev --config deploy/dev/dev.yaml`: embedded JetStream,
+#   2. builds bin/capstream and bin/capstream-dev and installs the PacketCapture CRD;
+#   3. runs `capstream-dev --config deploy/dev/dev.yaml`: embedded JetStream,
 #      router, producer, pcap sink and flow sink in one process, plus a
 #      simulated node (network namespaces, Calico-style cali* veths, three
 #      pods in sample-namespace, HTTP/HTTPS/DNS traffic every second);
@@ -57,13 +57,13 @@ cleanup() {
 		kubectl delete packetcapture "$CAPTURE" -n "$NS" --ignore-not-found --wait=false >/dev/null 2>&1
 	fi
 	if [ -n "$dev_pid" ] && kill -0 "$dev_pid" 2>/dev/null; then
-		# TERM lets capstream dev stop in order: traffic and producers,
+		# TERM lets capstream-dev stop in order: traffic and producers,
 		# then sinks (open objects completed) and router; it removes the
 		# simulated node and its pods itself.
 		kill -TERM "$dev_pid"
 		for _ in $(seq 1 600); do kill -0 "$dev_pid" 2>/dev/null || break; sleep 0.1; done
 		if kill -0 "$dev_pid" 2>/dev/null; then
-			echo "demo: capstream dev did not stop within 60s; killing it" >&2
+			echo "demo: capstream-dev did not stop within 60s; killing it" >&2
 			kill -KILL "$dev_pid"
 		fi
 		wait "$dev_pid" 2>/dev/null
@@ -109,9 +109,9 @@ command -v kubectl >/dev/null || die "kubectl not found (apt-get install kubectl
 export KUBECONFIG="$CAPSTREAM_TEST_KUBECONFIG"
 # The user commands' settings (capstream get, flows, captured-packets).
 export CAPSTREAM_S3_ENDPOINT="$CAPSTREAM_TEST_S3_ENDPOINT"
-export CAPSTREAM_S3_ACCESS_KEY="$CAPSTREAM_TEST_S3_ACCESS_KEY"
-export CAPSTREAM_S3_SECRET_KEY="$CAPSTREAM_TEST_S3_SECRET_KEY"
-export CAPSTREAM_S3_BUCKET="$BUCKET" CAPSTREAM_S3_PREFIX="$PREFIX"
+export CAPSTREAM_S3_ACCESSKEY="$CAPSTREAM_TEST_S3_ACCESS_KEY"
+export CAPSTREAM_S3_SECRETKEY="$CAPSTREAM_TEST_S3_SECRET_KEY"
+export CAPSTREAM_S3_BUCKET="$BUCKET" CAPSTREAM_PCAP_PREFIX="$PREFIX"
 export CAPSTREAM_CLICKHOUSE_ADDR="$CAPSTREAM_TEST_CLICKHOUSE_ADDR" CAPSTREAM_CLICKHOUSE_DATABASE="$DATABASE"
 CH_HOST="${CAPSTREAM_CLICKHOUSE_ADDR%:*}"
 CH_PORT="${CAPSTREAM_CLICKHOUSE_ADDR##*:}"
@@ -121,11 +121,8 @@ WORK="$(mktemp -d -t capstream-demo.XXXXXX)"
 log "services ready after $(($(date +%s) - start))s"
 
 # 2. binary and CRD
-log "building bin/capstream"
-make -s build
-if ! bin/capstream dev --help >/dev/null 2>&1; then
-	die "bin/capstream has no dev command yet (register newDevCmd() in cmd/capstream/main.go)"
-fi
+log "building bin/capstream and bin/capstream-dev"
+make -s build build-dev
 log "built after $(($(date +%s) - start))s"
 # The API server warns when the CRD was first created without kubectl
 # (tests install it with client-go); only failures are worth showing.
@@ -147,25 +144,25 @@ done
 export CAPSTREAM_DEV_KUBE_KUBECONFIG="$KUBECONFIG"
 export CAPSTREAM_DEV_CLICKHOUSE_ADDR="$CAPSTREAM_CLICKHOUSE_ADDR"
 export CAPSTREAM_DEV_S3_ENDPOINT="$CAPSTREAM_S3_ENDPOINT"
-export CAPSTREAM_DEV_S3_ACCESSKEY="$CAPSTREAM_S3_ACCESS_KEY"
-export CAPSTREAM_DEV_S3_SECRETKEY="$CAPSTREAM_S3_SECRET_KEY"
+export CAPSTREAM_DEV_S3_ACCESSKEY="$CAPSTREAM_S3_ACCESSKEY"
+export CAPSTREAM_DEV_S3_SECRETKEY="$CAPSTREAM_S3_SECRETKEY"
 export CAPSTREAM_DEV_NATS_STOREDIR="$WORK/nats"
 export CAPSTREAM_DEV_HTTP_LISTEN="127.0.0.1:$http_port"
 export CAPSTREAM_DEV_LOG_FORMAT=text
-log "starting capstream dev (log: $WORK/dev.log, health: http://127.0.0.1:$http_port/readyz)"
-bin/capstream dev --config "$CONFIG" >"$WORK/dev.log" 2>&1 &
+log "starting capstream-dev (log: $WORK/dev.log, health: http://127.0.0.1:$http_port/readyz)"
+bin/capstream-dev --config "$CONFIG" >"$WORK/dev.log" 2>&1 &
 dev_pid=$!
 dev_start=$(date +%s)
 ready=0
 for _ in $(seq 1 300); do
 	if curl -fsS "http://127.0.0.1:$http_port/readyz" >/dev/null 2>&1; then ready=1; break; fi
-	kill -0 "$dev_pid" 2>/dev/null || { tail -n 40 "$WORK/dev.log" >&2; die "capstream dev exited"; }
+	kill -0 "$dev_pid" 2>/dev/null || { tail -n 40 "$WORK/dev.log" >&2; die "capstream-dev exited"; }
 	sleep 0.2
 done
 if [ "$ready" != 1 ]; then
 	curl -sS "http://127.0.0.1:$http_port/readyz" >&2 || true
 	tail -n 40 "$WORK/dev.log" >&2
-	die "capstream dev not ready after 60s"
+	die "capstream-dev not ready after 60s"
 fi
 log "pipeline ready $(($(date +%s) - dev_start))s after start ($(($(date +%s) - start))s in all)"
 ip netns list | grep -E "^${SIM_NETNS}" | sed 's/^/  netns /' >&2 || true
@@ -182,7 +179,7 @@ for _ in $(seq 1 "$TIMEOUT"); do
 	objects=$(bin/capstream get packetcaptures "$CAPTURE" -n "$NS" -o json 2>/dev/null | grep -Eo '"objects": [0-9]+' | head -1 | grep -Eo '[0-9]+$' || true)
 	flows=$(ch --database "$DATABASE" -q "SELECT count() FROM flows WHERE namespace = '$NS' AND capture = '$CAPTURE'" 2>/dev/null || echo 0)
 	if [ "${objects:-0}" -ge 2 ] && [ "${flows:-0}" -gt 0 ]; then have_data=1; break; fi
-	kill -0 "$dev_pid" 2>/dev/null || { tail -n 40 "$WORK/dev.log" >&2; die "capstream dev exited"; }
+	kill -0 "$dev_pid" 2>/dev/null || { tail -n 40 "$WORK/dev.log" >&2; die "capstream-dev exited"; }
 	sleep 1
 done
 [ "$have_data" = 1 ] || { tail -n 40 "$WORK/dev.log" >&2; die "no data after ${TIMEOUT}s (objects: ${objects:-0}, flows: ${flows:-0})"; }

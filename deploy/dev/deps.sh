@@ -2,7 +2,7 @@
 # deps.sh installs and runs the real services capstream's tests and demo use:
 # ClickHouse (Debian's package), versitygw (S3), etcd and kube-apiserver
 # (built from deploy/dev/tools into a cache directory outside the repo).
-# NATS is not started here: tests and `capstream dev` embed nats-server.
+# NATS is not started here: tests and `capstream-dev` embed nats-server.
 #
 #   deps.sh install   install/build whatever is missing, start nothing
 #   deps.sh up        install, then start every service on free loopback ports
