@@ -102,9 +102,13 @@ func loadCLISettings(environ []string, warn io.Writer) (*cliSettings, error) {
 	return s, nil
 }
 
-// cliEnv is loaded once per process, at the first command that needs it,
-// so each deprecation warning is shown once.
-var cliEnv = sync.OnceValues(func() (*cliSettings, error) { return loadCLISettings(os.Environ(), os.Stderr) })
+// cliEnv is loaded once per command line (newRootCmd resets it), at the
+// first command that needs it, so each deprecation warning is shown once.
+var cliEnv func() (*cliSettings, error)
+
+func resetCLIEnv(stderr io.Writer) {
+	cliEnv = sync.OnceValues(func() (*cliSettings, error) { return loadCLISettings(os.Environ(), stderr) })
+}
 
 // kubeFlags locate the API server.
 type kubeFlags struct {

@@ -35,6 +35,7 @@ func main() {
 
 // run executes one command line and returns the process exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	resetCLIEnv(stderr)
 	root := newRootCmd()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -59,6 +60,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func newRootCmd() *cobra.Command {
+	if cliEnv == nil {
+		resetCLIEnv(os.Stderr)
+	}
 	root := &cobra.Command{
 		Use:   "capstream",
 		Short: "Kubernetes PacketCapture to live packet capture, pcaps on S3 and flows in ClickHouse",

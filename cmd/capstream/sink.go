@@ -13,6 +13,7 @@ import (
 
 	"github.com/capstream/capstream/internal/clients"
 	svc "github.com/capstream/capstream/internal/run"
+	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/flowstore"
 	"github.com/capstream/capstream/sink/pcapstore"
 )
@@ -37,7 +38,7 @@ CAPSTREAM_SINK_PCAP_S3_SECRETKEY, CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD.`,
 			if err != nil {
 				return err
 			}
-			return runSink(ctx, sinkCommon{cfg.Log, cfg.HTTP, cfg.NATS, cfg.ClickHouse, cfg.MemoryLimit}, "sink-pcap",
+			return runSink(ctx, cfg.ServiceSettings, "sink-pcap",
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (svc.Component, error) {
 					return pcapstore.New(cfg.Pcap, pcapstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
 				})
@@ -61,7 +62,7 @@ CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.`,
 		EnvPrefix: flowstore.EnvPrefix,
 		Defaults:  flowstore.DefaultSettings,
 		Run: func(ctx context.Context, cfg *flowstore.Settings) error {
-			return runSink(ctx, sinkCommon{cfg.Log, cfg.HTTP, cfg.NATS, cfg.ClickHouse, cfg.MemoryLimit}, "sink-flows",
+			return runSink(ctx, cfg.ServiceSettings, "sink-flows",
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (svc.Component, error) {
 					return flowstore.New(cfg.Flows, flowstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch})
 				})
@@ -69,28 +70,19 @@ CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.`,
 	})
 }
 
-// sinkCommon are the sections both sinks' settings have.
-type sinkCommon struct {
-	log         svc.LogConfig
-	http        svc.HTTPConfig
-	nats        clients.NATSConfig
-	clickhouse  clients.ClickHouseConfig
-	memoryLimit int64
-}
-
 // runSink connects, builds the sink and runs it with the health and
 // metrics server until ctx ends or either fails.
-func runSink(ctx context.Context, c sinkCommon, name string,
+func runSink(ctx context.Context, c sink.ServiceSettings, name string,
 	build func(*slog.Logger, prometheus.Registerer, jetstream.JetStream, driver.Conn) (svc.Component, error)) error {
-	logger := svc.NewLogger(c.log)
-	applyMemoryLimit(logger, c.memoryLimit)
+	logger := svc.NewLogger(c.Log)
+	applyMemoryLimit(logger, c.MemoryLimit)
 	reg := svc.NewRegistry()
-	nc, js, err := clients.JetStream(c.nats)
+	nc, js, err := clients.JetStream(c.NATS)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	ch, err := c.clickhouse.Open()
+	ch, err := c.ClickHouse.Open()
 	if err != nil {
 		return err
 	}
@@ -99,7 +91,7 @@ func runSink(ctx context.Context, c sinkCommon, name string,
 	if err != nil {
 		return err
 	}
-	return svc.Serve(ctx, c.http, reg, logger, map[string]svc.Component{name: s})
+	return svc.Serve(ctx, c.HTTP, reg, logger, map[string]svc.Component{name: s})
 }
 
 // applyMemoryLimit sets the runtime's soft memory limit unless GOMEMLIMIT

@@ -19,6 +19,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,8 +104,15 @@ func collect(v reflect.Value, name string, out map[string]reflect.Value) {
 		if !sf.IsExported() {
 			continue
 		}
-		tag := strings.Split(sf.Tag.Get("yaml"), ",")[0]
+		parts := strings.Split(sf.Tag.Get("yaml"), ",")
+		tag := parts[0]
 		if tag == "-" {
+			continue
+		}
+		if slices.Contains(parts[1:], "inline") && sf.Type.Kind() == reflect.Struct {
+			// An inlined struct's fields are the parent's, in YAML and
+			// in the overrides alike.
+			collect(v.Field(i), name, out)
 			continue
 		}
 		if tag == "" {

@@ -110,3 +110,40 @@ func TestDumpRedacts(t *testing.T) {
 		t.Errorf("dump does not load: %v", err)
 	}
 }
+
+type InlineCommon struct {
+	Level string      `yaml:"level"`
+	NATS  natsSection `yaml:"nats"`
+}
+
+type inlineConfig struct {
+	InlineCommon `yaml:",inline"`
+	Name         string `yaml:"name"`
+}
+
+// TestInline: an inlined section's fields are the parent's, in the file,
+// in the overrides and in the dump.
+func TestInline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("level: debug\nname: a\nnats:\n  url: nats://x:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var cfg inlineConfig
+	if err := Load(path, "T", []string{"T_NATS_PASSWORD=pw", "T_LEVEL=warn"}, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := inlineConfig{InlineCommon: InlineCommon{Level: "warn", NATS: natsSection{URL: "nats://x:1", Password: "pw"}}, Name: "a"}
+	if diff := cmp.Diff(want, cfg, cmp.AllowUnexported(inlineConfig{})); diff != "" {
+		t.Errorf("loaded (-want +got):\n%s", diff)
+	}
+	if err := Load("", "T", []string{"T_INLINECOMMON_LEVEL=x"}, &cfg); err == nil {
+		t.Error("the inlined struct's own name is not a section, but was accepted")
+	}
+	var out bytes.Buffer
+	if err := Dump(&out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); strings.Contains(got, "pw") || !strings.Contains(got, "level: warn") || strings.Contains(got, "inlinecommon") {
+		t.Errorf("dump:\n%s", got)
+	}
+}

@@ -1,0 +1,61 @@
+package sink
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/capstream/capstream/internal/clients"
+	"github.com/capstream/capstream/internal/run"
+)
+
+// ServiceSettings are the sections both sinks' configuration files share,
+// inlined at the top of pcapstore.Settings and flowstore.Settings so their
+// overrides stay short (CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD).
+type ServiceSettings struct {
+	// Log configures the logger.
+	Log run.LogConfig `yaml:"log"`
+	// HTTP is the health and metrics listener.
+	HTTP run.HTTPConfig `yaml:"http"`
+	// NATS is the NATS connection.
+	NATS clients.NATSConfig `yaml:"nats"`
+	// ClickHouse holds the sink's tables.
+	ClickHouse clients.ClickHouseConfig `yaml:"clickhouse"`
+	// MemoryLimit is the Go runtime's soft memory limit, in bytes: near it
+	// the garbage collector runs more often, so the process stays close
+	// to what it holds rather than up to twice that. The GOMEMLIMIT
+	// environment variable, when set, takes precedence. 0: none. Default
+	// 192 MiB, which keeps a sink under 256 MiB of RSS with the default
+	// budgets.
+	MemoryLimit int64 `yaml:"memoryLimit"`
+}
+
+// DefaultServiceSettings returns the shared defaults; name is the NATS
+// connection's name.
+func DefaultServiceSettings(name string) ServiceSettings {
+	return ServiceSettings{
+		Log:         run.DefaultLogConfig(),
+		HTTP:        run.DefaultHTTPConfig(),
+		NATS:        clients.DefaultNATSConfig(name),
+		ClickHouse:  clients.DefaultClickHouseConfig(),
+		MemoryLimit: DefaultMemoryLimit,
+	}
+}
+
+// Validate checks the shared sections.
+func (s ServiceSettings) Validate() error {
+	return errors.Join(s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), ValidateMemoryLimit(s.MemoryLimit))
+}
+
+// DefaultMemoryLimit is both sinks' default soft memory limit for the Go
+// runtime, in bytes: with the default budgets it keeps a sink under 256 MiB
+// of RSS.
+const DefaultMemoryLimit = 192 << 20
+
+// ValidateMemoryLimit accepts 0 (none) or at least 64 MiB: below that the
+// collector would run without pause at the default budgets.
+func ValidateMemoryLimit(n int64) error {
+	if n != 0 && n < 64<<20 {
+		return fmt.Errorf("memoryLimit %d: want 0 (none) or at least 64 MiB", n)
+	}
+	return nil
+}
