@@ -24,8 +24,7 @@ import (
 // time.
 func TestSampleCapture(t *testing.T) {
 	const name = "sample-capture"
-	kube := testenv.Kube(t)
-	h := newHarness(t, kube.Namespace(t, nil))
+	h := newHarness(t, nil)
 	sample, err := os.ReadFile("../schemas/v3/testdata/sample.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -98,8 +97,7 @@ func TestSampleCapture(t *testing.T) {
 // published ahead with its start time, reported Scheduled, and becomes
 // Capturing when the start passes, with no further command.
 func TestScheduledStart(t *testing.T) {
-	kube := testenv.Kube(t)
-	h := newHarness(t, kube.Namespace(t, nil))
+	h := newHarness(t, nil)
 	h.pod("p", "node-1", nil)
 	h.start(nil)
 	h.createCapture("later", "all()")
@@ -134,8 +132,7 @@ func TestScheduledStart(t *testing.T) {
 // that an invalid capture gets an Error condition and an Event while a
 // valid one in the same namespace keeps its commands.
 func TestStatusAndInvalidSpec(t *testing.T) {
-	kube := testenv.Kube(t)
-	h := newHarness(t, kube.Namespace(t, map[string]string{"env": "test"}))
+	h := newHarness(t, map[string]string{"env": "test"})
 	app := map[string]string{"app": "web"}
 	h.pod("web-1", "node-1", app)
 	h.pod("web-2", "node-2", app)
@@ -223,8 +220,7 @@ func TestStatusAndInvalidSpec(t *testing.T) {
 // TestRestartAndFailover checks that a standby taking over and a restarted
 // router publish nothing when nothing changed, and carry on afterwards.
 func TestRestartAndFailover(t *testing.T) {
-	kube := testenv.Kube(t)
-	h := newHarness(t, kube.Namespace(t, nil))
+	h := newHarness(t, nil)
 	app := map[string]string{"app": "db"}
 	h.pod("db-1", "node-1", app)
 	h.pod("db-2", "node-2", app)
@@ -283,8 +279,7 @@ func TestRestartAndFailover(t *testing.T) {
 // changes made while it is away are published once it is back, and status
 // reports flow again.
 func TestNATSRestart(t *testing.T) {
-	kube := testenv.Kube(t)
-	h := newHarness(t, kube.Namespace(t, nil))
+	h := newHarness(t, nil)
 	app := map[string]string{"app": "web"}
 	h.pod("web-1", "node-1", app)
 	h.pod("web-2", "node-2", nil)
@@ -325,8 +320,7 @@ func TestNATSRestart(t *testing.T) {
 // TestStreamPurged checks that commands lost behind the router's back (an
 // operator purging the stream) are published again within a resync period.
 func TestStreamPurged(t *testing.T) {
-	kube := testenv.Kube(t)
-	h := newHarness(t, kube.Namespace(t, nil))
+	h := newHarness(t, nil)
 	h.pod("p", "node-1", nil)
 	h.start(nil)
 	h.createCapture("cap", "")
@@ -345,9 +339,7 @@ func TestStreamPurged(t *testing.T) {
 // with its configured limits and both sink consumers, so a batch published
 // before any sink runs is kept rather than discarded by interest retention.
 func TestRouterManagesPacketsStream(t *testing.T) {
-	kube := testenv.Kube(t)
-	h := &harness{t: t, kube: kube, nats: testenv.NATS(t), ns: kube.Namespace(t, nil)}
-	h.rec = newRecorder(t, h.nats.Conn, h.ns)
+	h := bareHarness(t, nil)
 	h.start(func(c *Config) { c.PacketsStream.MaxBytes = 64 << 20 })
 	ctx := t.Context()
 	var st jetstream.Stream
@@ -385,9 +377,7 @@ func TestRouterManagesPacketsStream(t *testing.T) {
 }
 
 func TestRouterLeavesUnmanagedPacketsStream(t *testing.T) {
-	kube := testenv.Kube(t)
-	h := &harness{t: t, kube: kube, nats: testenv.NATS(t), ns: kube.Namespace(t, nil)}
-	h.rec = newRecorder(t, h.nats.Conn, h.ns)
+	h := bareHarness(t, nil)
 	h.start(func(c *Config) { c.PacketsStream.Manage = false })
 	// The status consumer is bound at the end of the term's setup.
 	testenv.Eventually(t, waitFor, func() error {

@@ -42,12 +42,22 @@ type harness struct {
 	rec  *recorder
 }
 
-func newHarness(t *testing.T, ns string) *harness {
-	h := &harness{t: t, kube: testenv.Kube(t), nats: testenv.NATS(t), ns: ns}
+// newHarness gives a test a private namespace with nsLabels and a JetStream
+// with capstream's streams.
+func newHarness(t *testing.T, nsLabels map[string]string) *harness {
+	h := bareHarness(t, nsLabels)
 	if err := schemas.EnsureStreams(t.Context(), h.nats.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
 		t.Fatal(err)
 	}
-	h.rec = newRecorder(t, h.nats.Conn, ns)
+	return h
+}
+
+// bareHarness is newHarness without the streams, for the tests of the
+// router creating them.
+func bareHarness(t *testing.T, nsLabels map[string]string) *harness {
+	kube := testenv.Kube(t)
+	h := &harness{t: t, kube: kube, nats: testenv.NATS(t), ns: kube.Namespace(t, nsLabels)}
+	h.rec = newRecorder(t, h.nats.Conn, h.ns)
 	return h
 }
 
