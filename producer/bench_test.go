@@ -1,12 +1,10 @@
 package producer
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -22,59 +20,28 @@ import (
 
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 )
 
-// counterValue sums a counter family of reg.
-func counterValue(tb testing.TB, reg prometheus.Gatherer, name string) float64 {
-	tb.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var n float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return n
-}
-
 // bareBatches cuts the records of a pcap file into bodies exactly as the
 // batcher does with maxBytes.
 func bareBatches(tb testing.TB, path string, maxBytes int) (bodies [][]byte, packets []uint32) {
 	tb.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(bufio.NewReaderSize(f, 1<<20))
+	recs, err := testenv.ReadPcap(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	var cur []byte
 	var n uint32
-	for {
-		data, ci, err := r.ZeroCopyReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if n > 0 && len(cur)+schemas.RecordHeaderLen+len(data) > maxBytes {
+	for _, r := range recs {
+		if n > 0 && len(cur)+schemas.RecordHeaderLen+len(r.Data) > maxBytes {
 			bodies, packets = append(bodies, cur), append(packets, n)
 			cur, n = nil, 0
 		}
-		cur = schemas.AppendRecord(cur, ci.Timestamp, data, ci.Length)
+		cur = schemas.AppendRecord(cur, r.Info.Timestamp, r.Data, r.Info.Length)
 		n++
 	}
 	if n > 0 {
@@ -134,12 +101,7 @@ func publishBare(tb testing.TB, js jetstream.JetStream, bodies [][]byte, packets
 func BenchmarkReplayToJetStream(b *testing.B) {
 	srv := testenv.NATS(b)
 	ctx := context.Background()
-	if err := schemas.EnsureStreams(ctx, srv.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := srv.JS.CreateOrUpdateConsumer(ctx, schemas.StreamPackets, schemas.PcapSinkConsumer()); err != nil {
-		b.Fatal(err)
-	}
+	ensureStreams(b, srv)
 	stream, err := srv.JS.Stream(ctx, schemas.StreamPackets)
 	if err != nil {
 		b.Fatal(err)
@@ -193,7 +155,7 @@ func BenchmarkReplayToJetStream(b *testing.B) {
 	}
 	runProducer := func() {
 		name := fmt.Sprintf("replay-%d", iter)
-		acked0 := counterValue(b, reg, "capstream_producer_batches_acked_total")
+		acked0 := testenv.Metric(b, reg, "capstream_producer_batches_acked_total", nil)
 		start := time.Now()
 		data, _ := schemas.EncodeCommand(&schemas.Command{Action: schemas.ActionCapture, Namespace: "default", Name: name,
 			UID: fmt.Sprintf("uid-%d", iter), Node: testNode, IssuedAt: time.Now(),
@@ -207,8 +169,8 @@ func BenchmarkReplayToJetStream(b *testing.B) {
 				break
 			}
 		}
-		for counterValue(b, reg, "capstream_producer_batches_acked_total")-acked0 < float64(len(bodies)) {
-			if d := counterValue(b, reg, "capstream_producer_publish_drops_total"); d > 0 {
+		for testenv.Metric(b, reg, "capstream_producer_batches_acked_total", nil)-acked0 < float64(len(bodies)) {
+			if d := testenv.Metric(b, reg, "capstream_producer_publish_drops_total", nil); d > 0 {
 				b.Fatalf("producer dropped %v packets", d)
 			}
 			time.Sleep(time.Millisecond)
@@ -391,12 +353,7 @@ func benchBlast(b *testing.B, outage bool) {
 	a, pb := node.Pods[0], node.Pods[1]
 	srv := testenv.NATS(b)
 	ctx := context.Background()
-	if err := schemas.EnsureStreams(ctx, srv.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := srv.JS.CreateOrUpdateConsumer(ctx, schemas.StreamPackets, schemas.PcapSinkConsumer()); err != nil {
-		b.Fatal(err)
-	}
+	ensureStreams(b, srv)
 	stream, _ := srv.JS.Stream(ctx, schemas.StreamPackets)
 	commands, _ := srv.JS.Stream(ctx, schemas.StreamCommands)
 	var mu sync.Mutex

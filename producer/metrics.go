@@ -31,31 +31,32 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	const ns, sub = "capstream", "producer"
+	// Every name gets the capstream_producer_ prefix at registration.
+	reg = prometheus.WrapRegistererWithPrefix("capstream_producer_", reg)
 	m := &metrics{
-		packets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "packets_total",
+		packets: prometheus.NewCounter(prometheus.CounterOpts{Name: "packets_total",
 			Help: "Packets captured (read from the sources and put into batches)."}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bytes_total",
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "bytes_total",
 			Help: "Captured bytes (record data, after the snap length)."}),
-		kernelDrops: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "kernel_drops_total",
+		kernelDrops: prometheus.NewCounter(prometheus.CounterOpts{Name: "kernel_drops_total",
 			Help: "Packets the kernel dropped because a capture ring was full."}),
-		dropPackets: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "publish_drops_total",
+		dropPackets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "publish_drops_total",
 			Help: "Captured packets dropped because their batch could not be published, by reason."}, []string{"reason"}),
-		dropBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "publish_dropped_bytes_total",
+		dropBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "publish_dropped_bytes_total",
 			Help: "Batch body bytes dropped because they could not be published, by reason."}, []string{"reason"}),
-		batches: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "batches_published_total",
+		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: "batches_published_total",
 			Help: "Batches handed to JetStream."}),
-		acked: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "batches_acked_total",
+		acked: prometheus.NewCounter(prometheus.CounterOpts{Name: "batches_acked_total",
 			Help: "Batches JetStream acknowledged."}),
-		inFlightBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "in_flight_bytes",
+		inFlightBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "in_flight_bytes",
 			Help: "Batch bytes published and not yet acknowledged."}),
-		captures: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "captures",
+		captures: prometheus.NewGauge(prometheus.GaugeOpts{Name: "captures",
 			Help: "Captures running or scheduled on this node."}),
-		interfaces: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "interfaces",
+		interfaces: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "interfaces",
 			Help: "Capture interfaces by state."}, []string{"state"}),
-		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "commands_total",
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "commands_total",
 			Help: "Commands received, by result."}, []string{"result"}),
-		statusErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "status_publish_errors_total",
+		statusErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "status_publish_errors_total",
 			Help: "Status reports that could not be published."}),
 	}
 	for _, c := range []prometheus.Collector{m.packets, m.bytes, m.kernelDrops, m.dropPackets, m.dropBytes, m.batches, m.acked,

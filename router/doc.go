@@ -9,6 +9,10 @@
 //     the last command per subject (read back from the stream when a term
 //     starts) and publishes only what differs, plus a stop for every node
 //     that no longer has endpoints.
+//   - reconcile.go: one capture's reconcile against the informer caches,
+//     and the per-capture state the handlers use.
+//   - term.go: the Lease campaign and one leadership term (streams,
+//     command replay, workqueues, status consumer).
 //   - status.go: the status consumer and the status subresource writer.
 //   - handlers.go: informer events to the captures they affect.
 //   - validate.go: ValidatePacketCapture, shared with the CLI.

@@ -207,30 +207,36 @@ func (c *compiler) protoCheck(r rule, off uint32) []int {
 }
 
 func (c *compiler) ipv4Rule(r rule, l3 uint32) {
-	next := c.protoCheck(r, l3+9)
-	if r.anyPorts {
-		c.accept()
-		c.label(next...)
-		return
-	}
-	// Fragment offset non-zero: no L4 header in this packet.
-	c.emit(bpf.LoadAbsolute{Off: l3 + 6, Size: 2})
-	c.emit(bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x1fff, SkipFalse: 1})
-	next = append(next, c.jump())
-	c.emit(bpf.LoadMemShift{Off: l3})
-	c.ports(r, func(off uint32) bpf.Instruction { return bpf.LoadIndirect{Off: l3 + off, Size: 2} })
-	c.label(append(next, c.jump())...)
+	c.rule(r, l3+9, func() []int {
+		// Fragment offset non-zero: no L4 header in this packet.
+		c.emit(bpf.LoadAbsolute{Off: l3 + 6, Size: 2})
+		c.emit(bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x1fff, SkipFalse: 1})
+		fragment := c.jump()
+		c.emit(bpf.LoadMemShift{Off: l3})
+		c.ports(r, func(off uint32) bpf.Instruction { return bpf.LoadIndirect{Off: l3 + off, Size: 2} })
+		return []int{fragment}
+	})
 }
 
 func (c *compiler) ipv6Rule(r rule, l3 uint32) {
-	next := c.protoCheck(r, l3+6)
+	l4 := l3 + ipv6HeaderLen
+	c.rule(r, l3+6, func() []int {
+		c.ports(r, func(off uint32) bpf.Instruction { return bpf.LoadAbsolute{Off: l4 + off, Size: 2} })
+		return nil
+	})
+}
+
+// rule emits one rule whose protocol byte is at protoOff: the protocol
+// test, then, unless any port will do, the port tests l4 emits (it returns
+// its own jumps to the next rule). Every miss lands after the rule.
+func (c *compiler) rule(r rule, protoOff uint32, l4 func() []int) {
+	next := c.protoCheck(r, protoOff)
 	if r.anyPorts {
 		c.accept()
 		c.label(next...)
 		return
 	}
-	l4 := l3 + ipv6HeaderLen
-	c.ports(r, func(off uint32) bpf.Instruction { return bpf.LoadAbsolute{Off: l4 + off, Size: 2} })
+	next = append(next, l4()...)
 	c.label(append(next, c.jump())...)
 }
 
