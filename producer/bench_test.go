@@ -110,7 +110,7 @@ func BenchmarkReplayToJetStream(b *testing.B) {
 	const packets = 60000
 	total := genPcap(b, path, packets, 10*time.Microsecond)
 	cfg := DefaultConfig()
-	cfg.Node, cfg.NATS.URL = testNode, srv.URL
+	cfg.Node = testNode
 	cfg.Source = SourceFile
 	cfg.File.Files = map[string]string{"replay0": path}
 	cfg.StatusInterval = time.Hour // status only on state changes
@@ -121,7 +121,7 @@ func BenchmarkReplayToJetStream(b *testing.B) {
 	}
 
 	reg := prometheus.NewRegistry()
-	p, err := New(cfg, Deps{Logger: slog.New(slog.DiscardHandler), Registerer: reg})
+	p, err := New(cfg, Deps{Logger: slog.New(slog.DiscardHandler), Registerer: reg, NATS: connect(b, srv.URL, slog.New(slog.DiscardHandler))})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -212,13 +212,14 @@ func TestProducerHelperProcess(t *testing.T) {
 	if raw == "" {
 		t.Skip("helper process for benchmarks")
 	}
-	var cfg Config
-	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+	var hc helperConfig
+	if err := json.Unmarshal([]byte(raw), &hc); err != nil {
 		t.Fatal(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	p, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Registerer: prometheus.NewRegistry()})
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p, err := New(hc.Producer, Deps{Logger: logger, Registerer: prometheus.NewRegistry(), NATS: connect(t, hc.URL, logger)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,10 +228,18 @@ func TestProducerHelperProcess(t *testing.T) {
 	}
 }
 
-// helperProducer starts TestProducerHelperProcess with cfg.
-func helperProducer(tb testing.TB, cfg Config) (pid int, stop func()) {
+// helperConfig is what TestProducerHelperProcess runs: a producer and the
+// NATS server it connects to.
+type helperConfig struct {
+	Producer Config
+	URL      string
+}
+
+// helperProducer starts TestProducerHelperProcess with cfg, connected to
+// the server at url.
+func helperProducer(tb testing.TB, cfg Config, url string) (pid int, stop func()) {
 	tb.Helper()
-	raw, err := json.Marshal(cfg)
+	raw, err := json.Marshal(helperConfig{Producer: cfg, URL: url})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -376,11 +385,11 @@ func benchBlast(b *testing.B, outage bool) {
 	cfg := DefaultConfig()
 	var dur time.Duration
 	for b.Loop() {
-		cfg.Node, cfg.NATS.URL = testNode, srv.URL
+		cfg.Node = testNode
 		cfg.AFPacket.NetNS = "/var/run/netns/" + node.NetNS
 		cfg.StatusInterval = 200 * time.Millisecond
 		cfg.GracePeriod = 5 * time.Second
-		pid, stopProducer := helperProducer(b, cfg)
+		pid, stopProducer := helperProducer(b, cfg, srv.URL)
 		name := fmt.Sprintf("blast-%d", time.Now().UnixNano())
 		data, _ := schemas.EncodeCommand(&schemas.Command{Action: schemas.ActionCapture, Namespace: "default", Name: name,
 			UID: "uid-" + name[6:], Node: testNode, IssuedAt: time.Now(),

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
 	"github.com/nats-io/nats.go"
@@ -79,10 +80,21 @@ func ensureStreams(tb testing.TB, srv *testenv.NATSServer) jetstream.Consumer {
 	return cons
 }
 
+// connect dials url as a producer does; the connection closes when the
+// test ends, after the producer has stopped.
+func connect(tb testing.TB, url string, logger *slog.Logger) *nats.Conn {
+	tb.Helper()
+	nc, err := clients.NATSConfig{URL: url, Name: "capstream-producer"}.Connect(ConnOptions(logger)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
 func (h *harness) config() Config {
 	cfg := DefaultConfig()
 	cfg.Node = testNode
-	cfg.NATS.URL = h.srv.URL
 	cfg.AFPacket.RingBytes = 8 << 20
 	if h.node != nil {
 		cfg.AFPacket.NetNS = "/var/run/netns/" + h.node.NetNS
@@ -102,6 +114,9 @@ func (h *harness) start(cfg Config, deps Deps) (*Producer, *prometheus.Registry,
 		deps.Logger = slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	deps.Registerer = reg
+	if deps.NATS == nil {
+		deps.NATS = connect(h.t, h.srv.URL, deps.Logger)
+	}
 	p, err := New(cfg, deps)
 	if err != nil {
 		h.t.Fatal(err)
