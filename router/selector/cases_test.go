@@ -3,7 +3,7 @@ package selector
 import "strings"
 
 // This file holds the tables shared by the unit tests, the round-trip test
-// and the fuzz seeds. Each group mirrors a rule of selector-spec.md so that
+// and the fuzz seeds. Each group mirrors a rule of SPEC.md so that
 // a change of behaviour points straight at the rule it breaks.
 
 // syntaxCase is one input of the valid/invalid list.

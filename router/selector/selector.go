@@ -1,7 +1,7 @@
 // Package selector implements the Calico label-selector language, as
-// described in the project's selector specification (selector-spec.md), so
-// the router can decide which workload endpoints a capture applies to
-// without depending on libcalico-go.
+// specified in SPEC.md beside this file, so the router can decide which
+// workload endpoints a capture applies to without depending on
+// libcalico-go.
 //
 // The package is pure: Parse turns a selector string into an immutable
 // *Selector and Evaluate tests it against one label map. There are no

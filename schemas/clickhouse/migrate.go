@@ -5,8 +5,9 @@
 // the runner records every applied version in capstream_migrations, so
 // running Migrate any number of times, concurrently from several sinks or
 // after a partial failure, converges on the same schema. The SQL uses only
-// what both Debian's ClickHouse 18.16 and current servers accept; see
-// ARCHITECTURE.md.
+// what both Debian's ClickHouse 18.16 and current servers accept (no
+// DateTime64, IP types, Map, Bool, TTL, CODEC or skip indexes; see
+// DESIGN.md "ClickHouse").
 package clickhouse
 
 import (
