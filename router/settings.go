@@ -3,7 +3,6 @@ package router
 import (
 	"errors"
 
-	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/run"
 )
 
@@ -11,35 +10,23 @@ import (
 // CAPSTREAM_ROUTER_NATS_URL or CAPSTREAM_ROUTER_KUBE_KUBECONFIG.
 const EnvPrefix = "CAPSTREAM_ROUTER"
 
-// Settings is `capstream router`'s configuration file. Connections sit at
-// the top so their overrides are short (CAPSTREAM_ROUTER_NATS_URL,
-// CAPSTREAM_ROUTER_KUBE_KUBECONFIG). The deploy/k8s tests load the
-// manifests' ConfigMaps into it.
+// Settings is `capstream router`'s configuration file: the sections every
+// service has (log, http, nats), the API server, and the router's own.
+// The deploy/k8s tests load the manifests' ConfigMaps into it.
 type Settings struct {
+	run.ServiceSettings `yaml:",inline"`
 	// Kube says how to reach the API server; no kubeconfig means in-cluster.
 	Kube KubeConfig `yaml:"kube"`
-	// NATS is the NATS connection.
-	NATS clients.NATSConfig `yaml:"nats"`
-	// Log configures the logger.
-	Log run.LogConfig `yaml:"log"`
-	// HTTP is the health and metrics listener.
-	HTTP run.HTTPConfig `yaml:"http"`
 	// Router configures reconciling, status and leader election.
 	Router Config `yaml:"router"`
 }
 
 // DefaultSettings returns the defaults of every section.
 func DefaultSettings() *Settings {
-	return &Settings{
-		Kube:   DefaultKubeConfig(),
-		NATS:   clients.DefaultNATSConfig("capstream-router"),
-		Log:    run.DefaultLogConfig(),
-		HTTP:   run.DefaultHTTPConfig(),
-		Router: DefaultConfig(),
-	}
+	return &Settings{ServiceSettings: run.DefaultServiceSettings("capstream-router"), Kube: DefaultKubeConfig(), Router: DefaultConfig()}
 }
 
 // Validate checks every section; config.Load calls it after the overrides.
 func (s *Settings) Validate() error {
-	return errors.Join(s.Kube.Validate(), s.NATS.Validate(), s.Log.Validate(), s.Router.Validate())
+	return errors.Join(s.ServiceSettings.Validate(), s.Kube.Validate(), s.Router.Validate())
 }

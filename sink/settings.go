@@ -12,12 +12,7 @@ import (
 // inlined at the top of pcapstore.Settings and flowstore.Settings so their
 // overrides stay short (CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD).
 type ServiceSettings struct {
-	// Log configures the logger.
-	Log run.LogConfig `yaml:"log"`
-	// HTTP is the health and metrics listener.
-	HTTP run.HTTPConfig `yaml:"http"`
-	// NATS is the NATS connection.
-	NATS clients.NATSConfig `yaml:"nats"`
+	run.ServiceSettings `yaml:",inline"`
 	// ClickHouse holds the sink's tables.
 	ClickHouse clients.ClickHouseConfig `yaml:"clickhouse"`
 	// MemoryLimit is the Go runtime's soft memory limit, in bytes: near it
@@ -33,17 +28,15 @@ type ServiceSettings struct {
 // connection's name.
 func DefaultServiceSettings(name string) ServiceSettings {
 	return ServiceSettings{
-		Log:         run.DefaultLogConfig(),
-		HTTP:        run.DefaultHTTPConfig(),
-		NATS:        clients.DefaultNATSConfig(name),
-		ClickHouse:  clients.DefaultClickHouseConfig(),
-		MemoryLimit: DefaultMemoryLimit,
+		ServiceSettings: run.DefaultServiceSettings(name),
+		ClickHouse:      clients.DefaultClickHouseConfig(),
+		MemoryLimit:     DefaultMemoryLimit,
 	}
 }
 
 // Validate checks the shared sections.
 func (s ServiceSettings) Validate() error {
-	return errors.Join(s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), ValidateMemoryLimit(s.MemoryLimit))
+	return errors.Join(s.ServiceSettings.Validate(), s.ClickHouse.Validate(), ValidateMemoryLimit(s.MemoryLimit))
 }
 
 // DefaultMemoryLimit is both sinks' default soft memory limit for the Go

@@ -31,7 +31,7 @@ func TestMigrateCommand(t *testing.T) {
 
 func TestMigrateUnreachable(t *testing.T) {
 	code, _, errOut := runCmd(t, "migrate", "--clickhouse-addr", "127.0.0.1:1", "--timeout", "3s")
-	if code != exitError || !strings.Contains(errOut, "127.0.0.1:1") {
+	if code != exitUnavailable || !strings.Contains(errOut, "127.0.0.1:1") {
 		t.Errorf("unreachable migrate = %d %q", code, errOut)
 	}
 }

@@ -18,8 +18,8 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 

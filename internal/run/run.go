@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/capstream/capstream/internal/clients"
 )
 
 // HTTPConfig configures the health and metrics listener.
@@ -187,3 +189,24 @@ func NewLogger(c LogConfig) *slog.Logger {
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 }
+
+// ServiceSettings are the sections every service's configuration file
+// starts with, inlined into its package's Settings: the logger, the health
+// and metrics listener, and the NATS connection.
+type ServiceSettings struct {
+	// Log configures the logger.
+	Log LogConfig `yaml:"log"`
+	// HTTP is the health and metrics listener.
+	HTTP HTTPConfig `yaml:"http"`
+	// NATS is the NATS connection.
+	NATS clients.NATSConfig `yaml:"nats"`
+}
+
+// DefaultServiceSettings returns the defaults; name is the NATS
+// connection's name.
+func DefaultServiceSettings(name string) ServiceSettings {
+	return ServiceSettings{Log: DefaultLogConfig(), HTTP: DefaultHTTPConfig(), NATS: clients.DefaultNATSConfig(name)}
+}
+
+// Validate checks the shared sections.
+func (s ServiceSettings) Validate() error { return errors.Join(s.Log.Validate(), s.NATS.Validate()) }

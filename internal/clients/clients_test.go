@@ -1,0 +1,88 @@
+package clients
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/capstream/capstream/internal/testenv"
+)
+
+func TestValidate(t *testing.T) {
+	cases := map[string]struct {
+		err  error
+		want string // "" means valid
+	}{
+		"nats default":         {DefaultNATSConfig("x").Validate(), ""},
+		"nats no url":          {NATSConfig{}.Validate(), "nats.url: required"},
+		"nats two credentials": {NATSConfig{URL: "nats://h:1", CredsFile: "f", Token: "t"}.Validate(), "only one of"},
+		"nats user and pass":   {NATSConfig{URL: "nats://h:1", User: "u", Password: "p"}.Validate(), ""},
+		"clickhouse default":   {DefaultClickHouseConfig().Validate(), ""},
+		"clickhouse no addr":   {ClickHouseConfig{Database: "d", DialTimeout: time.Second, ReadTimeout: time.Second}.Validate(), "clickhouse.addr: required"},
+		"clickhouse timeouts":  {ClickHouseConfig{Addr: "h:1", Database: "d"}.Validate(), "clickhouse.readTimeout"},
+		"s3 no endpoint":       {DefaultS3Config().Validate(), "s3.endpoint: required"},
+		"s3 no bucket":         {S3Config{Endpoint: "h:1"}.Validate(), "s3.bucket: required"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			switch {
+			case tc.want == "" && tc.err != nil:
+				t.Errorf("want valid, got %v", tc.err)
+			case tc.want != "" && (tc.err == nil || !strings.Contains(tc.err.Error(), tc.want)):
+				t.Errorf("want an error containing %q, got %v", tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	got := RedactURL("nats://u:secret@h1:4222,nats://h2:4222,tls://tok@h3:1")
+	if want := "nats://REDACTED@h1:4222,nats://h2:4222,tls://REDACTED@h3:1"; got != want {
+		t.Errorf("RedactURL = %q, want %q", got, want)
+	}
+}
+
+// TestJetStreamAuth connects through the one constructor to a real server
+// that requires a user: the right password gets a working JetStream
+// client, a wrong one is refused by the server.
+func TestJetStreamAuth(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true, Username: "router", Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, js, err := JetStream(NATSConfig{URL: srv.ClientURL(), Name: "capstream-test", User: "router", Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		_, err := js.AccountInfo(t.Context())
+		return err
+	})
+	// RetryOnFailedConnect keeps a refused client trying in the
+	// background; the server's verdict shows as the connection's last
+	// error.
+	bad, err := NATSConfig{URL: srv.ClientURL(), User: "router", Password: "wrong"}.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if err := bad.LastError(); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+			return fmt.Errorf("no authorization error yet (last error %v)", err)
+		}
+		return nil
+	})
+	if bad.IsConnected() {
+		t.Error("connected with a wrong password")
+	}
+}
