@@ -14,28 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// TestInterfaceName pins Calico's host-side names: the router, testenv and
-// netsim all depend on this exact rule.
-func TestInterfaceName(t *testing.T) {
-	for _, c := range []struct{ ns, pod, want string }{
-		// printf sample-namespace.sample-web | sha1sum
-		{"sample-namespace", "sample-web", "cali" + sha1Prefix("sample-namespace.sample-web")},
-		{"default", "a.b", "cali" + sha1Prefix("default.a.b")},
-	} {
-		if got := netsim.InterfaceName("cali", c.ns, c.pod); got != c.want || len(got) != 15 {
-			t.Errorf("InterfaceName(%s, %s) = %s, want %s", c.ns, c.pod, got, c.want)
-		}
-	}
-}
-
-func sha1Prefix(s string) string {
-	out, err := exec.Command("sh", "-c", "printf %s \"$0\" | sha1sum", s).Output()
-	if err != nil {
-		panic(err)
-	}
-	return string(out[:11])
-}
-
 func TestConfigValidate(t *testing.T) {
 	if err := netsim.DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
@@ -60,27 +38,11 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// needRoot skips (or, with CAPSTREAM_TEST_REQUIRE_DEPS=1, fails) a test
-// that builds network namespaces.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: network namespaces")
-	}
-	_, err := exec.LookPath("ip")
-	if os.Geteuid() != 0 || err != nil {
-		if os.Getenv(testenv.EnvRequireDeps) == "1" {
-			t.Fatalf("network namespaces need root and iproute2 (euid %d, ip: %v)", os.Geteuid(), err)
-		}
-		t.Skip("network namespaces need root and iproute2")
-	}
-}
-
 // TestSimulatorTraffic runs a node with pods registered in the real
 // kube-apiserver, checks that every exchange succeeds, and that stopping
 // removes namespaces and pods.
 func TestSimulatorTraffic(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	k := testenv.Kube(t)
 	ns := k.Namespace(t, nil)
 	cfg := netsim.DefaultConfig()
