@@ -2,6 +2,7 @@ package netsim_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -56,14 +57,13 @@ func TestSimulatorTraffic(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- sim.Run(ctx) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for sim.Stats().OK < 12 {
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("stats after 30s: %+v (ready: %v)", sim.Stats(), sim.Ready())
+	// On failure t.Context's end stops Run.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if st := sim.Stats(); st.OK < 12 {
+			return fmt.Errorf("stats %+v (ready: %v)", st, sim.Ready())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if st := sim.Stats(); st.Failed != 0 {
 		t.Errorf("failed exchanges: %+v", st)
 	}
