@@ -1,8 +1,6 @@
 package router
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"maps"
 	"slices"
 	"strconv"
@@ -165,11 +163,10 @@ func EndpointLabels(pod *corev1.Pod, ns *corev1.Namespace) map[string]string {
 	return labels
 }
 
-// InterfaceName is Calico's host-side veth name for a pod: prefix plus the
-// first 11 hex digits of sha1("<namespace>.<pod>").
+// InterfaceName is Calico's host-side veth name for a pod:
+// schemas.InterfaceName, the rule the demo and the tests build veths by.
 func InterfaceName(prefix, namespace, pod string) string {
-	sum := sha1.Sum([]byte(namespace + "." + pod))
-	return prefix + hex.EncodeToString(sum[:])[:ifaceHashDigits]
+	return schemas.InterfaceName(prefix, namespace, pod)
 }
 
 // commandFilters converts the spec's rules to the wire form; the spec has

@@ -61,22 +61,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := validCommand()
 			mutate(c)
-			b, err := EncodeCommand(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c.Version != 0 {
-				t.Errorf("EncodeCommand modified its argument: version %d", c.Version)
-			}
-			got, err := DecodeCommand(b)
-			if err != nil {
-				t.Fatalf("DecodeCommand(%s): %v", b, err)
-			}
-			want := *c
-			want.Version = Version
-			if diff := cmp.Diff(&want, got); diff != "" {
-				t.Errorf("round trip (-want +got):\n%s", diff)
-			}
+			commandCodec.roundTrip(t, c)
 		})
 	}
 }
@@ -114,20 +99,7 @@ func TestDecodeCommandErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// edit re-encodes good after changing one JSON field, to reach the
-	// validation rules that EncodeCommand itself would refuse to produce.
-	edit := func(f func(m map[string]any)) []byte {
-		var m map[string]any
-		if err := json.Unmarshal(good, &m); err != nil {
-			t.Fatal(err)
-		}
-		f(m)
-		b, err := json.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	edit := editor(t, good)
 	endpoint := func(k string, v any) []byte {
 		return edit(func(m map[string]any) { m["endpoints"].([]any)[0].(map[string]any)[k] = v })
 	}
@@ -141,10 +113,7 @@ func TestDecodeCommandErrors(t *testing.T) {
 		}
 		return s
 	}
-	tests := map[string]struct {
-		in   []byte
-		want error
-	}{
+	commandCodec.decodeErrors(t, map[string]decodeCase{
 		"empty":              {nil, ErrMalformed},
 		"not json":           {[]byte("hello"), ErrMalformed},
 		"truncated":          {good[:len(good)/2], ErrMalformed},
@@ -193,23 +162,7 @@ func TestDecodeCommandErrors(t *testing.T) {
 		"port range upside":  {filter("ports", []any{"90:80"}), ErrMalformed},
 		"port too big":       {filter("ports", []any{"65536"}), ErrMalformed},
 		"huge":               {append(append([]byte(`{"version":1,"x":"`), bytes.Repeat([]byte("a"), maxJSONBytes)...), `"}`...), ErrMalformed},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got, err := DecodeCommand(tc.in)
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("DecodeCommand = %+v, %v; want %v", got, err, tc.want)
-			}
-			if got != nil {
-				t.Errorf("DecodeCommand returned %+v with an error", got)
-			}
-			// Malformed and unknown-version are exclusive, so consumers
-			// can count them apart.
-			if errors.Is(err, ErrMalformed) == errors.Is(err, ErrUnknownVersion) {
-				t.Errorf("error %v: want exactly one of ErrMalformed and ErrUnknownVersion", err)
-			}
-		})
-	}
+	})
 }
 
 func TestDecodeCommandIgnoresUnknownFields(t *testing.T) {
@@ -294,30 +247,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	f.Add([]byte(`{"version":1,"action":"stop","namespace":"a","name":"b","uid":"u","node":"n","issuedAt":"2025-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"version":2}`))
 	f.Add([]byte(`{}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := DecodeCommand(b)
-		if err != nil {
-			if c != nil {
-				t.Fatalf("DecodeCommand returned %+v with error %v", c, err)
-			}
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownVersion) {
-				t.Fatalf("error %v wraps neither ErrMalformed nor ErrUnknownVersion", err)
-			}
-			return
-		}
-		// What decodes must re-encode and decode to the same command.
-		again, err := EncodeCommand(c)
-		if err != nil {
-			t.Fatalf("decoded %+v does not encode: %v", c, err)
-		}
-		c2, err := DecodeCommand(again)
-		if err != nil {
-			t.Fatalf("re-encoded %s does not decode: %v", again, err)
-		}
-		if diff := cmp.Diff(c, c2, cmpopts.EquateEmpty()); diff != "" {
-			t.Fatalf("re-encoding changed the command (-first +second):\n%s", diff)
-		}
-	})
+	f.Fuzz(commandCodec.fuzz)
 }
 
 func BenchmarkDecodeCommand(b *testing.B) {

@@ -1,14 +1,10 @@
 package schemas
 
 import (
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func validStatus() *Status {
@@ -54,19 +50,7 @@ func TestStatusRoundTrip(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := validStatus()
 			mutate(s)
-			b, err := EncodeStatus(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := DecodeStatus(b)
-			if err != nil {
-				t.Fatalf("DecodeStatus(%s): %v", b, err)
-			}
-			want := *s
-			want.Version = Version
-			if diff := cmp.Diff(&want, got); diff != "" {
-				t.Errorf("round trip (-want +got):\n%s", diff)
-			}
+			statusCodec.roundTrip(t, s)
 		})
 	}
 }
@@ -76,27 +60,13 @@ func TestDecodeStatusErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edit := func(f func(m map[string]any)) []byte {
-		var m map[string]any
-		if err := json.Unmarshal(good, &m); err != nil {
-			t.Fatal(err)
-		}
-		f(m)
-		b, err := json.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	edit := editor(t, good)
 	set := func(k string, v any) []byte { return edit(func(m map[string]any) { m[k] = v }) }
 	tooMany := make([]any, MaxStatusObjects+1)
 	for i := range tooMany {
 		tooMany[i] = "x"
 	}
-	tests := map[string]struct {
-		in   []byte
-		want error
-	}{
+	statusCodec.decodeErrors(t, map[string]decodeCase{
 		"empty":           {nil, ErrMalformed},
 		"garbage":         {[]byte("{{"), ErrMalformed},
 		"version 0":       {set("version", 0), ErrUnknownVersion},
@@ -115,18 +85,7 @@ func TestDecodeStatusErrors(t *testing.T) {
 		"many objects":    {set("objects", tooMany), ErrMalformed},
 		"no time":         {edit(func(m map[string]any) { delete(m, "time") }), ErrMalformed},
 		"no uid":          {set("uid", ""), ErrMalformed},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got, err := DecodeStatus(tc.in)
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("DecodeStatus = %+v, %v; want %v", got, err, tc.want)
-			}
-			if errors.Is(err, ErrMalformed) == errors.Is(err, ErrUnknownVersion) {
-				t.Errorf("error %v: want exactly one of ErrMalformed and ErrUnknownVersion", err)
-			}
-		})
-	}
+	})
 }
 
 func TestEncodeStatusValidates(t *testing.T) {
@@ -148,24 +107,5 @@ func FuzzDecodeStatus(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"version":1,"source":"producer","namespace":"a","name":"b","uid":"u","node":"n","state":"Error","time":"2025-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"version":"1"}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := DecodeStatus(b)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownVersion) {
-				t.Fatalf("error %v wraps neither ErrMalformed nor ErrUnknownVersion", err)
-			}
-			return
-		}
-		again, err := EncodeStatus(s)
-		if err != nil {
-			t.Fatalf("decoded %+v does not encode: %v", s, err)
-		}
-		s2, err := DecodeStatus(again)
-		if err != nil {
-			t.Fatalf("re-encoded %s does not decode: %v", again, err)
-		}
-		if diff := cmp.Diff(s, s2, cmpopts.EquateEmpty()); diff != "" {
-			t.Fatalf("re-encoding changed the status (-first +second):\n%s", diff)
-		}
-	})
+	f.Fuzz(statusCodec.fuzz)
 }

@@ -65,10 +65,16 @@ func TestToken(t *testing.T) {
 		"huge":        strings.Repeat("a", 1<<20),
 		"invalid utf": "a\xffb",
 	}
+	t.Run("invalid", func(t *testing.T) { refuses(t, "Token", Token, ErrInvalidName, invalid) })
+}
+
+// refuses checks fn refuses every input with an error that wraps want.
+func refuses[V any](t *testing.T, fname string, fn func(string) (V, error), want error, invalid map[string]string) {
+	t.Helper()
 	for name, in := range invalid {
-		t.Run("invalid "+name, func(t *testing.T) {
-			if got, err := Token(in); !errors.Is(err, ErrInvalidName) {
-				t.Errorf("Token(%q) = %q, %v; want ErrInvalidName", in, got, err)
+		t.Run(name, func(t *testing.T) {
+			if got, err := fn(in); !errors.Is(err, want) {
+				t.Errorf("%s(%q) = %#v, %v; want %v", fname, in, got, err, want)
 			}
 		})
 	}
@@ -84,13 +90,7 @@ func TestName(t *testing.T) {
 		"unicode":   "ü",
 		"254 bytes": strings.Repeat("a", 254),
 	}
-	for name, in := range invalid {
-		t.Run(name, func(t *testing.T) {
-			if got, err := Name(in); !errors.Is(err, ErrInvalidName) {
-				t.Errorf("Name(%q) = %q, %v; want ErrInvalidName", in, got, err)
-			}
-		})
-	}
+	refuses(t, "Name", Name, ErrInvalidName, invalid)
 }
 
 func TestSubjects(t *testing.T) {
@@ -178,13 +178,7 @@ func TestParseSubjectInvalid(t *testing.T) {
 		"dot in token":   "capstream.pkt.ns.a.b.node",
 		"leading spaces": " capstream.pkt.ns.name.node",
 	}
-	for name, subj := range invalid {
-		t.Run(name, func(t *testing.T) {
-			if k, err := ParsePacketSubject(subj); !errors.Is(err, ErrInvalidSubject) {
-				t.Errorf("ParsePacketSubject(%q) = %+v, %v; want ErrInvalidSubject", subj, k, err)
-			}
-		})
-	}
+	refuses(t, "ParsePacketSubject", ParsePacketSubject, ErrInvalidSubject, invalid)
 }
 
 func FuzzToken(f *testing.F) {

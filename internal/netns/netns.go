@@ -1,8 +1,11 @@
-// Package netns runs code inside another network namespace. It is the one
-// implementation of the thread-locked setns dance that the producer's
-// AF_PACKET source, the demo's simulated node and the test harness share;
-// it imports nothing but the standard library and x/sys, so the producer
-// can use it without pulling in Kubernetes libraries.
+// Package netns runs code inside another network namespace and builds
+// Calico-style nodes out of them. It is the one implementation of the
+// thread-locked setns dance that the producer's AF_PACKET source, the
+// demo's simulated node and the test harness share, and of the veth wiring
+// (AddNode, AddVeth: iproute2 commands) the last two build; it imports
+// nothing but the standard library and x/sys, so the producer can use it
+// without pulling in Kubernetes libraries. It holds no state: namespaces it
+// creates belong to the caller, who deletes them.
 package netns
 
 import (

@@ -2,6 +2,7 @@ package netsim_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -13,28 +14,6 @@ import (
 	"github.com/capstream/capstream/internal/testenv"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
-
-// TestInterfaceName pins Calico's host-side names: the router, testenv and
-// netsim all depend on this exact rule.
-func TestInterfaceName(t *testing.T) {
-	for _, c := range []struct{ ns, pod, want string }{
-		// printf sample-namespace.sample-web | sha1sum
-		{"sample-namespace", "sample-web", "cali" + sha1Prefix("sample-namespace.sample-web")},
-		{"default", "a.b", "cali" + sha1Prefix("default.a.b")},
-	} {
-		if got := netsim.InterfaceName("cali", c.ns, c.pod); got != c.want || len(got) != 15 {
-			t.Errorf("InterfaceName(%s, %s) = %s, want %s", c.ns, c.pod, got, c.want)
-		}
-	}
-}
-
-func sha1Prefix(s string) string {
-	out, err := exec.Command("sh", "-c", "printf %s \"$0\" | sha1sum", s).Output()
-	if err != nil {
-		panic(err)
-	}
-	return string(out[:11])
-}
 
 func TestConfigValidate(t *testing.T) {
 	if err := netsim.DefaultConfig().Validate(); err != nil {
@@ -60,27 +39,11 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// needRoot skips (or, with CAPSTREAM_TEST_REQUIRE_DEPS=1, fails) a test
-// that builds network namespaces.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: network namespaces")
-	}
-	_, err := exec.LookPath("ip")
-	if os.Geteuid() != 0 || err != nil {
-		if os.Getenv(testenv.EnvRequireDeps) == "1" {
-			t.Fatalf("network namespaces need root and iproute2 (euid %d, ip: %v)", os.Geteuid(), err)
-		}
-		t.Skip("network namespaces need root and iproute2")
-	}
-}
-
 // TestSimulatorTraffic runs a node with pods registered in the real
 // kube-apiserver, checks that every exchange succeeds, and that stopping
 // removes namespaces and pods.
 func TestSimulatorTraffic(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	k := testenv.Kube(t)
 	ns := k.Namespace(t, nil)
 	cfg := netsim.DefaultConfig()
@@ -94,14 +57,13 @@ func TestSimulatorTraffic(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- sim.Run(ctx) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for sim.Stats().OK < 12 {
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("stats after 30s: %+v (ready: %v)", sim.Stats(), sim.Ready())
+	// On failure t.Context's end stops Run.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if st := sim.Stats(); st.OK < 12 {
+			return fmt.Errorf("stats %+v (ready: %v)", st, sim.Ready())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if st := sim.Stats(); st.Failed != 0 {
 		t.Errorf("failed exchanges: %+v", st)
 	}

@@ -1,0 +1,97 @@
+package k8s
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"go.yaml.in/yaml/v3"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+)
+
+// routerRules is what router/ calls, verb by verb: informers list and
+// watch; status.go Gets a capture after a conflict and calls UpdateStatus;
+// the core/v1 event recorder creates and patches Events.
+var routerRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{"projectcalico.org"}, Resources: []string{"packetcaptures"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{"projectcalico.org"}, Resources: []string{"packetcaptures/status"}, Verbs: []string{"update"}},
+	{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+}
+
+// TestRBAC: no wildcards, the router's rules are exactly its calls, only
+// the router's service account is bound, and the others mount no token.
+func TestRBAC(t *testing.T) {
+	objs := loadManifests(t)
+	for _, o := range objs {
+		var rules []rbacv1.PolicyRule
+		switch r := o.obj.(type) {
+		case *rbacv1.ClusterRole:
+			rules = r.Rules
+			if r.AggregationRule != nil {
+				t.Errorf("%s: aggregation rule", o.id())
+			}
+		case *rbacv1.Role:
+			rules = r.Rules
+		case *rbacv1.ClusterRoleBinding:
+			checkSubjects(t, o.id(), r.Subjects)
+		case *rbacv1.RoleBinding:
+			checkSubjects(t, o.id(), r.Subjects)
+		}
+		for _, rule := range rules {
+			for _, list := range [][]string{rule.APIGroups, rule.Resources, rule.Verbs, rule.ResourceNames, rule.NonResourceURLs} {
+				for _, s := range list {
+					if strings.Contains(s, "*") {
+						t.Errorf("%s: wildcard %q in %+v", o.id(), s, rule)
+					}
+				}
+			}
+			for _, v := range rule.Verbs {
+				if slices.Contains([]string{"escalate", "bind", "impersonate", "delete", "deletecollection"}, v) {
+					t.Errorf("%s: verb %s", o.id(), v)
+				}
+			}
+			if slices.Contains(rule.Resources, "secrets") {
+				t.Errorf("%s: grants secrets", o.id())
+			}
+		}
+	}
+	cr := find[*rbacv1.ClusterRole](t, objs, "capstream-router")
+	if d := cmp.Diff(routerRules, cr.Rules); d != "" {
+		t.Errorf("router ClusterRole (-want +got):\n%s", d)
+	}
+	role := find[*rbacv1.Role](t, objs, "capstream-router-leader-election")
+	wantLease := []rbacv1.PolicyRule{
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{leaseName(t, objs)}, Verbs: []string{"get", "update"}},
+	}
+	if d := cmp.Diff(wantLease, role.Rules); d != "" {
+		t.Errorf("leader election Role (-want +got):\n%s", d)
+	}
+	for _, name := range []string{"capstream-producer", "capstream-sink"} {
+		sa := find[*corev1.ServiceAccount](t, objs, name)
+		if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+			t.Errorf("ServiceAccount %s: automountServiceAccountToken must be false", name)
+		}
+	}
+}
+
+func checkSubjects(t *testing.T, id string, subjects []rbacv1.Subject) {
+	t.Helper()
+	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "capstream-router", Namespace: namespace}}
+	if d := cmp.Diff(want, subjects); d != "" {
+		t.Errorf("%s: only the router is bound (-want +got):\n%s", id, d)
+	}
+}
+
+// leaseName is router.leaderElection.name from the router's ConfigMap.
+func leaseName(t *testing.T, objs []object) string {
+	t.Helper()
+	s := &routerSettings{}
+	if err := yaml.Unmarshal([]byte(find[*corev1.ConfigMap](t, objs, "capstream-router").Data["router.yaml"]), s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Router.LeaderElection.Name
+}
