@@ -21,6 +21,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/capstream/capstream/producer"
+	"github.com/capstream/capstream/router"
+	"github.com/capstream/capstream/sink/flowstore"
+	"github.com/capstream/capstream/sink/pcapstore"
 )
 
 // workload is a component's pod template and what surrounds it.
@@ -202,7 +205,7 @@ func checkComponentSpecifics(t *testing.T, c component, got loaded, ctr corev1.C
 		}
 	}
 	switch s := got.settings.(type) {
-	case *routerSettings:
+	case *router.Settings:
 		if s.Kube.Kubeconfig != "" {
 			t.Errorf("kube.kubeconfig %q: in cluster it must be empty", s.Kube.Kubeconfig)
 		}
@@ -215,12 +218,12 @@ func checkComponentSpecifics(t *testing.T, c component, got loaded, ctr corev1.C
 		if s.Router.Namespace != "" {
 			t.Errorf("router.namespace %q: the deployment watches every namespace", s.Router.Namespace)
 		}
-	case *producerSettings:
+	case *producer.Settings:
 		fromField("CAPSTREAM_PRODUCER_NODE", "spec.nodeName")
 		if s.Producer.Source != producer.SourceAFPacket || s.Producer.AFPacket.NetNS != "" {
 			t.Errorf("producer: want live afpacket capture in the host namespace, have source %q netns %q", s.Producer.Source, s.Producer.AFPacket.NetNS)
 		}
-	case *sinkPcapSettings:
+	case *pcapstore.Settings:
 		for _, name := range []string{"CAPSTREAM_SINK_PCAP_S3_ACCESSKEY", "CAPSTREAM_SINK_PCAP_S3_SECRETKEY"} {
 			if v := envFrom[name]; v == nil || v.SecretKeyRef == nil || v.SecretKeyRef.Name != "capstream-s3" {
 				t.Errorf("env %s: want a key of Secret capstream-s3", name)
@@ -232,7 +235,7 @@ func checkComponentSpecifics(t *testing.T, c component, got loaded, ctr corev1.C
 		if s.ClickHouse.Password != "dummy-password" {
 			t.Error("clickhouse.password does not come from the Secret")
 		}
-	case *sinkFlowsSettings:
+	case *flowstore.Settings:
 		if s.ClickHouse.Password != "dummy-password" {
 			t.Error("clickhouse.password does not come from the Secret")
 		}

@@ -9,6 +9,8 @@ import (
 	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/capstream/capstream/router"
 )
 
 // routerRules is what router/ calls, verb by verb: informers list and
@@ -89,7 +91,7 @@ func checkSubjects(t *testing.T, id string, subjects []rbacv1.Subject) {
 // leaseName is router.leaderElection.name from the router's ConfigMap.
 func leaseName(t *testing.T, objs []object) string {
 	t.Helper()
-	s := &routerSettings{}
+	s := &router.Settings{}
 	if err := yaml.Unmarshal([]byte(find[*corev1.ConfigMap](t, objs, "capstream-router").Data["router.yaml"]), s); err != nil {
 		t.Fatal(err)
 	}
