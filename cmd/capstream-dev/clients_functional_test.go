@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/capstream/capstream/internal/testenv"
-	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/schemas"
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/minio/minio-go/v7"
@@ -77,23 +76,9 @@ func TestRealClients(t *testing.T) {
 	chClient := requireTool(t, "clickhouse-client", "")
 	tshark := requireTool(t, "tshark", "")
 
-	ch := testenv.ClickHouse(t)
-	bucket := testenv.S3(t)
-	k := testenv.Kube(t)
-	ns := k.Namespace(t, nil)
-	const node = "clients-node"
+	r := startReplay(t, "clients-node", "10.71.0", false)
+	ch, bucket, ns, natsURL, keys := r.ch, r.bucket, r.ns, r.natsURL, r.keys
 	host := "sample-web." + ns + ".svc.cluster.local"
-	pcapPath := filepath.Join(t.TempDir(), "replay.pcap")
-	writeReplayPcap(t, pcapPath, host)
-	for i, p := range []struct{ name, app string }{{"sample-web", "sample-app"}, {"sample-client", "sample-app"}} {
-		createRunningPod(t, k, ns, p.name, map[string]string{"k8s-app": p.app}, node, fmt.Sprintf("10.71.0.%d", i+2))
-	}
-	cfg := devTestSettings(ch, bucket, k, ns, node)
-	cfg.Producer.Source = producer.SourceFile
-	cfg.Producer.File.Default = pcapPath
-	_, natsURL := startDev(t, cfg, nil)
-	applySample(t, k, ns)
-	keys := waitObjects(t, bucket, cfg.Pcap.Prefix+"/"+ns+"/sample-capture/"+node+"/")
 
 	t.Run("nats", func(t *testing.T) {
 		out := runTool(t, natsCLI, "--server", natsURL, "stream", "ls")

@@ -87,15 +87,10 @@ func TestDevPipelineLive(t *testing.T) {
 	// Status: the router wrote the producer's and the sink's reports.
 	// Waiting for: capture status.
 	testenv.Eventually(t, 30*time.Second, func() error {
-		obj, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Get(t.Context(), "sample-capture", metav1.GetOptions{})
+		st, err := captureStatus(t, k, ns)
 		if err != nil {
 			return err
 		}
-		var got v3.PacketCapture
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &got); err != nil {
-			return err
-		}
-		st := got.Status
 		if st.Packets == 0 || st.Objects == 0 || len(st.Files) != 1 || st.Files[0].Node != "dev-test-node" ||
 			st.Files[0].State == nil || *st.Files[0].State != v3.StateCapturing || len(st.Files[0].FileNames) == 0 {
 			return fmt.Errorf("status %+v", st)
@@ -245,29 +240,69 @@ func countPorts(t *testing.T, b *testenv.S3Bucket, key string, ports map[uint16]
 	return n
 }
 
+// replay is a running dev pipeline that replays a generated pcap (one
+// HTTP exchange and one DNS lookup) on every selected interface, with the
+// sample capture applied.
+type replay struct {
+	ch      *testenv.ClickHouseDB
+	bucket  *testenv.S3Bucket
+	k       *testenv.KubeEnv
+	ns      string
+	node    string
+	cfg     *devSettings
+	packets int    // in the replayed pcap
+	natsURL string // of the embedded server
+	keys    []string
+}
+
+// startReplay creates the sample pods on node with addresses net.2 and up
+// (and a third, unselected pod when other is set), runs the pipeline with
+// the file source, applies the sample capture and waits for its first
+// objects.
+func startReplay(t *testing.T, node, net string, other bool) *replay {
+	t.Helper()
+	r := &replay{ch: testenv.ClickHouse(t), bucket: testenv.S3(t), k: testenv.Kube(t), node: node}
+	r.ns = r.k.Namespace(t, nil)
+	path := filepath.Join(t.TempDir(), "replay.pcap")
+	r.packets = writeReplayPcap(t, path, "sample-web."+r.ns+".svc.cluster.local")
+	pods := []struct{ name, app string }{{"sample-web", "sample-app"}, {"sample-client", "sample-app"}}
+	if other {
+		pods = append(pods, struct{ name, app string }{"other-client", "other-app"})
+	}
+	for i, p := range pods {
+		createRunningPod(t, r.k, r.ns, p.name, map[string]string{"k8s-app": p.app}, node, fmt.Sprintf("%s.%d", net, i+2))
+	}
+	r.cfg = devTestSettings(r.ch, r.bucket, r.k, r.ns, node)
+	r.cfg.Producer.Source = producer.SourceFile
+	r.cfg.Producer.File.Default = path
+	_, r.natsURL = startDev(t, r.cfg, nil)
+	applySample(t, r.k, r.ns)
+	r.keys = waitObjects(t, r.bucket, r.cfg.Pcap.Prefix+"/"+r.ns+"/sample-capture/"+node+"/")
+	return r
+}
+
+// captureStatus reads the sample capture's status.
+func captureStatus(t *testing.T, k *testenv.KubeEnv, ns string) (v3.PacketCaptureStatus, error) {
+	obj, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Get(t.Context(), "sample-capture", metav1.GetOptions{})
+	if err != nil {
+		return v3.PacketCaptureStatus{}, err
+	}
+	var got v3.PacketCapture
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &got); err != nil {
+		return v3.PacketCaptureStatus{}, err
+	}
+	return got.Status, nil
+}
+
 // TestDevPipelineReplay runs the dev wiring with the file source, which
 // needs no root: every selected interface replays a generated pcap of one
 // HTTP exchange and one DNS lookup. The objects must hold exactly the
 // replayed packets, the flows their L7 names, the status their count.
 func TestDevPipelineReplay(t *testing.T) {
-	ch := testenv.ClickHouse(t)
-	bucket := testenv.S3(t)
-	k := testenv.Kube(t)
-	ns := k.Namespace(t, nil)
-	const node = "replay-node"
+	r := startReplay(t, "replay-node", "10.70.0", true)
+	ch, bucket, k, ns, node, n := r.ch, r.bucket, r.k, r.ns, r.node, r.packets
 	host := "sample-web." + ns + ".svc.cluster.local"
-	path := filepath.Join(t.TempDir(), "replay.pcap")
-	n := writeReplayPcap(t, path, host)
-	for i, p := range []struct{ name, app string }{{"sample-web", "sample-app"}, {"sample-client", "sample-app"}, {"other-client", "other-app"}} {
-		createRunningPod(t, k, ns, p.name, map[string]string{"k8s-app": p.app}, node, fmt.Sprintf("10.70.0.%d", i+2))
-	}
-	cfg := devTestSettings(ch, bucket, k, ns, node)
-	cfg.Producer.Source = producer.SourceFile
-	cfg.Producer.File.Default = path
-	startDev(t, cfg, nil)
-	applySample(t, k, ns)
-
-	keys := waitObjects(t, bucket, cfg.Pcap.Prefix+"/"+ns+"/sample-capture/"+node+"/")
+	keys := r.keys
 	ports := map[uint16]int{}
 	total := 0
 	for _, key := range keys {
@@ -291,15 +326,11 @@ func TestDevPipelineReplay(t *testing.T) {
 	})
 	// Waiting for: capture status.
 	testenv.Eventually(t, 30*time.Second, func() error {
-		obj, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Get(t.Context(), "sample-capture", metav1.GetOptions{})
+		st, err := captureStatus(t, k, ns)
 		if err != nil {
 			return err
 		}
-		var got v3.PacketCapture
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &got); err != nil {
-			return err
-		}
-		if st := got.Status; st.Packets != int64(2*n) || st.Objects < 2 || len(st.Files) != 1 || st.Files[0].Node != node {
+		if st.Packets != int64(2*n) || st.Objects < 2 || len(st.Files) != 1 || st.Files[0].Node != node {
 			return fmt.Errorf("status %+v", st)
 		}
 		return nil

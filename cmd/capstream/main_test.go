@@ -2,10 +2,11 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/capstream/capstream/internal/testenv"
 )
 
 func runCmd(t *testing.T, args ...string) (int, string, string) {
@@ -49,14 +50,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return testenv.File(t, name, body) }
 	sample := "../../schemas/v3/testdata/sample.yaml"
 	cases := map[string]struct {
 		file     string
@@ -80,7 +74,7 @@ spec:
 		"garbage bytes":  {write("garbage.yaml", "\x00\x01\xff\xfe{{{"), exitError, []string{"invalid"}},
 		"wrong kind":     {write("pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"), exitError, []string{"want projectcalico.org/v3 PacketCapture"}},
 		"unknown field":  {write("typo.yaml", "apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: p}\nspec: {selectr: all()}\n"), exitError, []string{"selectr"}},
-		"missing file":   {filepath.Join(dir, "none.yaml"), exitUsage, nil},
+		"missing file":   {filepath.Join(t.TempDir(), "none.yaml"), exitUsage, nil},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -268,24 +266,13 @@ func TestCapturedPacketsCopyAndClean(t *testing.T) {
 
 func readStamps(t *testing.T, path string) []int64 {
 	t.Helper()
-	f, err := os.Open(path)
+	recs, err := testenv.ReadPcap(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
+	out := make([]int64, len(recs))
+	for i, r := range recs {
+		out[i] = r.Info.Timestamp.UnixNano()
 	}
-	var out []int64
-	for {
-		_, ci, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, ci.Timestamp.UnixNano())
-	}
+	return out
 }

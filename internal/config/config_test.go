@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/capstream/capstream/internal/testenv"
 )
 
 type natsSection struct {
@@ -57,14 +59,7 @@ func TestLoadOrder(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return testenv.File(t, name, body) }
 	cases := map[string]struct {
 		path string
 		env  []string
@@ -73,7 +68,7 @@ func TestLoadErrors(t *testing.T) {
 		"unknown key":         {write("a.yaml", "natz: {}\n"), nil, "field natz not found"},
 		"malformed yaml":      {write("b.yaml", "nats: [\n"), nil, "config"},
 		"bad duration":        {write("c.yaml", "gracePeriod: soon\n"), nil, "cannot unmarshal !!str `soon` into time.Duration"},
-		"missing file":        {filepath.Join(dir, "none.yaml"), nil, "read config"},
+		"missing file":        {filepath.Join(t.TempDir(), "none.yaml"), nil, "read config"},
 		"unknown env":         {"", []string{"CAPSTREAM_X_NATS_URI=x"}, "CAPSTREAM_X_NATS_URI: no such setting"},
 		"bad env int":         {"", []string{"CAPSTREAM_X_REPLICAS=many"}, "CAPSTREAM_X_REPLICAS"},
 		"every problem named": {write("d.yaml", "replicas: 0\nnats: {url: \"\"}\n"), nil, "replicas must be at least 1\nnats.url is required"},

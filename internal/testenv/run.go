@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -143,4 +144,15 @@ func RequireRoot(t testing.TB) {
 		t.Fatalf("%s; %s=1 makes this a failure", msg, EnvRequireDeps)
 	}
 	t.Skip(msg)
+}
+
+// File writes body to a file called name in a directory of its own that
+// the test removes, and returns its path.
+func File(t testing.TB, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
