@@ -87,16 +87,9 @@ func (h *harness) start(mod func(*Config)) *routerHandle {
 	if mod != nil {
 		mod(&cfg)
 	}
-	nc, err := nats.Connect(h.nats.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Registered before Start's cleanup, so it runs once the router stopped.
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Its cleanup is registered before Start's, so it runs once the router
+	// stopped.
+	nc, js := h.nats.Connect(t, "capstream-router")
 	kc, err := kubernetes.NewForConfig(h.kube.Config)
 	if err != nil {
 		t.Fatal(err)

@@ -84,3 +84,21 @@ func (s *NATSServer) Stop() {
 	s.Server.Shutdown()
 	s.Server.WaitForShutdown()
 }
+
+// Connect opens a connection of the test's own to the server, as a
+// component would have, with a JetStream client on it; it reconnects
+// forever (surviving Stop/Start) and closes when the test ends, after the
+// cleanups registered later (a component started afterwards stops first).
+func (s *NATSServer) Connect(t testing.TB, name string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.URL, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect to embedded nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream client: %v", err)
+	}
+	return nc, js
+}
