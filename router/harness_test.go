@@ -312,18 +312,7 @@ func (h *harness) captures() dynamic.ResourceInterface {
 
 func (h *harness) createCapture(name, sel string) {
 	h.t.Helper()
-	pc := &v3.PacketCapture{
-		TypeMeta:   metav1.TypeMeta{APIVersion: v3.SchemeGroupVersion.String(), Kind: v3.Kind},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns},
-		Spec:       v3.PacketCaptureSpec{Selector: sel},
-	}
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pc)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if _, err := h.captures().Create(h.t.Context(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
-		h.t.Fatalf("create capture %s: %v", name, err)
-	}
+	h.kube.CreateCapture(h.t, h.ns, name, sel)
 }
 
 func (h *harness) getCapture(name string) (*v3.PacketCapture, error) {

@@ -18,7 +18,6 @@ import (
 	"github.com/minio/minio-go/v7"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/capstream/capstream/internal/netsim"
@@ -160,18 +159,7 @@ func startDev(t *testing.T, cfg *devSettings, started func(*netsim.Simulator)) (
 // applySample creates the seed's sample capture in ns.
 func applySample(t *testing.T, k *testenv.KubeEnv, ns string) {
 	t.Helper()
-	pc := &v3.PacketCapture{
-		TypeMeta:   metav1.TypeMeta{APIVersion: v3.SchemeGroupVersion.String(), Kind: v3.Kind},
-		ObjectMeta: metav1.ObjectMeta{Name: "sample-capture", Namespace: ns},
-		Spec:       v3.PacketCaptureSpec{Selector: `k8s-app == "sample-app"`},
-	}
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Create(t.Context(), &unstructured.Unstructured{Object: u}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	k.CreateCapture(t, ns, "sample-capture", `k8s-app == "sample-app"`)
 }
 
 // waitObjects waits for completed pcap objects under prefix for both

@@ -20,26 +20,13 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/minio/minio-go/v7"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
 func TestGetPacketCaptures(t *testing.T) {
 	k := testenv.Kube(t)
 	ns := k.Namespace(t, nil)
-	pc := &v3.PacketCapture{
-		TypeMeta:   metav1.TypeMeta{APIVersion: v3.SchemeGroupVersion.String(), Kind: v3.Kind},
-		ObjectMeta: metav1.ObjectMeta{Name: "sample-capture", Namespace: ns},
-		Spec:       v3.PacketCaptureSpec{Selector: `k8s-app == "sample-app"`},
-	}
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Create(t.Context(), &unstructured.Unstructured{Object: u}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	created := k.CreateCapture(t, ns, "sample-capture", `k8s-app == "sample-app"`)
 	state := v3.StateCapturing
 	status := v3.PacketCaptureStatus{Packets: 1234, Bytes: 5 << 20, Drops: 7, Objects: 3,
 		Files:      []v3.PacketCaptureFile{{Node: "node-a", State: &state}},

@@ -46,21 +46,25 @@ install_apt() {
 	apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-install_versitygw() {
-	local bin="$CACHE_DIR/versitygw-$VERSITYGW_VERSION/versitygw"
+# go_install_cached BIN WHAT PKG@VERSION MINUTES builds a tool into the
+# cache unless BIN is there already.
+go_install_cached() {
+	local bin="$1" what="$2" pkg="$3" minutes="$4"
 	[ -x "$bin" ] && return 0
-	log "building versitygw $VERSITYGW_VERSION into $(dirname "$bin") (about 2 min cold)"
+	log "building $what into $(dirname "$bin") (about $minutes min cold)"
 	mkdir -p "$(dirname "$bin")"
-	GOBIN="$(dirname "$bin")" GOFLAGS=-mod=mod go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+	GOBIN="$(dirname "$bin")" GOFLAGS=-mod=mod go install "$pkg"
+}
+
+install_versitygw() {
+	go_install_cached "$CACHE_DIR/versitygw-$VERSITYGW_VERSION/versitygw" "versitygw $VERSITYGW_VERSION" \
+		"github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" 2
 }
 
 # The nats CLI is what users monitor the streams with; a test runs it.
 install_natscli() {
-	local bin="$CACHE_DIR/natscli-$NATSCLI_VERSION/nats"
-	[ -x "$bin" ] && return 0
-	log "building the nats CLI $NATSCLI_VERSION into $(dirname "$bin") (about 3 min cold)"
-	mkdir -p "$(dirname "$bin")"
-	GOBIN="$(dirname "$bin")" GOFLAGS=-mod=mod go install "github.com/nats-io/natscli/nats@$NATSCLI_VERSION"
+	go_install_cached "$CACHE_DIR/natscli-$NATSCLI_VERSION/nats" "the nats CLI $NATSCLI_VERSION" \
+		"github.com/nats-io/natscli/nats@$NATSCLI_VERSION" 3
 }
 
 install_k8s() {
