@@ -2,10 +2,11 @@
 // from CAPSTREAM_PACKETS into bidirectional flow records and inserts them
 // into ClickHouse's flows table.
 //
-// Lifecycle: New only checks the configuration. Run migrates the schema,
-// binds the durable consumer, and owns every goroutine (the pull pump and
-// the processing loop, in one group); it returns nil on a clean cancel
-// after releasing and inserting every open record within GracePeriod.
+// Lifecycle: New only checks the configuration. Run runs the sink on a
+// sink.Runner, which migrates the schema, binds the durable consumer and
+// owns every goroutine (the pull pump and the loop, in one group); it
+// returns nil on a clean cancel after releasing and inserting every open
+// record within GracePeriod.
 //
 // Delivery: a batch is acked only once every one of its packets is in a
 // record published into flows. A flush is a redo log (migration 004): the

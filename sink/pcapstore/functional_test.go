@@ -573,7 +573,7 @@ func TestFunctionalPcapLastBatchAlone(t *testing.T) {
 	if keys, _ := download(t, e, t.TempDir()); len(keys) != 0 {
 		t.Errorf("objects %v, want none", keys)
 	}
-	if n := testutil.ToFloat64(s.sink.m.batches.WithLabelValues("empty")); n != 1 {
+	if n := testutil.ToFloat64(s.sink.run.M.Batches.WithLabelValues("empty")); n != 1 {
 		t.Errorf("empty batches counted %v, want 1", n)
 	}
 }
