@@ -207,4 +207,3 @@ func connState(f *flow) string {
 	}
 	return "S1"
 }
-
