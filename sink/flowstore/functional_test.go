@@ -138,7 +138,9 @@ func waitDrained(t *testing.T, srv *testenv.NATSServer, timeout time.Duration) {
 	(&sinktest.Env{NATS: srv}).WaitDrained(t, schemas.ConsumerFlowSink, timeout, true)
 }
 
-func replayPcap(t *testing.T, rounds int) (string, []sinktest.Batch) { return sinktest.Traffic(t, rounds) }
+func replayPcap(t *testing.T, rounds int) (string, []sinktest.Batch) {
+	return sinktest.Traffic(t, rounds)
+}
 
 func TestFunctionalFlowsMatchTshark(t *testing.T) {
 	srv, db := setup(t)
