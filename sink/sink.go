@@ -1,12 +1,14 @@
-// Package sink holds what the two packet sinks share: migrating ClickHouse
-// and binding the durable consumer on CAPSTREAM_PACKETS with retries
-// (Start), turning a JetStream message into a decoded
-// Delivery, acknowledging by reply subject, readiness (Health), and the
-// client configurations for ClickHouse and S3.
+// Package sink holds what the two packet sinks share: the consumer loop
+// (Runner: migrating ClickHouse and binding the durable consumer on
+// CAPSTREAM_PACKETS with retries, pulling, decoding a JetStream message
+// into a Delivery and classifying it, progress for held batches, the
+// per-message panic boundary and the grace-period shutdown), acknowledging
+// by reply subject, readiness (Health), and the client configurations for
+// ClickHouse and S3.
 //
-// Nothing here starts a goroutine on its own: Pump is called by a sink's Run
-// inside its own group, and returns when the iterator is drained or
-// stopped. The sinks own every goroutine they start.
+// Nothing here starts a goroutine on its own: a sink's Run calls
+// Runner.Run, which runs the pump, the loop and the sink's workers in one
+// group and returns once all have returned.
 package sink
 
 import (

@@ -209,29 +209,10 @@ const (
 
 func tcpFlags(t *layers.TCP) uint8 {
 	var f uint8
-	if t.FIN {
-		f |= 0x01
-	}
-	if t.SYN {
-		f |= 0x02
-	}
-	if t.RST {
-		f |= 0x04
-	}
-	if t.PSH {
-		f |= 0x08
-	}
-	if t.ACK {
-		f |= 0x10
-	}
-	if t.URG {
-		f |= 0x20
-	}
-	if t.ECE {
-		f |= 0x40
-	}
-	if t.CWR {
-		f |= 0x80
+	for i, set := range [8]bool{t.FIN, t.SYN, t.RST, t.PSH, t.ACK, t.URG, t.ECE, t.CWR} {
+		if set {
+			f |= 1 << i // the wire's bit order, FIN lowest
+		}
 	}
 	return f
 }

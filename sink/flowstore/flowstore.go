@@ -2,10 +2,11 @@
 // from CAPSTREAM_PACKETS into bidirectional flow records and inserts them
 // into ClickHouse's flows table.
 //
-// Lifecycle: New only checks the configuration. Run migrates the schema,
-// binds the durable consumer, and owns every goroutine (the pull pump and
-// the processing loop, in one group); it returns nil on a clean cancel
-// after releasing and inserting every open record within GracePeriod.
+// Lifecycle: New only checks the configuration. Run runs the sink on a
+// sink.Runner, which migrates the schema, binds the durable consumer and
+// owns every goroutine (the pull pump and the loop, in one group); it
+// returns nil on a clean cancel after releasing and inserting every open
+// record within GracePeriod.
 //
 // Delivery: a batch is acked only once every one of its packets is in a
 // record published into flows. A flush is a redo log (migration 004): the
@@ -24,41 +25,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/cenkalti/backoff/v4"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/capstream/capstream/schemas"
 	"github.com/capstream/capstream/sink"
 )
 
-// Deps are the flow sink's collaborators.
-type Deps struct {
-	// Logger is the process logger; the sink adds its component name.
-	Logger *slog.Logger
-	// Registerer receives the sink's metrics.
-	Registerer prometheus.Registerer
-	// JetStream is the client the consumer is bound with; its connection
-	// carries the acks.
-	JetStream jetstream.JetStream
-	// ClickHouse is the database the tables live in.
-	ClickHouse driver.Conn
-}
+// Deps are the flow sink's collaborators; S3 is not used.
+type Deps = sink.Deps
 
-// Sink is the flow sink.
+// Sink is the flow sink. Its state lives on the runner's loop goroutine.
 type Sink struct {
-	cfg   Config
-	deps  Deps
-	log   *slog.Logger
-	m     *metrics
-	acker sink.Acker
+	cfg  Config
+	deps Deps
+	run  *sink.Runner
+	m    *metrics
 
 	table   *Table
 	pending map[StreamKey][]*pendingBatch
@@ -66,10 +51,13 @@ type Sink struct {
 	unsent  []Record
 	npend   int
 
-	health      sink.Health
 	npendAtomic atomic.Int64
 	retryWait   *backoff.ExponentialBackOff
 	retryAt     time.Time
+	nextFlush   time.Time
+	// drained is set once the pull ended, flushed once the final flush
+	// after it succeeded.
+	drained, flushed bool
 
 	// flushID names the flush being staged (0: none yet); staged records
 	// of s.unsent are in flow_staging under it.
@@ -117,6 +105,15 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 	if deps.Logger == nil || deps.Registerer == nil || deps.JetStream == nil || deps.ClickHouse == nil {
 		return nil, errors.New("flow sink: logger, registerer, jetstream and clickhouse are required")
 	}
+	run, err := sink.NewRunner(sink.RunnerConfig{
+		Component: "flows", Durable: schemas.FlowSinkConsumer(), Consumer: cfg.Consumer,
+		GracePeriod: cfg.GracePeriod, Migrate: cfg.Migrate,
+		BatchesHelp: "Packet batches handled, by result (aggregated, duplicate, empty: a last batch with no packets, terminated, retried).",
+		PendingHelp: "Batches held unacked until their records are inserted.",
+	}, deps)
+	if err != nil {
+		return nil, err
+	}
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("flow sink metrics: %w", err)
@@ -126,9 +123,8 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 	return &Sink{
 		cfg:       cfg,
 		deps:      deps,
-		log:       deps.Logger.With("component", "sink-flows"),
+		run:       run,
 		m:         m,
-		acker:     sink.Acker{Conn: deps.JetStream.Conn()},
 		table:     NewTable(TableConfig{Window: cfg.ActiveTimeout, Idle: cfg.IdleTimeout, MaxFlows: cfg.MaxFlows}),
 		pending:   map[StreamKey][]*pendingBatch{},
 		bySeq:     map[uint64]*pendingBatch{},
@@ -140,123 +136,70 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 
 // Ready reports whether the consumer is bound, NATS connected and the last
 // ClickHouse write succeeded.
-func (s *Sink) Ready() error { return s.health.Ready(s.deps.JetStream.Conn()) }
-
-func (s *Sink) setErr(err error) { s.health.SetErr(err) }
+func (s *Sink) Ready() error { return s.run.Ready() }
 
 // pendingBatches is the number of batches held unacked, for tests.
 func (s *Sink) pendingBatches() int { return int(s.npendAtomic.Load()) }
 
 // Run consumes until ctx ends, then flushes within GracePeriod. It may be
 // called once.
-func (s *Sink) Run(ctx context.Context) error {
-	cons, ackWait, err := sink.Start(ctx, s.log, s.deps.ClickHouse, s.cfg.Migrate, s.deps.JetStream,
-		schemas.FlowSinkConsumer(), s.cfg.Consumer.AckWait)
-	if err != nil {
-		return sink.NilIfDone(ctx, err)
-	}
-	s.health.SetBound(true)
-	defer s.health.SetBound(false)
+func (s *Sink) Run(ctx context.Context) error { return s.run.Run(ctx, (*handler)(s)) }
 
-	// The client's pull buffer is the queue; this channel only hands over.
-	in := make(chan jetstream.Msg, 4)
-	stop := make(chan struct{})
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return sink.Pump(gctx, cons, s.cfg.Consumer.PullMaxBytes, in, stop) })
-	g.Go(func() error {
-		defer close(stop)
-		return s.loop(ctx, in, ackWait)
-	})
-	return g.Wait()
+// handler is the Sink as the runner sees it; its methods run on the
+// runner's loop goroutine.
+type handler Sink
+
+// Accepting stops taking batches while records wait for ClickHouse, so
+// memory stays bounded by what is already held; a draining pull is always
+// taken.
+func (h *handler) Accepting(draining bool) bool { return len(h.unsent) == 0 || draining }
+
+// Wake is the next periodic flush, or the retry after a failed one.
+func (h *handler) Wake() time.Time {
+	if h.drained {
+		return h.retryAt
+	}
+	return h.nextFlush
 }
 
-func (s *Sink) loop(ctx context.Context, in <-chan jetstream.Msg, ackWait time.Duration) error {
-	flush := time.NewTicker(s.cfg.FlushInterval)
-	defer flush.Stop()
-	progress := time.NewTicker(ackWait / 4)
-	defer progress.Stop()
-	done := ctx.Done()
-	var grace <-chan time.Time
-	var graceCtx context.Context = ctx
-	for {
-		// While records wait for ClickHouse, stop taking batches: memory
-		// stays bounded by what is already held.
-		src := in
-		if len(s.unsent) > 0 && done != nil {
-			src = nil
-		}
-		select {
-		case msg, ok := <-src:
-			if !ok {
-				// The pump drained the client's buffer, because ctx ended
-				// or the connection closed. The pump may see ctx end
-				// before this loop does, so the grace context is made
-				// here if need be: the final flush never runs on a
-				// cancelled context.
-				if done != nil {
-					var cancel context.CancelFunc
-					graceCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.GracePeriod)
-					defer cancel()
-				}
-				return s.shutdown(graceCtx, ctx.Err() != nil)
-			}
-			s.handle(graceCtx, msg)
-		case <-flush.C:
-			s.flush(graceCtx, false, "")
-		case <-progress.C:
-			s.progress()
-		case <-done:
-			// Pump drains the client's buffer into in and closes it; the
-			// loop keeps going until then, under the grace period.
-			done = nil
-			var cancel context.CancelFunc
-			graceCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.GracePeriod)
-			defer cancel()
-			t := time.NewTimer(s.cfg.GracePeriod)
-			defer t.Stop()
-			grace = t.C
-		case <-grace:
-			s.log.Warn("grace period over before the pull drained; unflushed batches will be redelivered")
-			return nil
-		}
-	}
-}
-
-// shutdown releases and inserts every record under ctx, the grace
-// context. requested says whether the sink was asked to stop; if not, the
-// connection is gone, which is an error once the records are flushed.
-func (s *Sink) shutdown(ctx context.Context, requested bool) error {
-	if !requested {
-		s.flush(ctx, true, ReasonShutdown)
-		return errors.New("packet consumer closed")
-	}
-	for {
+// Tick flushes the released records; after Drain it retries the final
+// flush.
+func (h *handler) Tick(ctx context.Context, now time.Time) {
+	s := (*Sink)(h)
+	if h.drained {
 		if s.flush(ctx, true, ReasonShutdown) {
-			s.log.Info("flushed at shutdown")
-			return nil
+			h.flushed = true
+			s.run.Logger().Info("flushed at shutdown")
 		}
-		select {
-		case <-ctx.Done():
-			s.log.Warn("grace period over with records not inserted; their batches will be redelivered", "records", len(s.unsent))
-			return nil
-		case <-time.After(s.retryWait.NextBackOff()):
-		}
-	}
-}
-
-func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
-	d, err := sink.Decode(msg)
-	if err != nil {
-		if sink.IsPermanent(err) {
-			s.m.batches.WithLabelValues("terminated").Inc()
-			s.log.Warn("terminating malformed batch", "subject", msg.Subject(), "error", err)
-			s.ack(s.acker.Term(msg.Reply()), "term")
-			return
-		}
-		s.m.batches.WithLabelValues("retried").Inc()
-		s.ack(s.acker.Nak(msg.Reply(), time.Second), "nak")
 		return
 	}
+	h.nextFlush = now.Add(h.cfg.FlushInterval)
+	s.flush(ctx, false, "")
+}
+
+// Drain releases and inserts every record under ctx, the grace context;
+// a failure is retried by Tick until Idle or the grace period ends.
+func (h *handler) Drain(ctx context.Context) {
+	h.drained = true
+	h.Tick(ctx, time.Now())
+}
+
+// Idle reports the final flush done.
+func (h *handler) Idle() bool { return h.flushed }
+
+// Held lists the batches that wait for their window to end.
+func (h *handler) Held(fn func(reply string)) {
+	for _, bs := range h.pending {
+		for _, b := range bs {
+			fn(b.reply)
+		}
+	}
+}
+
+// Handle aggregates one batch.
+func (h *handler) Handle(ctx context.Context, d sink.Delivery) {
+	s := (*Sink)(h)
+	batches := s.run.M.Batches
 	k := StreamKey{CaptureUID: d.Header.CaptureUID, Node: d.Header.Node, Interface: d.Header.Interface}
 	var skip int64
 	if d.Delivered > 1 {
@@ -264,15 +207,16 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 			// Still held here (an InProgress was lost): keep the newer
 			// reply subject, the packets are already counted.
 			b.reply = d.Reply
-			s.m.batches.WithLabelValues("duplicate").Inc()
+			batches.WithLabelValues("duplicate").Inc()
 			return
 		}
+		var err error
 		skip, err = s.recover(ctx, k, d.StreamSeq)
 		if err != nil {
-			s.setErr(err)
+			s.run.SetErr(err)
 			s.m.insertErrs.WithLabelValues("flow_commits").Inc()
-			s.m.batches.WithLabelValues("retried").Inc()
-			s.ack(s.acker.Nak(d.Reply, s.retryWait.NextBackOff()), "nak")
+			batches.WithLabelValues("retried").Inc()
+			s.run.Nak(d.Reply, s.retryWait.NextBackOff())
 			return
 		}
 	}
@@ -281,8 +225,8 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 		// now rather than once it has been quiet for StopAfter. The next
 		// periodic flush inserts them (a capture over thousands of
 		// interfaces stops with one flush, not one per interface).
-		s.m.batches.WithLabelValues("empty").Inc()
-		s.ack(s.acker.Ack(d.Reply), "ack")
+		batches.WithLabelValues("empty").Inc()
+		s.run.Ack(d.Reply)
 		s.table.Stop(k)
 		return
 	}
@@ -297,37 +241,25 @@ func (s *Sink) handle(ctx context.Context, msg jetstream.Msg) {
 	s.m.packets.WithLabelValues("not_ip").Add(float64(after.NotIP - before.NotIP))
 	s.m.packets.WithLabelValues("replayed").Add(float64(after.Skipped - before.Skipped))
 	if skip > maxTs {
-		s.m.batches.WithLabelValues("duplicate").Inc()
-		s.ack(s.acker.Ack(d.Reply), "ack")
+		batches.WithLabelValues("duplicate").Inc()
+		s.run.Ack(d.Reply)
 		return
 	}
-	s.m.batches.WithLabelValues("aggregated").Inc()
+	batches.WithLabelValues("aggregated").Inc()
 	b := &pendingBatch{seq: d.StreamSeq, reply: d.Reply, minTs: minTs, maxTs: maxTs, ledgered: skip}
 	s.pending[k] = append(s.pending[k], b)
 	s.bySeq[b.seq] = b
 	s.npend++
-	s.m.pending.Set(float64(s.npend))
-	s.npendAtomic.Store(int64(s.npend))
+	s.setPending()
 	s.m.openFlows.Set(float64(s.table.Flows()))
 	if d.Header.Last {
 		s.table.Stop(k) // inserted by the next periodic flush
 	}
 }
 
-func (s *Sink) ack(err error, reason string) {
-	if err != nil {
-		s.m.ackErrs.WithLabelValues(reason).Inc()
-	}
-}
-
-// progress keeps the server from redelivering batches that wait for their
-// window to end.
-func (s *Sink) progress() {
-	for _, bs := range s.pending {
-		for _, b := range bs {
-			s.ack(s.acker.Progress(b.reply), "progress")
-		}
-	}
+func (s *Sink) setPending() {
+	s.run.M.Pending.Set(float64(s.npend))
+	s.npendAtomic.Store(int64(s.npend))
 }
 
 // recover returns the time before which a redelivered batch's packets are
@@ -387,7 +319,7 @@ func (s *Sink) flush(ctx context.Context, force bool, reason string) bool {
 	}
 	s.retryWait.Reset()
 	s.retryAt = time.Time{}
-	s.setErr(nil)
+	s.run.SetErr(nil)
 	return true
 }
 
@@ -467,7 +399,7 @@ func (s *Sink) publishCommitted(ctx context.Context) bool {
 		b := cb.b
 		b.ledgered = max(b.ledgered, cb.floor)
 		if cb.floor > b.maxTs {
-			s.ack(s.acker.Ack(b.reply), "ack")
+			s.run.Ack(b.reply)
 			delete(s.bySeq, b.seq)
 			s.npend--
 			acked[b] = true
@@ -489,8 +421,7 @@ func (s *Sink) publishCommitted(ctx context.Context) bool {
 			}
 		}
 	}
-	s.m.pending.Set(float64(s.npend))
-	s.npendAtomic.Store(int64(s.npend))
+	s.setPending()
 	return true
 }
 
@@ -502,8 +433,8 @@ func (s *Sink) at(point string) {
 
 func (s *Sink) fail(table string, err error) {
 	s.m.insertErrs.WithLabelValues(table).Inc()
-	s.setErr(err)
+	s.run.SetErr(err)
 	wait := s.retryWait.NextBackOff()
 	s.retryAt = time.Now().Add(wait)
-	s.log.Warn("clickhouse insert failed; retrying", "table", table, "error", err, "wait", wait)
+	s.run.Logger().Warn("clickhouse insert failed; retrying", "table", table, "error", err, "wait", wait)
 }

@@ -1,31 +1,22 @@
 package flowstore
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand"
 	"net"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
-	chschema "github.com/capstream/capstream/schemas/clickhouse"
-	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/sinktest"
 )
 
@@ -40,16 +31,10 @@ func testConfig() Config {
 	return cfg
 }
 
-// instance is one running sink with its own connections, so a test can
-// kill it the way a crash would: connections gone, nothing flushed.
+// instance is one running sink (see sinktest.Instance: stop, kill).
 type instance struct {
-	cancel context.CancelFunc
-	done   chan error
-	nc     *nats.Conn
-	ch     driver.Conn
-	sink   *Sink
-	reg    *prometheus.Registry
-	t      *testing.T
+	*sinktest.Instance
+	sink *Sink
 }
 
 func start(t *testing.T, srv *testenv.NATSServer, db *testenv.ClickHouseDB, cfg Config) *instance {
@@ -61,75 +46,22 @@ func start(t *testing.T, srv *testenv.NATSServer, db *testenv.ClickHouseDB, cfg 
 // proxy in the outage test). hook, if set, is the sink's flush hook.
 func startVia(t *testing.T, srv *testenv.NATSServer, addr string, db *testenv.ClickHouseDB, cfg Config, hook func(in *instance, point string)) *instance {
 	t.Helper()
-	nc, err := nats.Connect(srv.URL)
+	c := sinktest.Connect(t, &sinktest.Env{NATS: srv, DB: db}, addr, slog.LevelError)
+	s, err := New(cfg, c.Deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := clickhouse.Open(testenv.ClickHouseOptions(addr, db.Database))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	s, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), Registerer: reg, JetStream: js, ClickHouse: ch})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{cancel: cancel, done: make(chan error, 1), nc: nc, ch: ch, sink: s, reg: reg, t: t}
+	in := &instance{Instance: c, sink: s}
 	if hook != nil {
 		s.hook = func(point string) { hook(in, point) }
 	}
-	go func() { in.done <- s.Run(ctx) }()
-	t.Cleanup(in.stop)
+	c.Run("flow sink", s.Run)
 	return in
 }
 
-// stop is a graceful shutdown.
-func (in *instance) stop() {
-	if in.cancel == nil {
-		return
-	}
-	in.cancel()
-	if err := <-in.done; err != nil {
-		in.t.Errorf("Run after a clean cancel: %v", err)
-	}
-	in.cancel = nil
-	in.nc.Close()
-	in.ch.Close()
-}
-
-// kill simulates a crash: with connections closed, records and ledger rows
-// may or may not be written and no ack gets through.
-func (in *instance) kill(closeClickHouse bool) {
-	if closeClickHouse {
-		in.ch.Close()
-	}
-	in.nc.Close()
-	in.cancel()
-	<-in.done
-	in.cancel = nil
-	in.ch.Close()
-}
-
 func setup(t *testing.T) (*testenv.NATSServer, *testenv.ClickHouseDB) {
-	srv := testenv.NATS(t)
-	db := testenv.ClickHouse(t)
-	if err := schemas.EnsureStreams(t.Context(), srv.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
-		t.Fatal(err)
-	}
-	// The durable must exist before publishing: the stream has interest
-	// retention and drops batches nobody is bound to.
-	if _, err := sink.Bind(t.Context(), srv.JS, schemas.FlowSinkConsumer(), testAckWait); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chschema.Migrate(t.Context(), db.Conn); err != nil {
-		t.Fatal(err)
-	}
-	return srv, db
+	e := sinktest.Setup(t, schemas.FlowSinkConsumer(), testAckWait)
+	return e.NATS, e.DB
 }
 
 type flowSum struct{ OrigPackets, OrigBytes, RespPackets, RespBytes uint64 }
@@ -203,30 +135,11 @@ func tsharkFlows(t *testing.T, path string) map[string]flowSum {
 
 func waitDrained(t *testing.T, srv *testenv.NATSServer, timeout time.Duration) {
 	t.Helper()
-	testenv.Eventually(t, timeout, func() error {
-		ci, err := srv.JS.Consumer(t.Context(), schemas.StreamPackets, schemas.ConsumerFlowSink)
-		if err != nil {
-			return err
-		}
-		info, err := ci.Info(t.Context())
-		if err != nil {
-			return err
-		}
-		if info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
-			return fmt.Errorf("consumer: %d pending, %d unacked, %d redelivered", info.NumPending, info.NumAckPending, info.NumRedelivered)
-		}
-		return nil
-	})
+	(&sinktest.Env{NATS: srv}).WaitDrained(t, schemas.ConsumerFlowSink, timeout, true)
 }
 
 func replayPcap(t *testing.T, rounds int) (string, []sinktest.Batch) {
-	g := sinktest.Mixed(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), rounds, 5000)
-	path := filepath.Join(t.TempDir(), "mixed.pcap")
-	if err := sinktest.WritePcap(path, g.Pkts); err != nil {
-		t.Fatal(err)
-	}
-	h := sinktest.Header("team-a", "web.capture", "0b1c2d3e-uid", "node-1", "web-0", "cali1234567890a")
-	return path, sinktest.Batches(h, g.Pkts, 16<<10)
+	return sinktest.Traffic(t, rounds)
 }
 
 func TestFunctionalFlowsMatchTshark(t *testing.T) {
@@ -240,7 +153,7 @@ func TestFunctionalFlowsMatchTshark(t *testing.T) {
 	if err := in.sink.Ready(); err != nil {
 		t.Errorf("Ready: %v", err)
 	}
-	in.stop()
+	in.Stop()
 	want := tsharkFlows(t, path)
 	if diff := cmp.Diff(want, flowsByTuple(t, db.Conn)); diff != "" {
 		t.Errorf("flows (-tshark +sink):\n%s", diff)
@@ -286,14 +199,14 @@ func TestFunctionalFlowsCrashRestart(t *testing.T) {
 		}
 		next += n
 		time.Sleep(time.Duration(rnd.Intn(400)) * time.Millisecond) // a random point in the replay
-		in.kill(rnd.Intn(2) == 0)
+		in.Kill(rnd.Intn(2) == 0)
 		in = start(t, srv, db, cfg)
 	}
 	if err := sinktest.Publish(t.Context(), srv.JS, batches[next:]); err != nil {
 		t.Fatal(err)
 	}
 	waitDrained(t, srv, 60*time.Second)
-	in.stop()
+	in.Stop()
 	if diff := cmp.Diff(tsharkFlows(t, path), flowsByTuple(t, db.Conn)); diff != "" {
 		t.Errorf("flows after crashes (-tshark +sink):\n%s", diff)
 	}
@@ -311,12 +224,7 @@ func longFlowPcap(t *testing.T) (string, []sinktest.Batch) {
 		g.UDP(srv, cli, 5000, 30000, []byte("pong!"))
 		g.Conn(cli, srv, uint16(20000+i), 80, []byte("GET /x HTTP/1.1\r\nHost: web.example.com\r\n\r\n"), resp, 1400)
 	}
-	path := filepath.Join(t.TempDir(), "long.pcap")
-	if err := sinktest.WritePcap(path, g.Pkts); err != nil {
-		t.Fatal(err)
-	}
-	h := sinktest.Header("team-a", "web.capture", "0b1c2d3e-uid", "node-1", "web-0", "cali1234567890a")
-	return path, sinktest.Batches(h, g.Pkts, 16<<10)
+	return sinktest.TrafficOf(t, g.Pkts)
 }
 
 // TestFunctionalFlowsCrashInFlush kills the sink inside a flush, at each
@@ -347,8 +255,8 @@ func TestFunctionalFlowsCrashInFlush(t *testing.T) {
 				}
 				// The process dies here: no write and no ack gets out.
 				once.Do(func() {
-					in.ch.Close()
-					in.nc.Close()
+					in.CH.Close()
+					in.NC.Close()
 					close(crashed)
 				})
 			})
@@ -357,7 +265,7 @@ func TestFunctionalFlowsCrashInFlush(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatalf("no flush reached %q", point)
 			}
-			in.kill(false)
+			in.Kill(false)
 			var staged, committed, visible uint64
 			if err := db.Conn.QueryRow(t.Context(), `SELECT (SELECT count() FROM flow_staging), (SELECT count() FROM flow_commits),
 				(SELECT count() FROM flows)`).Scan(&staged, &committed, &visible); err != nil {
@@ -374,7 +282,7 @@ func TestFunctionalFlowsCrashInFlush(t *testing.T) {
 			cfg.StopAfter = 2 * testAckWait
 			in = start(t, srv, db, cfg)
 			waitDrained(t, srv, 60*time.Second)
-			in.stop()
+			in.Stop()
 			if diff := cmp.Diff(tsharkFlows(t, path), flowsByTuple(t, db.Conn)); diff != "" {
 				t.Errorf("flows after a crash at %q (-tshark +sink):\n%s", point, diff)
 			}
@@ -382,15 +290,8 @@ func TestFunctionalFlowsCrashInFlush(t *testing.T) {
 	}
 }
 
-// outage is how long ClickHouse is away in
-// TestFunctionalFlowsClickHouseOutage; CAPSTREAM_TEST_OUTAGE (a duration)
-// shortens it when iterating.
-var outage = 30 * time.Second
-
 func TestFunctionalFlowsClickHouseOutage(t *testing.T) {
-	if d, err := time.ParseDuration(os.Getenv("CAPSTREAM_TEST_OUTAGE")); err == nil {
-		outage = d
-	}
+	outage, _ := sinktest.Outage()
 	srv, db := setup(t)
 	proxy, err := sinktest.NewProxy(db.Addr)
 	if err != nil {
@@ -422,7 +323,7 @@ func TestFunctionalFlowsClickHouseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitDrained(t, srv, 90*time.Second)
-	in.stop()
+	in.Stop()
 	if diff := cmp.Diff(tsharkFlows(t, path), flowsByTuple(t, db.Conn)); diff != "" {
 		t.Errorf("flows after the outage (-tshark +sink):\n%s", diff)
 	}
@@ -447,22 +348,7 @@ func TestFunctionalFlowsTermMalformed(t *testing.T) {
 	}
 	in := start(t, srv, db, testConfig())
 	waitDrained(t, srv, 30*time.Second)
-	mfs, err := in.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var terminated float64
-	for _, mf := range mfs {
-		if mf.GetName() != "capstream_sink_flows_batches_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == "terminated" {
-				terminated = m.GetCounter().GetValue()
-			}
-		}
-	}
-	if terminated != 2 {
+	if terminated := in.Metric("capstream_sink_flows_batches_total", map[string]string{"result": "terminated"}); terminated != 2 {
 		t.Errorf("%v batches terminated, want 2", terminated)
 	}
 }
@@ -487,7 +373,7 @@ func TestFunctionalFlowsReplicas(t *testing.T) {
 		}
 		return errors.New("no replica holds a batch yet")
 	})
-	victim.kill(false)
+	victim.Kill(false)
 	if victim == b {
 		b = a
 	}
@@ -495,7 +381,7 @@ func TestFunctionalFlowsReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitDrained(t, srv, 60*time.Second)
-	b.stop()
+	b.Stop()
 	if diff := cmp.Diff(tsharkFlows(t, path), flowsByTuple(t, db.Conn)); diff != "" {
 		t.Errorf("flows with two replicas (-tshark +sink):\n%s", diff)
 	}
@@ -533,7 +419,7 @@ func TestFunctionalFlowsLastBatch(t *testing.T) {
 			if !cmp.Equal(reasons, []string{ReasonStop}) {
 				t.Errorf("end reasons %q, want only %q", reasons, ReasonStop)
 			}
-			in.stop()
+			in.Stop()
 		})
 	}
 }

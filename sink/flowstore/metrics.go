@@ -3,22 +3,16 @@ package flowstore
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	batches     *prometheus.CounterVec
 	packets     *prometheus.CounterVec
 	records     prometheus.Counter
 	insertErrs  *prometheus.CounterVec
-	ackErrs     *prometheus.CounterVec
 	openFlows   prometheus.Gauge
-	pending     prometheus.Gauge
 	flushTime   prometheus.Histogram
 	recordsSize prometheus.Histogram
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "capstream_sink_flows_batches_total", Help: "Packet batches handled, by result (aggregated, duplicate, empty: a last batch with no packets, terminated, retried).",
-		}, []string{"result"}),
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "capstream_sink_flows_packets_total", Help: "Packets seen, by result (flow, malformed, not_ip, replayed).",
 		}, []string{"result"}),
@@ -28,14 +22,8 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		insertErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "capstream_sink_flows_insert_errors_total", Help: "Failed ClickHouse operations, by table (flow_staging, flow_commits, flows).",
 		}, []string{"table"}),
-		ackErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "capstream_sink_flows_ack_errors_total", Help: "Failed acknowledgements, by reason.",
-		}, []string{"reason"}),
 		openFlows: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "capstream_sink_flows_open_flows", Help: "Flows being aggregated.",
-		}),
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "capstream_sink_flows_pending_batches", Help: "Batches held unacked until their records are inserted.",
 		}),
 		flushTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "capstream_sink_flows_flush_seconds", Help: "Time to stage, commit and publish a flush of records.",
@@ -46,7 +34,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.packets, m.records, m.insertErrs, m.ackErrs, m.openFlows, m.pending, m.flushTime, m.recordsSize} {
+	for _, c := range []prometheus.Collector{m.packets, m.records, m.insertErrs, m.openFlows, m.flushTime, m.recordsSize} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

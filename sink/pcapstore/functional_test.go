@@ -16,18 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/go-cmp/cmp"
 	"github.com/minio/minio-go/v7"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
-	chschema "github.com/capstream/capstream/schemas/clickhouse"
 	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/sinktest"
 )
@@ -35,23 +29,13 @@ import (
 const testAckWait = 3 * time.Second
 
 type env struct {
-	nats *testenv.NATSServer
-	db   *testenv.ClickHouseDB
-	s3   *testenv.S3Bucket
+	*sinktest.Env
+	s3 *testenv.S3Bucket
 }
 
 func setup(t *testing.T) *env {
-	e := &env{nats: testenv.NATS(t), db: testenv.ClickHouse(t), s3: testenv.S3(t)}
-	if err := schemas.EnsureStreams(t.Context(), e.nats.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
-		t.Fatal(err)
-	}
-	// Bind before publishing: interest retention drops unwanted batches.
-	if _, err := sink.Bind(t.Context(), e.nats.JS, schemas.PcapSinkConsumer(), testAckWait); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chschema.Migrate(t.Context(), e.db.Conn); err != nil {
-		t.Fatal(err)
-	}
+	e := &env{Env: sinktest.Setup(t, schemas.PcapSinkConsumer(), testAckWait)}
+	e.s3 = testenv.S3(t)
 	return e
 }
 
@@ -66,99 +50,35 @@ func (e *env) config() Config {
 	return cfg
 }
 
+// instance is one running sink (see sinktest.Instance: stop, kill).
 type instance struct {
-	cancel context.CancelFunc
-	done   chan error
-	nc     *nats.Conn
-	ch     driver.Conn
-	sink   *Sink
-	reg    *prometheus.Registry
-	t      *testing.T
+	*sinktest.Instance
+	sink *Sink
 }
 
 func start(t *testing.T, e *env, cfg Config) *instance {
 	t.Helper()
-	nc, err := nats.Connect(e.nats.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := clickhouse.Open(testenv.ClickHouseOptions(e.db.Addr, e.db.Database))
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := sinktest.Connect(t, e.Env, e.DB.Addr, slog.LevelWarn)
 	s3, err := cfg.S3.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	s, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
+	deps := in.Deps
+	deps.S3 = s3
+	s, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{cancel: cancel, done: make(chan error, 1), nc: nc, ch: ch, sink: s, reg: reg, t: t}
-	go func() { in.done <- s.Run(ctx) }()
-	t.Cleanup(in.stop)
-	return in
-}
-
-func (in *instance) stop() {
-	if in.cancel == nil {
-		return
-	}
-	in.cancel()
-	if err := <-in.done; err != nil {
-		in.t.Errorf("Run after a clean cancel: %v", err)
-	}
-	in.cancel = nil
-	in.nc.Close()
-	in.ch.Close()
-}
-
-// kill simulates a crash: acks no longer get through, and with
-// closeClickHouse the index insert after an upload fails too.
-func (in *instance) kill(closeClickHouse bool) {
-	if closeClickHouse {
-		in.ch.Close()
-	}
-	in.nc.Close()
-	in.cancel()
-	<-in.done
-	in.cancel = nil
-	in.ch.Close()
+	in.Run("pcap sink", s.Run)
+	return &instance{Instance: in, sink: s}
 }
 
 func waitDrained(t *testing.T, e *env, timeout time.Duration) {
 	t.Helper()
-	testenv.Eventually(t, timeout, func() error {
-		c, err := e.nats.JS.Consumer(t.Context(), schemas.StreamPackets, schemas.ConsumerPcapSink)
-		if err != nil {
-			return err
-		}
-		info, err := c.Info(t.Context())
-		if err != nil {
-			return err
-		}
-		if info.NumPending != 0 || info.NumAckPending != 0 {
-			return fmt.Errorf("consumer: %d pending, %d unacked", info.NumPending, info.NumAckPending)
-		}
-		return nil
-	})
+	e.WaitDrained(t, schemas.ConsumerPcapSink, timeout, false)
 }
 
-func traffic(t *testing.T, rounds int) (string, []sinktest.Batch) {
-	g := sinktest.Mixed(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), rounds, 5000)
-	path := filepath.Join(t.TempDir(), "in.pcap")
-	if err := sinktest.WritePcap(path, g.Pkts); err != nil {
-		t.Fatal(err)
-	}
-	h := sinktest.Header("team-a", "web.capture", "0b1c2d3e-uid", "node-1", "web-0", "cali1234567890a")
-	return path, sinktest.Batches(h, g.Pkts, 16<<10)
-}
+func traffic(t *testing.T, rounds int) (string, []sinktest.Batch) { return sinktest.Traffic(t, rounds) }
 
 // download fetches every object into dir and returns the local paths in
 // key order, which is time order.
@@ -210,7 +130,7 @@ type indexed struct {
 
 func index(t *testing.T, e *env) map[string]indexed {
 	t.Helper()
-	rows, err := e.db.Conn.Query(t.Context(), `SELECT key, packets, first_time, first_ns, last_time, last_ns FROM pcap_objects FINAL`)
+	rows, err := e.DB.Conn.Query(t.Context(), `SELECT key, packets, first_time, first_ns, last_time, last_ns FROM pcap_objects FINAL`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +171,7 @@ func capinfosIndex(t *testing.T, key, path string) indexed {
 func TestFunctionalPcapRoundTrip(t *testing.T) {
 	e := setup(t)
 	in, batches := traffic(t, 40)
-	if err := sinktest.Publish(t.Context(), e.nats.JS, batches); err != nil {
+	if err := sinktest.Publish(t.Context(), e.NATS.JS, batches); err != nil {
 		t.Fatal(err)
 	}
 	s := start(t, e, e.config())
@@ -259,7 +179,7 @@ func TestFunctionalPcapRoundTrip(t *testing.T) {
 	if err := s.sink.Ready(); err != nil {
 		t.Errorf("Ready: %v", err)
 	}
-	s.stop()
+	s.Stop()
 	keys, paths := download(t, e, t.TempDir())
 	if len(keys) < 3 {
 		t.Fatalf("%d objects, want several rolled at 64 KiB", len(keys))
@@ -288,7 +208,7 @@ func TestFunctionalPcapRoundTrip(t *testing.T) {
 		t.Errorf("pcap_objects (-capinfos +index):\n%s", diff)
 	}
 	// The last status report lists every object and the total.
-	stream, err := e.nats.JS.Stream(t.Context(), schemas.StreamStatus)
+	stream, err := e.NATS.JS.Stream(t.Context(), schemas.StreamStatus)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,12 +240,12 @@ func TestFunctionalPcapRollsOnAge(t *testing.T) {
 	cfg.StopAfter = time.Minute
 	s := start(t, e, cfg)
 	for _, b := range batches {
-		if err := sinktest.Publish(t.Context(), e.nats.JS, []sinktest.Batch{b}); err != nil {
+		if err := sinktest.Publish(t.Context(), e.NATS.JS, []sinktest.Batch{b}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitDrained(t, e, 20*time.Second)
-	s.stop()
+	s.Stop()
 	if n := len(index(t, e)); n != 1 {
 		t.Errorf("%d objects, want 1 completed on age", n)
 	}
@@ -340,19 +260,19 @@ func TestFunctionalPcapCrashRestart(t *testing.T) {
 	next := 0
 	for kill := 0; kill < 4; kill++ {
 		n := min(len(batches)-next, 1+rnd.Intn(len(batches)/4))
-		if err := sinktest.Publish(t.Context(), e.nats.JS, batches[next:next+n]); err != nil {
+		if err := sinktest.Publish(t.Context(), e.NATS.JS, batches[next:next+n]); err != nil {
 			t.Fatal(err)
 		}
 		next += n
 		time.Sleep(time.Duration(rnd.Intn(600)) * time.Millisecond)
-		s.kill(rnd.Intn(2) == 0)
+		s.Kill(rnd.Intn(2) == 0)
 		s = start(t, e, cfg)
 	}
-	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[next:]); err != nil {
+	if err := sinktest.Publish(t.Context(), e.NATS.JS, batches[next:]); err != nil {
 		t.Fatal(err)
 	}
 	waitDrained(t, e, 60*time.Second)
-	s.stop()
+	s.Stop()
 	keys, paths := download(t, e, t.TempDir())
 	want, got := packetsOf(t, in), packetsOf(t, paths...)
 	// Redeliveries after a crash may land in a later object, so compare
@@ -375,28 +295,8 @@ func TestFunctionalPcapCrashRestart(t *testing.T) {
 	}
 }
 
-// gauge reads one gauge from the instance's registry.
-func (in *instance) gauge(t *testing.T, name string) float64 {
-	mfs, err := in.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return 0
-}
-
-// outage is how long the S3 server is away in TestFunctionalPcapS3Outage;
-// CAPSTREAM_TEST_OUTAGE (a duration) shortens it when iterating.
-var outage = 30 * time.Second
-
 func TestFunctionalPcapS3Outage(t *testing.T) {
-	if d, err := time.ParseDuration(os.Getenv("CAPSTREAM_TEST_OUTAGE")); err == nil {
-		outage = d
-	}
+	outage, iterating := sinktest.Outage()
 	e := setup(t)
 	proxy, err := sinktest.NewProxy(e.s3.Endpoint)
 	if err != nil {
@@ -409,21 +309,21 @@ func TestFunctionalPcapS3Outage(t *testing.T) {
 	cfg.MaxBufferedBytes = 256 << 10
 	s := start(t, e, cfg)
 	third := len(batches) / 3
-	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[:third]); err != nil {
+	if err := sinktest.Publish(t.Context(), e.NATS.JS, batches[:third]); err != nil {
 		t.Fatal(err)
 	}
 	waitDrained(t, e, 30*time.Second)
 	proxy.Down()
-	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[third:]); err != nil {
+	if err := sinktest.Publish(t.Context(), e.NATS.JS, batches[third:]); err != nil {
 		t.Fatal(err)
 	}
 	// While S3 is away the sink holds at most its budget plus one batch
 	// and one pcap header, and stops pulling.
 	var peak float64
 	for end := time.Now().Add(outage); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		peak = max(peak, s.gauge(t, "capstream_sink_pcap_buffered_bytes"))
-		if os.Getenv("CAPSTREAM_TEST_OUTAGE") != "" {
-			t.Logf("buffered %.0f open %.0f pending %.0f", s.gauge(t, "capstream_sink_pcap_buffered_bytes"), s.gauge(t, "capstream_sink_pcap_open_objects"), s.gauge(t, "capstream_sink_pcap_pending_batches"))
+		peak = max(peak, s.Metric("capstream_sink_pcap_buffered_bytes", nil))
+		if iterating {
+			t.Logf("buffered %.0f open %.0f pending %.0f", s.Metric("capstream_sink_pcap_buffered_bytes", nil), s.Metric("capstream_sink_pcap_open_objects", nil), s.Metric("capstream_sink_pcap_pending_batches", nil))
 		}
 	}
 	if limit := float64(cfg.MaxBufferedBytes + 16<<10 + 24); peak > limit {
@@ -436,7 +336,7 @@ func TestFunctionalPcapS3Outage(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitDrained(t, e, 90*time.Second)
-	s.stop()
+	s.Stop()
 	_, paths := download(t, e, t.TempDir())
 	want, got := packetsOf(t, in), packetsOf(t, paths...)
 	sort.Strings(want)
@@ -453,7 +353,7 @@ func TestFunctionalPcapReplicas(t *testing.T) {
 	cfg := e.config()
 	a, b := start(t, e, cfg), start(t, e, cfg)
 	half := len(batches) / 2
-	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[:half]); err != nil {
+	if err := sinktest.Publish(t.Context(), e.NATS.JS, batches[:half]); err != nil {
 		t.Fatal(err)
 	}
 	// Kill a replica while it holds batches, so they come back to the
@@ -461,22 +361,22 @@ func TestFunctionalPcapReplicas(t *testing.T) {
 	var victim *instance
 	testenv.Eventually(t, 10*time.Second, func() error {
 		for _, x := range []*instance{a, b} {
-			if x.gauge(t, "capstream_sink_pcap_pending_batches") > 0 {
+			if x.Metric("capstream_sink_pcap_pending_batches", nil) > 0 {
 				victim = x
 				return nil
 			}
 		}
 		return errors.New("no replica holds a batch yet")
 	})
-	victim.kill(false)
+	victim.Kill(false)
 	if victim == b {
 		b = a
 	}
-	if err := sinktest.Publish(t.Context(), e.nats.JS, batches[half:]); err != nil {
+	if err := sinktest.Publish(t.Context(), e.NATS.JS, batches[half:]); err != nil {
 		t.Fatal(err)
 	}
 	waitDrained(t, e, 60*time.Second)
-	b.stop()
+	b.Stop()
 	_, paths := download(t, e, t.TempDir())
 	want, got := packetsOf(t, in), packetsOf(t, paths...)
 	sort.Strings(want)
@@ -531,7 +431,7 @@ func TestFunctionalPcapLastBatch(t *testing.T) {
 			cfg.StopAfter = time.Hour
 			cfg.MaxObjectAge = time.Hour
 			start(t, e, cfg)
-			if err := sinktest.Publish(t.Context(), e.nats.JS, batches); err != nil {
+			if err := sinktest.Publish(t.Context(), e.NATS.JS, batches); err != nil {
 				t.Fatal(err)
 			}
 			waitDrained(t, e, 20*time.Second)
@@ -566,14 +466,14 @@ func TestFunctionalPcapLastBatchAlone(t *testing.T) {
 	cfg := e.config()
 	cfg.StopAfter = time.Hour
 	s := start(t, e, cfg)
-	if err := sinktest.Publish(t.Context(), e.nats.JS, []sinktest.Batch{{Header: h}}); err != nil {
+	if err := sinktest.Publish(t.Context(), e.NATS.JS, []sinktest.Batch{{Header: h}}); err != nil {
 		t.Fatal(err)
 	}
 	waitDrained(t, e, 10*time.Second)
 	if keys, _ := download(t, e, t.TempDir()); len(keys) != 0 {
 		t.Errorf("objects %v, want none", keys)
 	}
-	if n := testutil.ToFloat64(s.sink.m.batches.WithLabelValues("empty")); n != 1 {
+	if n := testutil.ToFloat64(s.sink.run.M.Batches.WithLabelValues("empty")); n != 1 {
 		t.Errorf("empty batches counted %v, want 1", n)
 	}
 }

@@ -3,23 +3,17 @@ package pcapstore
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	batches     *prometheus.CounterVec
 	packets     prometheus.Counter
 	objects     *prometheus.CounterVec
 	errs        *prometheus.CounterVec
-	ackErrs     *prometheus.CounterVec
 	open        prometheus.Gauge
 	buffered    prometheus.Gauge
-	pending     prometheus.Gauge
 	putTime     prometheus.Histogram
 	objectBytes prometheus.Histogram
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "capstream_sink_pcap_batches_total", Help: "Packet batches handled, by result (buffered, duplicate, empty: a last batch with nothing to complete, terminated, retried).",
-		}, []string{"result"}),
 		packets: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "capstream_sink_pcap_packets_total", Help: "Packets written into completed objects.",
 		}),
@@ -29,17 +23,11 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "capstream_sink_pcap_errors_total", Help: "Failed dependency operations, by operation.",
 		}, []string{"op"}),
-		ackErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "capstream_sink_pcap_ack_errors_total", Help: "Failed acknowledgements, by reason.",
-		}, []string{"reason"}),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "capstream_sink_pcap_open_objects", Help: "Objects being filled.",
 		}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "capstream_sink_pcap_buffered_bytes", Help: "Bytes held in open objects.",
-		}),
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "capstream_sink_pcap_pending_batches", Help: "Batches held unacked in open objects.",
 		}),
 		putTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "capstream_sink_pcap_complete_seconds", Help: "Time from sealing an object to its batches being acked (queue, upload, index).",
@@ -50,7 +38,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(4096, 4, 10),
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.packets, m.objects, m.errs, m.ackErrs, m.open, m.buffered, m.pending, m.putTime, m.objectBytes} {
+	for _, c := range []prometheus.Collector{m.packets, m.objects, m.errs, m.open, m.buffered, m.putTime, m.objectBytes} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

@@ -1,0 +1,311 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+)
+
+// Deps are a sink's collaborators, the same for both sinks.
+type Deps struct {
+	// Logger is the process logger; the sink adds its component name.
+	Logger *slog.Logger
+	// Registerer receives the sink's metrics.
+	Registerer prometheus.Registerer
+	// JetStream is the client the consumer is bound with; its connection
+	// carries the acks.
+	JetStream jetstream.JetStream
+	// ClickHouse is the database the tables live in.
+	ClickHouse driver.Conn
+	// S3 holds the objects; only the pcap sink uses it.
+	S3 *minio.Client
+}
+
+// Handler is what a sink supplies to its Runner: its decisions. Every
+// method runs on the runner's loop goroutine, one at a time, so a sink's
+// state needs no lock.
+type Handler interface {
+	// Handle takes one decoded batch. It acks, naks or holds it; a panic
+	// is recovered by the runner, which terminates the batch.
+	Handle(ctx context.Context, d Delivery)
+	// Tick does the sink's periodic work (flushes, rotation, retries);
+	// the runner calls it once before pulling and then at Wake.
+	Tick(ctx context.Context, now time.Time)
+	// Wake is when the sink next wants Tick, the zero time for never. It
+	// must move past a time once Tick has run for it.
+	Wake() time.Time
+	// Held calls fn with the reply subject of every batch the sink holds
+	// unacked, so the runner can keep the server from redelivering them.
+	Held(fn func(reply string))
+	// Accepting reports whether the runner may hand over another batch;
+	// draining is set once the sink was asked to stop (the pull then
+	// delivers what the client had buffered, and closes).
+	Accepting(draining bool) bool
+	// Drain is called once the pull has ended: the sink completes what it
+	// holds, under ctx, the grace context.
+	Drain(ctx context.Context)
+	// Idle reports, after Drain, that nothing is left to complete.
+	Idle() bool
+}
+
+// RunnerConfig is what a Runner needs to know of its sink.
+type RunnerConfig struct {
+	// Component is "pcap" or "flows": metric names are
+	// capstream_sink_<component>_*, the logger's component sink-<component>.
+	Component string
+	// Durable is the consumer to bind.
+	Durable jetstream.ConsumerConfig
+	// Consumer tunes the pull.
+	Consumer ConsumerConfig
+	// GracePeriod bounds completing what the sink holds once the pull has
+	// ended.
+	GracePeriod time.Duration
+	// Migrate applies the ClickHouse migrations at start.
+	Migrate bool
+	// BatchesHelp and PendingHelp describe the batches and pending
+	// metrics, whose results and meaning differ per sink.
+	BatchesHelp, PendingHelp string
+}
+
+// Runner is the consumer loop both sinks share: it binds the durable
+// consumer, pulls, decodes and classifies each batch, hands it to the
+// Handler, keeps held batches in progress, runs the sink's goroutines and
+// the closures they hand back (Do), and shuts down: drain the pull, then
+// let the sink complete under a fresh GracePeriod context.
+type Runner struct {
+	cfg   RunnerConfig
+	deps  Deps
+	log   *slog.Logger
+	acker Acker
+	// M holds the counters both sinks share; the sink updates Batches and
+	// Pending itself.
+	M      *Metrics
+	health Health
+
+	do       chan func()
+	finished chan struct{}
+}
+
+// NewRunner allocates a runner and registers its metrics; it does no I/O.
+func NewRunner(cfg RunnerConfig, deps Deps) (*Runner, error) {
+	m, err := newMetrics(deps.Registerer, cfg.Component, cfg.BatchesHelp, cfg.PendingHelp)
+	if err != nil {
+		return nil, fmt.Errorf("%s sink metrics: %w", cfg.Component, err)
+	}
+	return &Runner{
+		cfg:      cfg,
+		deps:     deps,
+		log:      deps.Logger.With("component", "sink-"+cfg.Component),
+		acker:    Acker{Conn: deps.JetStream.Conn()},
+		M:        m,
+		do:       make(chan func()),
+		finished: make(chan struct{}),
+	}, nil
+}
+
+// Logger is the sink's logger, with its component set.
+func (r *Runner) Logger() *slog.Logger { return r.log }
+
+// Ready reports whether the consumer is bound, NATS connected and the last
+// write succeeded.
+func (r *Runner) Ready() error { return r.health.Ready(r.deps.JetStream.Conn()) }
+
+// SetErr records the outcome of the sink's last write: nil after a success.
+func (r *Runner) SetErr(err error) { r.health.SetErr(err) }
+
+// Ack acks a durable batch, counting a failure.
+func (r *Runner) Ack(reply string) { r.count(r.acker.Ack(reply), "ack") }
+
+// Nak asks for a redelivery after delay, counting a failure.
+func (r *Runner) Nak(reply string, delay time.Duration) { r.count(r.acker.Nak(reply, delay), "nak") }
+
+// Term terminates a batch that can never be stored, counting a failure.
+func (r *Runner) Term(reply string) { r.count(r.acker.Term(reply), "term") }
+
+func (r *Runner) count(err error, reason string) {
+	if err != nil {
+		r.M.AckErrs.WithLabelValues(reason).Inc()
+	}
+}
+
+// Do runs fn on the loop goroutine, where the Handler's state lives; the
+// sink's own goroutines hand their results back this way. It reports
+// false, without running fn, once the loop has ended.
+func (r *Runner) Do(fn func()) bool {
+	select {
+	case r.do <- fn:
+		return true
+	case <-r.finished:
+		return false
+	}
+}
+
+// Run binds the consumer and runs the loop with h until ctx ends and the
+// sink has completed (or GracePeriod is over), with workers, the sink's
+// goroutines, in the same group. A worker's context ends when the loop
+// does, which is at most GracePeriod after ctx. A clean cancel returns
+// nil. Run may be called once.
+func (r *Runner) Run(ctx context.Context, h Handler, workers ...func(context.Context) error) error {
+	cons, ackWait, err := Start(ctx, r.log, r.deps.ClickHouse, r.cfg.Migrate, r.deps.JetStream, r.cfg.Durable, r.cfg.Consumer.AckWait)
+	if err != nil {
+		return NilIfDone(ctx, err)
+	}
+	r.health.SetBound(true)
+	defer r.health.SetBound(false)
+	// The client's pull buffer is the queue; this channel only hands over.
+	in := make(chan jetstream.Msg, 4)
+	stop := make(chan struct{})
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return Pump(gctx, cons, r.cfg.Consumer.PullMaxBytes, in, stop) })
+	for _, w := range workers {
+		g.Go(func() error { return w(wctx) })
+	}
+	g.Go(func() error {
+		defer close(stop)
+		defer wcancel()
+		defer close(r.finished)
+		return r.loop(ctx, h, in, ackWait)
+	})
+	return g.Wait()
+}
+
+func (r *Runner) loop(ctx context.Context, h Handler, in <-chan jetstream.Msg, ackWait time.Duration) error {
+	progress := time.NewTicker(ackWait / 4)
+	defer progress.Stop()
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
+	var armed time.Time
+	// hctx is the sink's context: ctx, then the grace context once ctx
+	// ended or the pull did, so the final work never runs on a cancelled
+	// context.
+	hctx, done := ctx, ctx.Done()
+	var grace <-chan struct{}
+	cancelGrace := func() {}
+	defer func() { cancelGrace() }()
+	startGrace := func() {
+		if grace == nil {
+			hctx, cancelGrace = context.WithTimeout(context.WithoutCancel(ctx), r.cfg.GracePeriod)
+			grace = hctx.Done()
+		}
+	}
+	var closedErr error
+	src := in
+	h.Tick(hctx, time.Now())
+	for {
+		if src == nil && h.Idle() {
+			return closedErr
+		}
+		pull := src
+		if pull != nil && !h.Accepting(done == nil) {
+			pull = nil
+		}
+		if at := h.Wake(); !at.Equal(armed) {
+			armed = at
+			wake.Reset(time.Until(at))
+		}
+		select {
+		case msg, ok := <-pull:
+			if !ok {
+				// The pump drained the client's buffer (shutdown) or the
+				// connection closed: complete everything.
+				src = nil
+				if ctx.Err() == nil {
+					closedErr = errors.New("packet consumer closed")
+				}
+				startGrace()
+				h.Drain(hctx)
+				continue
+			}
+			r.handle(hctx, h, msg)
+		case fn := <-r.do:
+			fn()
+		case now := <-wake.C:
+			armed = time.Time{}
+			h.Tick(hctx, now)
+		case <-progress.C:
+			h.Held(func(reply string) { r.count(r.acker.Progress(reply), "progress") })
+		case <-done:
+			done = nil
+			startGrace()
+		case <-grace:
+			r.log.Warn("grace period over before the sink completed; the batches it holds will be redelivered")
+			return closedErr
+		}
+	}
+}
+
+// handle decodes and classifies one message and hands it to h inside the
+// per-message panic boundary.
+func (r *Runner) handle(ctx context.Context, h Handler, msg jetstream.Msg) {
+	d, err := Decode(msg)
+	if err != nil {
+		if IsPermanent(err) {
+			r.M.Batches.WithLabelValues("terminated").Inc()
+			r.log.Warn("terminating malformed batch", "subject", msg.Subject(), "stream_seq", streamSeq(msg), "error", err)
+			r.Term(msg.Reply())
+			return
+		}
+		r.M.Batches.WithLabelValues("retried").Inc()
+		r.Nak(msg.Reply(), time.Second)
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			r.M.Panics.Inc()
+			r.M.Batches.WithLabelValues("terminated").Inc()
+			r.log.Error("terminating a batch whose handling panicked", "subject", msg.Subject(), "stream_seq", d.StreamSeq, "panic", p)
+			r.Term(d.Reply)
+		}
+	}()
+	h.Handle(ctx, d)
+}
+
+func streamSeq(msg jetstream.Msg) uint64 {
+	md, err := msg.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
+}
+
+// Metrics are the counters both sinks keep, under their own names.
+type Metrics struct {
+	// Batches counts batches by result.
+	Batches *prometheus.CounterVec
+	// AckErrs counts failed acknowledgements by reason.
+	AckErrs *prometheus.CounterVec
+	// Pending is the number of batches held unacked.
+	Pending prometheus.Gauge
+	// Panics counts batches whose handling panicked.
+	Panics prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, component, batchesHelp, pendingHelp string) (*Metrics, error) {
+	prefix := "capstream_sink_" + component + "_"
+	m := &Metrics{
+		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: prefix + "batches_total", Help: batchesHelp}, []string{"result"}),
+		AckErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: prefix + "ack_errors_total", Help: "Failed acknowledgements, by reason.",
+		}, []string{"reason"}),
+		Pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: prefix + "pending_batches", Help: pendingHelp}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: prefix + "panics_total", Help: "Batches whose handling panicked; each was terminated.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.Batches, m.AckErrs, m.Pending, m.Panics} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,180 @@
+package sinktest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
+	chschema "github.com/capstream/capstream/schemas/clickhouse"
+	"github.com/capstream/capstream/sink"
+)
+
+// Env is what a sink's functional test runs against: NATS with the
+// schema's streams and the sink's durable bound, and a migrated ClickHouse
+// database.
+type Env struct {
+	NATS *testenv.NATSServer
+	DB   *testenv.ClickHouseDB
+}
+
+// Setup starts the services and binds durable with ackWait before anything
+// is published: the packets stream has interest retention and drops
+// batches nobody is bound to.
+func Setup(t *testing.T, durable jetstream.ConsumerConfig, ackWait time.Duration) *Env {
+	t.Helper()
+	e := &Env{NATS: testenv.NATS(t), DB: testenv.ClickHouse(t)}
+	if err := schemas.EnsureStreams(t.Context(), e.NATS.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.Bind(t.Context(), e.NATS.JS, durable, ackWait); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chschema.Migrate(t.Context(), e.DB.Conn); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// WaitDrained waits until the durable has nothing pending or unacked, and
+// with noRedelivered, nothing redelivered either.
+func (e *Env) WaitDrained(t *testing.T, durable string, timeout time.Duration, noRedelivered bool) {
+	t.Helper()
+	testenv.Eventually(t, timeout, func() error {
+		c, err := e.NATS.JS.Consumer(t.Context(), schemas.StreamPackets, durable)
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 || (noRedelivered && info.NumRedelivered != 0) {
+			return fmt.Errorf("consumer: %d pending, %d unacked, %d redelivered", info.NumPending, info.NumAckPending, info.NumRedelivered)
+		}
+		return nil
+	})
+}
+
+// Traffic is the mixed test traffic of rounds rounds as a pcap file (for
+// the reference tools) and as the batches of one interface.
+func Traffic(t *testing.T, rounds int) (string, []Batch) {
+	t.Helper()
+	g := Mixed(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), rounds, 5000)
+	return TrafficOf(t, g.Pkts)
+}
+
+// TrafficOf writes pkts as a pcap file and cuts them into the batches of
+// the test interface.
+func TrafficOf(t *testing.T, pkts []Packet) (string, []Batch) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "in.pcap")
+	if err := WritePcap(path, pkts); err != nil {
+		t.Fatal(err)
+	}
+	h := Header("team-a", "web.capture", "0b1c2d3e-uid", "node-1", "web-0", "cali1234567890a")
+	return path, Batches(h, pkts, 16<<10)
+}
+
+// Outage is how long a dependency is away in the outage tests, 30s;
+// CAPSTREAM_TEST_OUTAGE (a duration) shortens it when iterating.
+func Outage() (time.Duration, bool) {
+	if d, err := time.ParseDuration(os.Getenv("CAPSTREAM_TEST_OUTAGE")); err == nil {
+		return d, true
+	}
+	return 30 * time.Second, false
+}
+
+// Instance is one running sink with its own connections, so a test can
+// kill it the way a crash would: connections gone, nothing flushed.
+type Instance struct {
+	// NC and CH are the instance's own connections.
+	NC *nats.Conn
+	CH driver.Conn
+	// Reg holds the sink's metrics.
+	Reg *prometheus.Registry
+	// Deps are the collaborators to build the sink with (S3 unset).
+	Deps sink.Deps
+
+	t       *testing.T
+	running *testenv.Running
+	killed  atomic.Bool
+}
+
+// Connect opens the connections of one instance, ClickHouse through addr
+// (a proxy in the outage tests), and logs at level.
+func Connect(t *testing.T, e *Env, addr string, level slog.Level) *Instance {
+	t.Helper()
+	nc, err := nats.Connect(e.NATS.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := clickhouse.Open(testenv.ClickHouseOptions(addr, e.DB.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &Instance{NC: nc, CH: ch, Reg: prometheus.NewRegistry(), t: t}
+	in.Deps = sink.Deps{
+		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Registerer: in.Reg, JetStream: js, ClickHouse: ch,
+	}
+	t.Cleanup(func() {
+		nc.Close()
+		ch.Close()
+	})
+	return in
+}
+
+// Run starts the sink's Run; Stop (or the end of the test) stops it.
+func (in *Instance) Run(name string, run func(context.Context) error) {
+	in.running = testenv.Start(in.t, name, func(ctx context.Context) error {
+		err := run(ctx)
+		if in.killed.Load() {
+			return nil // a crash: whatever Run says is not the test's concern
+		}
+		return err
+	})
+}
+
+// Stop is a graceful shutdown; Run must return nil.
+func (in *Instance) Stop() {
+	if err := in.running.Stop(); err != nil {
+		in.t.Errorf("Run after a clean cancel: %v", err)
+	}
+	in.NC.Close()
+	in.CH.Close()
+}
+
+// Kill simulates a crash: acks no longer get through, and with
+// closeClickHouse the writes in progress fail too.
+func (in *Instance) Kill(closeClickHouse bool) {
+	in.killed.Store(true)
+	if closeClickHouse {
+		in.CH.Close()
+	}
+	in.NC.Close()
+	_ = in.running.Stop()
+	in.CH.Close()
+}
+
+// Metric reads a metric of the sink, summed over the series matching
+// labels.
+func (in *Instance) Metric(name string, labels map[string]string) float64 {
+	return testenv.Metric(in.t, in.Reg, name, labels)
+}
