@@ -1,4 +1,4 @@
-package clients
+package clients_test
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/testenv"
 )
 
@@ -16,15 +17,15 @@ func TestValidate(t *testing.T) {
 		err  error
 		want string // "" means valid
 	}{
-		"nats default":         {DefaultNATSConfig("x").Validate(), ""},
-		"nats no url":          {NATSConfig{}.Validate(), "nats.url: required"},
-		"nats two credentials": {NATSConfig{URL: "nats://h:1", CredsFile: "f", Token: "t"}.Validate(), "only one of"},
-		"nats user and pass":   {NATSConfig{URL: "nats://h:1", User: "u", Password: "p"}.Validate(), ""},
-		"clickhouse default":   {DefaultClickHouseConfig().Validate(), ""},
-		"clickhouse no addr":   {ClickHouseConfig{Database: "d", DialTimeout: time.Second, ReadTimeout: time.Second}.Validate(), "clickhouse.addr: required"},
-		"clickhouse timeouts":  {ClickHouseConfig{Addr: "h:1", Database: "d"}.Validate(), "clickhouse.readTimeout"},
-		"s3 no endpoint":       {DefaultS3Config().Validate(), "s3.endpoint: required"},
-		"s3 no bucket":         {S3Config{Endpoint: "h:1"}.Validate(), "s3.bucket: required"},
+		"nats default":         {clients.DefaultNATSConfig("x").Validate(), ""},
+		"nats no url":          {clients.NATSConfig{}.Validate(), "nats.url: required"},
+		"nats two credentials": {clients.NATSConfig{URL: "nats://h:1", CredsFile: "f", Token: "t"}.Validate(), "only one of"},
+		"nats user and pass":   {clients.NATSConfig{URL: "nats://h:1", User: "u", Password: "p"}.Validate(), ""},
+		"clickhouse default":   {clients.DefaultClickHouseConfig().Validate(), ""},
+		"clickhouse no addr":   {clients.ClickHouseConfig{Database: "d", DialTimeout: time.Second, ReadTimeout: time.Second}.Validate(), "clickhouse.addr: required"},
+		"clickhouse timeouts":  {clients.ClickHouseConfig{Addr: "h:1", Database: "d"}.Validate(), "clickhouse.readTimeout"},
+		"s3 no endpoint":       {clients.DefaultS3Config().Validate(), "s3.endpoint: required"},
+		"s3 no bucket":         {clients.S3Config{Endpoint: "h:1"}.Validate(), "s3.bucket: required"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -39,9 +40,9 @@ func TestValidate(t *testing.T) {
 }
 
 func TestRedactURL(t *testing.T) {
-	got := RedactURL("nats://u:secret@h1:4222,nats://h2:4222,tls://tok@h3:1")
+	got := clients.RedactURL("nats://u:secret@h1:4222,nats://h2:4222,tls://tok@h3:1")
 	if want := "nats://REDACTED@h1:4222,nats://h2:4222,tls://REDACTED@h3:1"; got != want {
-		t.Errorf("RedactURL = %q, want %q", got, want)
+		t.Errorf("clients.RedactURL = %q, want %q", got, want)
 	}
 }
 
@@ -59,7 +60,7 @@ func TestJetStreamAuth(t *testing.T) {
 		t.Fatal("server not ready")
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, js, err := JetStream(NATSConfig{URL: srv.ClientURL(), Name: "capstream-test", User: "router", Password: "pw"})
+	nc, js, err := clients.JetStream(clients.NATSConfig{URL: srv.ClientURL(), Name: "capstream-test", User: "router", Password: "pw"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestJetStreamAuth(t *testing.T) {
 	// RetryOnFailedConnect keeps a refused client trying in the
 	// background; the server's verdict shows as the connection's last
 	// error.
-	bad, err := NATSConfig{URL: srv.ClientURL(), User: "router", Password: "wrong"}.Connect()
+	bad, err := clients.NATSConfig{URL: srv.ClientURL(), User: "router", Password: "wrong"}.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}

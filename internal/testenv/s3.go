@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/minio/minio-go/v7"
+
+	"github.com/capstream/capstream/internal/clients"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
@@ -77,4 +79,9 @@ func removeBucket(ctx context.Context, t testing.TB, c *minio.Client, bucket str
 	if err := c.RemoveBucket(ctx, bucket); err != nil {
 		t.Errorf("remove bucket %s: %v", bucket, err)
 	}
+}
+
+// Config is how a component reaches the bucket.
+func (b *S3Bucket) Config() clients.S3Config {
+	return clients.S3Config{Endpoint: b.Endpoint, Bucket: b.Bucket, AccessKey: b.AccessKey, SecretKey: b.SecretKey}
 }

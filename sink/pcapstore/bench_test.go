@@ -17,7 +17,6 @@ import (
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
 	chschema "github.com/capstream/capstream/schemas/clickhouse"
-	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/sinktest"
 )
@@ -77,7 +76,7 @@ func BenchmarkPcapSink(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg := DefaultConfig()
-		cfg.S3 = clients.S3Config{Endpoint: bucket.Endpoint, Bucket: bucket.Bucket, AccessKey: bucket.AccessKey, SecretKey: bucket.SecretKey}
+		cfg.S3 = bucket.Config()
 		cfg.Prefix = fmt.Sprintf("bench%d", iter)
 		cfg.StopAfter = 100 * time.Millisecond // unused: the last batch completes the last object
 		cfg.Migrate = false                    // every other setting is the default

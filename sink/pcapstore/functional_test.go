@@ -22,7 +22,6 @@ import (
 
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
-	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/sinktest"
 )
 
@@ -41,7 +40,7 @@ func setup(t *testing.T) *env {
 
 func (e *env) config() Config {
 	cfg := DefaultConfig()
-	cfg.S3 = sink.S3Config{Endpoint: e.s3.Endpoint, Bucket: e.s3.Bucket, AccessKey: e.s3.AccessKey, SecretKey: e.s3.SecretKey}
+	cfg.S3 = e.s3.Config()
 	cfg.Prefix = "pcaps"
 	cfg.MaxObjectBytes = 64 << 10
 	cfg.StopAfter = 500 * time.Millisecond
