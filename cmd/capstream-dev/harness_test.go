@@ -1,0 +1,299 @@
+package main
+
+// The end-to-end tests' harness: a dev configuration on the test's
+// services, starting and stopping the pipeline, the replayed workload, and
+// what the tests read back (objects, ports, status).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/minio/minio-go/v7"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/capstream/capstream/internal/netsim"
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/producer"
+	v3 "github.com/capstream/capstream/schemas/v3"
+)
+
+// devTestSettings is a dev configuration on the test's services, with
+// short rotation and timeouts so results show within seconds.
+func devTestSettings(ch *testenv.ClickHouseDB, bucket *testenv.S3Bucket, k *testenv.KubeEnv, ns, node string) *devSettings {
+	cfg := defaultDevSettings()
+	cfg.Log.Level = "warn"
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Kube.Kubeconfig = k.Kubeconfig
+	cfg.ClickHouse.Addr, cfg.ClickHouse.Database = ch.Addr, ch.Database
+	cfg.S3.Endpoint, cfg.S3.AccessKey, cfg.S3.SecretKey, cfg.S3.Bucket = bucket.Endpoint, bucket.AccessKey, bucket.SecretKey, bucket.Bucket
+	cfg.CreateStorage = false
+	cfg.Nodes = []string{node}
+	cfg.Router.Namespace = ns
+	cfg.Pcap.MaxObjectAge, cfg.Pcap.StopAfter = 2*time.Second, 2*time.Second
+	cfg.Flows.ActiveTimeout, cfg.Flows.IdleTimeout, cfg.Flows.StopAfter = 4*time.Second, 2*time.Second, 4*time.Second
+	return cfg
+}
+
+// startDev runs runDev until the returned stop is called (or the test
+// ends), which cancels it and checks that it returns nil in time. It
+// returns once the pipeline is built, with its NATS URL.
+func startDev(t *testing.T, cfg *devSettings, started func(*netsim.Simulator)) (stop func(), natsURL string) {
+	t.Helper()
+	// As config.Load would: Validate also copies the shared S3 section.
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	up := make(chan string, 1)
+	r := testenv.Start(t, "capstream-dev", func(ctx context.Context) error {
+		return runDev(ctx, cfg, &devHooks{started: func(url string, s *netsim.Simulator) {
+			if started != nil {
+				started(s)
+			}
+			up <- url
+		}})
+	})
+	select {
+	case natsURL = <-up:
+	case <-r.Done():
+		t.Fatalf("runDev ended before starting: %v", r.Err())
+	case <-time.After(time.Minute):
+		t.Fatal("runDev did not start within 1m")
+	}
+	return func() {
+		t.Helper()
+		if err := r.Stop(); err != nil {
+			t.Errorf("runDev: %v", err)
+		}
+	}, natsURL
+}
+
+// applySample creates the seed's sample capture in ns.
+func applySample(t *testing.T, k *testenv.KubeEnv, ns string) {
+	t.Helper()
+	k.CreateCapture(t, ns, "sample-capture", `k8s-app == "sample-app"`)
+}
+
+// waitObjects waits for completed pcap objects under prefix for both
+// selected pods, and none for the unselected one, and returns their keys.
+func waitObjects(t *testing.T, bucket *testenv.S3Bucket, prefix string) []string {
+	t.Helper()
+	var keys []string
+	// Waiting for: pcap objects of both selected pods.
+	testenv.Eventually(t, 90*time.Second, func() error {
+		keys = keys[:0]
+		pods := map[string]bool{}
+		for o := range bucket.Client.ListObjects(t.Context(), bucket.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+			if o.Err != nil {
+				return o.Err
+			}
+			keys = append(keys, o.Key)
+			pods[strings.SplitN(strings.TrimPrefix(o.Key, prefix), "_", 2)[0]] = true
+		}
+		if !pods["sample-web"] || !pods["sample-client"] {
+			return fmt.Errorf("objects %v", keys)
+		}
+		if pods["other-client"] {
+			return fmt.Errorf("other-client was captured: %v", keys)
+		}
+		return nil
+	})
+	return keys
+}
+
+// countPorts adds the TCP and UDP ports of every packet in a pcap object
+// to ports, checking on the way that the object is a readable pcap.
+func countPorts(t *testing.T, b *testenv.S3Bucket, key string, ports map[uint16]int) int {
+	t.Helper()
+	obj, err := b.Client.GetObject(t.Context(), b.Bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	r, err := pcapgo.NewReader(obj)
+	if err != nil {
+		t.Fatalf("object %s is not a pcap: %v", key, err)
+	}
+	n := 0
+	for {
+		data, _, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read %s: %v", key, err)
+		}
+		n++
+		p := gopacket.NewPacket(data, r.LinkType(), gopacket.DecodeOptions{Lazy: true, NoCopy: true})
+		if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+			ports[uint16(tcp.SrcPort)]++
+			ports[uint16(tcp.DstPort)]++
+		}
+		if udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); ok {
+			ports[uint16(udp.SrcPort)]++
+			ports[uint16(udp.DstPort)]++
+		}
+	}
+	if n == 0 {
+		t.Errorf("object %s holds no packets", key)
+	}
+	return n
+}
+
+// replay is a running dev pipeline that replays a generated pcap (one
+// HTTP exchange and one DNS lookup) on every selected interface, with the
+// sample capture applied.
+type replay struct {
+	ch      *testenv.ClickHouseDB
+	bucket  *testenv.S3Bucket
+	k       *testenv.KubeEnv
+	ns      string
+	node    string
+	cfg     *devSettings
+	packets int    // in the replayed pcap
+	natsURL string // of the embedded server
+	keys    []string
+}
+
+// startReplay creates the sample pods on node with addresses net.2 and up
+// (and a third, unselected pod when other is set), runs the pipeline with
+// the file source, applies the sample capture and waits for its first
+// objects.
+func startReplay(t *testing.T, node, net string, other bool) *replay {
+	t.Helper()
+	r := &replay{ch: testenv.ClickHouse(t), bucket: testenv.S3(t), k: testenv.Kube(t), node: node}
+	r.ns = r.k.Namespace(t, nil)
+	path := filepath.Join(t.TempDir(), "replay.pcap")
+	r.packets = writeReplayPcap(t, path, "sample-web."+r.ns+".svc.cluster.local")
+	pods := []struct{ name, app string }{{"sample-web", "sample-app"}, {"sample-client", "sample-app"}}
+	if other {
+		pods = append(pods, struct{ name, app string }{"other-client", "other-app"})
+	}
+	for i, p := range pods {
+		createRunningPod(t, r.k, r.ns, p.name, map[string]string{"k8s-app": p.app}, node, fmt.Sprintf("%s.%d", net, i+2))
+	}
+	r.cfg = devTestSettings(r.ch, r.bucket, r.k, r.ns, node)
+	r.cfg.Producer.Source = producer.SourceFile
+	r.cfg.Producer.File.Default = path
+	_, r.natsURL = startDev(t, r.cfg, nil)
+	applySample(t, r.k, r.ns)
+	r.keys = waitObjects(t, r.bucket, r.cfg.Pcap.Prefix+"/"+r.ns+"/sample-capture/"+node+"/")
+	return r
+}
+
+// captureStatus reads the sample capture's status.
+func captureStatus(t *testing.T, k *testenv.KubeEnv, ns string) (v3.PacketCaptureStatus, error) {
+	obj, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Get(t.Context(), "sample-capture", metav1.GetOptions{})
+	if err != nil {
+		return v3.PacketCaptureStatus{}, err
+	}
+	var got v3.PacketCapture
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &got); err != nil {
+		return v3.PacketCaptureStatus{}, err
+	}
+	return got.Status, nil
+}
+
+// createRunningPod creates a pod on node and marks it Running with ip, as
+// a kubelet would.
+func createRunningPod(t *testing.T, k *testenv.KubeEnv, ns, name string, labels map[string]string, node, ip string) {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
+	}
+	created, err := k.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+	if _, err := k.Client.CoreV1().Pods(ns).UpdateStatus(t.Context(), created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeReplayPcap writes one HTTP exchange (handshake, request with Host,
+// response, FIN both ways) and one DNS lookup for host between two pod
+// addresses, stamped now, and returns the number of packets.
+func writeReplayPcap(t *testing.T, path, host string) int {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := pcapgo.NewWriterNanos(f)
+	if err := w.WriteFileHeader(262144, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	client, server := net.IPv4(10, 70, 0, 3).To4(), net.IPv4(10, 70, 0, 2).To4()
+	cmac, smac := net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}, net.HardwareAddr{0x02, 0, 0, 0, 0, 2}
+	at := time.Now().Add(-time.Second)
+	count := 0
+	write := func(fromClient bool, l4 gopacket.SerializableLayer, payload []byte) {
+		src, dst, sm, dm := client, server, cmac, smac
+		if !fromClient {
+			src, dst, sm, dm = server, client, smac, cmac
+		}
+		ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: src, DstIP: dst, Protocol: layers.IPProtocolTCP}
+		switch l := l4.(type) {
+		case *layers.UDP:
+			ip.Protocol = layers.IPProtocolUDP
+			_ = l.SetNetworkLayerForChecksum(ip)
+		case *layers.TCP:
+			_ = l.SetNetworkLayerForChecksum(ip)
+		}
+		buf := gopacket.NewSerializeBuffer()
+		eth := &layers.Ethernet{SrcMAC: sm, DstMAC: dm, EthernetType: layers.EthernetTypeIPv4}
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, l4, gopacket.Payload(payload)); err != nil {
+			t.Fatal(err)
+		}
+		at = at.Add(time.Millisecond)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(buf.Bytes()), Length: len(buf.Bytes())}, buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		count++
+	}
+	req := []byte("GET / HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: test\r\n\r\n")
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+	const cp, sp = 40000, 80
+	var cs, ss uint32 = 1000, 5000
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, SYN: true, Seq: cs, Window: 64240}, nil)
+	write(false, &layers.TCP{SrcPort: sp, DstPort: cp, SYN: true, ACK: true, Seq: ss, Ack: cs + 1, Window: 64240}, nil)
+	cs, ss = cs+1, ss+1
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, Seq: cs, Ack: ss, Window: 64240}, nil)
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, PSH: true, Seq: cs, Ack: ss, Window: 64240}, req)
+	cs += uint32(len(req))
+	write(false, &layers.TCP{SrcPort: sp, DstPort: cp, ACK: true, PSH: true, Seq: ss, Ack: cs, Window: 64240}, resp)
+	ss += uint32(len(resp))
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, FIN: true, Seq: cs, Ack: ss, Window: 64240}, nil)
+	write(false, &layers.TCP{SrcPort: sp, DstPort: cp, ACK: true, FIN: true, Seq: ss, Ack: cs + 1, Window: 64240}, nil)
+	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, Seq: cs + 1, Ack: ss + 1, Window: 64240}, nil)
+
+	q := &layers.DNS{ID: 7, RD: true, QDCount: 1, Questions: []layers.DNSQuestion{{Name: []byte(host), Type: layers.DNSTypeA, Class: layers.DNSClassIN}}}
+	qb := gopacket.NewSerializeBuffer()
+	if err := q.SerializeTo(qb, gopacket.SerializeOptions{FixLengths: true}); err != nil {
+		t.Fatal(err)
+	}
+	write(true, &layers.UDP{SrcPort: 45000, DstPort: 53}, qb.Bytes())
+	a := &layers.DNS{ID: 7, QR: true, AA: true, RD: true, QDCount: 1, ANCount: 1, Questions: q.Questions,
+		Answers: []layers.DNSResourceRecord{{Name: []byte(host), Type: layers.DNSTypeA, Class: layers.DNSClassIN, TTL: 30, IP: server}}}
+	ab := gopacket.NewSerializeBuffer()
+	if err := a.SerializeTo(ab, gopacket.SerializeOptions{FixLengths: true}); err != nil {
+		t.Fatal(err)
+	}
+	write(false, &layers.UDP{SrcPort: 53, DstPort: 45000}, ab.Bytes())
+	return count
+}
