@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/capstream/capstream/internal/clients"
+	"github.com/capstream/capstream/internal/testenv"
 	assembly "github.com/capstream/capstream/pipeline"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/producer/source"
@@ -218,18 +219,7 @@ func (p *pipeline) capture(ctx context.Context, name, iface string) error {
 
 // counter sums a counter family of the pipeline's registry.
 func (p *pipeline) counter(name string) float64 {
-	mfs, err := p.reg.Gather()
-	if err != nil {
-		return 0
-	}
-	var n float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
+	n, _ := testenv.MetricSum(p.reg, name, nil)
 	return n
 }
 

@@ -1,7 +1,6 @@
 package netsim_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,9 +9,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/capstream/capstream/internal/netsim"
 	"github.com/capstream/capstream/internal/testenv"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -54,10 +54,7 @@ func TestSimulatorTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- sim.Run(ctx) }()
-	// On failure t.Context's end stops Run.
+	r := testenv.Start(t, "netsim", sim.Run)
 	testenv.Eventually(t, 30*time.Second, func() error {
 		if st := sim.Stats(); st.OK < 12 {
 			return fmt.Errorf("stats %+v (ready: %v)", st, sim.Ready())
@@ -85,8 +82,7 @@ func TestSimulatorTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ip link show %s: %v: %s", web.HostIface, err, out)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := r.Stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if _, err := os.Stat(netsim.NetNSPath(cfg.NetNS)); !os.IsNotExist(err) {

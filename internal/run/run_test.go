@@ -1,7 +1,6 @@
 package run
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -9,9 +8,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/capstream/capstream/internal/testenv"
 )
 
 func TestServerEndpoints(t *testing.T) {
@@ -29,10 +29,8 @@ func TestServerEndpoints(t *testing.T) {
 	}
 	s := NewServer(HTTPConfig{Listen: "127.0.0.1:0"}, reg, map[string]Check{"nats": check},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	addr, err := s.Addr(ctx)
+	r := testenv.Start(t, "http", s.Run)
+	addr, err := s.Addr(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,14 +56,8 @@ func TestServerEndpoints(t *testing.T) {
 	if _, body := get("/metrics"); !strings.Contains(body, "capstream_test_things_total 3") || !strings.Contains(body, "go_goroutines") {
 		t.Errorf("/metrics lacks counters:\n%.500s", body)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run after cancel = %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after cancel")
+	if err := r.Stop(); err != nil {
+		t.Errorf("Run after cancel = %v", err)
 	}
 }
 

@@ -82,9 +82,18 @@ func (r *Running) Err() error {
 // family that does not exist yet reads 0.
 func Metric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
+	v, err := MetricSum(g, name, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// MetricSum is Metric for callers without a testing.TB (the bench).
+func MetricSum(g prometheus.Gatherer, name string, labels map[string]string) (float64, error) {
 	mfs, err := g.Gather()
 	if err != nil {
-		t.Fatalf("gather metrics: %v", err)
+		return 0, fmt.Errorf("gather metrics: %w", err)
 	}
 	sum := 0.0
 	for _, mf := range mfs {
@@ -97,7 +106,7 @@ func Metric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]
 			}
 		}
 	}
-	return sum
+	return sum, nil
 }
 
 func matches(m *dto.Metric, labels map[string]string) bool {
