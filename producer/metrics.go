@@ -32,38 +32,54 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	// Every name gets the capstream_producer_ prefix at registration.
-	reg = prometheus.WrapRegistererWithPrefix("capstream_producer_", reg)
+	r := &registrar{reg: prometheus.WrapRegistererWithPrefix("capstream_producer_", reg)}
 	m := &metrics{
-		packets: prometheus.NewCounter(prometheus.CounterOpts{Name: "packets_total",
-			Help: "Packets captured (read from the sources and put into batches)."}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "bytes_total",
-			Help: "Captured bytes (record data, after the snap length)."}),
-		kernelDrops: prometheus.NewCounter(prometheus.CounterOpts{Name: "kernel_drops_total",
-			Help: "Packets the kernel dropped because a capture ring was full."}),
-		dropPackets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "publish_drops_total",
-			Help: "Captured packets dropped because their batch could not be published, by reason."}, []string{"reason"}),
-		dropBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "publish_dropped_bytes_total",
-			Help: "Batch body bytes dropped because they could not be published, by reason."}, []string{"reason"}),
-		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: "batches_published_total",
-			Help: "Batches handed to JetStream."}),
-		acked: prometheus.NewCounter(prometheus.CounterOpts{Name: "batches_acked_total",
-			Help: "Batches JetStream acknowledged."}),
-		inFlightBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "in_flight_bytes",
-			Help: "Batch bytes published and not yet acknowledged."}),
-		captures: prometheus.NewGauge(prometheus.GaugeOpts{Name: "captures",
-			Help: "Captures running or scheduled on this node."}),
-		interfaces: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "interfaces",
-			Help: "Capture interfaces by state."}, []string{"state"}),
-		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "commands_total",
-			Help: "Commands received, by result."}, []string{"result"}),
-		statusErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "status_publish_errors_total",
-			Help: "Status reports that could not be published."}),
+		packets:       r.counter("packets_total", "Packets captured (read from the sources and put into batches)."),
+		bytes:         r.counter("bytes_total", "Captured bytes (record data, after the snap length)."),
+		kernelDrops:   r.counter("kernel_drops_total", "Packets the kernel dropped because a capture ring was full."),
+		dropPackets:   r.counterVec("publish_drops_total", "Captured packets dropped because their batch could not be published, by reason.", "reason"),
+		dropBytes:     r.counterVec("publish_dropped_bytes_total", "Batch body bytes dropped because they could not be published, by reason.", "reason"),
+		batches:       r.counter("batches_published_total", "Batches handed to JetStream."),
+		acked:         r.counter("batches_acked_total", "Batches JetStream acknowledged."),
+		inFlightBytes: r.gauge("in_flight_bytes", "Batch bytes published and not yet acknowledged."),
+		captures:      r.gauge("captures", "Captures running or scheduled on this node."),
+		interfaces:    r.gaugeVec("interfaces", "Capture interfaces by state.", "state"),
+		commands:      r.counterVec("commands_total", "Commands received, by result.", "result"),
+		statusErrors:  r.counter("status_publish_errors_total", "Status reports that could not be published."),
 	}
-	for _, c := range []prometheus.Collector{m.packets, m.bytes, m.kernelDrops, m.dropPackets, m.dropBytes, m.batches, m.acked,
-		m.inFlightBytes, m.captures, m.interfaces, m.commands, m.statusErrors} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if r.err != nil {
+		return nil, r.err
 	}
 	return m, nil
+}
+
+// registrar builds metrics and registers each as it is built, keeping the
+// first error.
+type registrar struct {
+	reg prometheus.Registerer
+	err error
+}
+
+// register registers c, noting the first error, and returns it.
+func register[C prometheus.Collector](r *registrar, c C) C {
+	if err := r.reg.Register(c); err != nil && r.err == nil {
+		r.err = err
+	}
+	return c
+}
+
+func (r *registrar) counter(name, help string) prometheus.Counter {
+	return register(r, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
+}
+
+func (r *registrar) counterVec(name, help, label string) *prometheus.CounterVec {
+	return register(r, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label}))
+}
+
+func (r *registrar) gauge(name, help string) prometheus.Gauge {
+	return register(r, prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help}))
+}
+
+func (r *registrar) gaugeVec(name, help, label string) *prometheus.GaugeVec {
+	return register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{label}))
 }
