@@ -1,6 +1,10 @@
 package producer
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/capstream/capstream/internal/run"
+)
 
 // Drop reasons, the label of the publish drop counters.
 const (
@@ -32,54 +36,23 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	// Every name gets the capstream_producer_ prefix at registration.
-	r := &registrar{reg: prometheus.WrapRegistererWithPrefix("capstream_producer_", reg)}
+	r := run.NewRegistrar(reg, "capstream_producer_")
 	m := &metrics{
-		packets:       r.counter("packets_total", "Packets captured (read from the sources and put into batches)."),
-		bytes:         r.counter("bytes_total", "Captured bytes (record data, after the snap length)."),
-		kernelDrops:   r.counter("kernel_drops_total", "Packets the kernel dropped because a capture ring was full."),
-		dropPackets:   r.counterVec("publish_drops_total", "Captured packets dropped because their batch could not be published, by reason.", "reason"),
-		dropBytes:     r.counterVec("publish_dropped_bytes_total", "Batch body bytes dropped because they could not be published, by reason.", "reason"),
-		batches:       r.counter("batches_published_total", "Batches handed to JetStream."),
-		acked:         r.counter("batches_acked_total", "Batches JetStream acknowledged."),
-		inFlightBytes: r.gauge("in_flight_bytes", "Batch bytes published and not yet acknowledged."),
-		captures:      r.gauge("captures", "Captures running or scheduled on this node."),
-		interfaces:    r.gaugeVec("interfaces", "Capture interfaces by state.", "state"),
-		commands:      r.counterVec("commands_total", "Commands received, by result.", "result"),
-		statusErrors:  r.counter("status_publish_errors_total", "Status reports that could not be published."),
+		packets:       r.Counter("packets_total", "Packets captured (read from the sources and put into batches)."),
+		bytes:         r.Counter("bytes_total", "Captured bytes (record data, after the snap length)."),
+		kernelDrops:   r.Counter("kernel_drops_total", "Packets the kernel dropped because a capture ring was full."),
+		dropPackets:   r.CounterVec("publish_drops_total", "Captured packets dropped because their batch could not be published, by reason.", "reason"),
+		dropBytes:     r.CounterVec("publish_dropped_bytes_total", "Batch body bytes dropped because they could not be published, by reason.", "reason"),
+		batches:       r.Counter("batches_published_total", "Batches handed to JetStream."),
+		acked:         r.Counter("batches_acked_total", "Batches JetStream acknowledged."),
+		inFlightBytes: r.Gauge("in_flight_bytes", "Batch bytes published and not yet acknowledged."),
+		captures:      r.Gauge("captures", "Captures running or scheduled on this node."),
+		interfaces:    r.GaugeVec("interfaces", "Capture interfaces by state.", "state"),
+		commands:      r.CounterVec("commands_total", "Commands received, by result.", "result"),
+		statusErrors:  r.Counter("status_publish_errors_total", "Status reports that could not be published."),
 	}
-	if r.err != nil {
-		return nil, r.err
+	if err := r.Err(); err != nil {
+		return nil, err
 	}
 	return m, nil
-}
-
-// registrar builds metrics and registers each as it is built, keeping the
-// first error.
-type registrar struct {
-	reg prometheus.Registerer
-	err error
-}
-
-// register registers c, noting the first error, and returns it.
-func register[C prometheus.Collector](r *registrar, c C) C {
-	if err := r.reg.Register(c); err != nil && r.err == nil {
-		r.err = err
-	}
-	return c
-}
-
-func (r *registrar) counter(name, help string) prometheus.Counter {
-	return register(r, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
-}
-
-func (r *registrar) counterVec(name, help, label string) *prometheus.CounterVec {
-	return register(r, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label}))
-}
-
-func (r *registrar) gauge(name, help string) prometheus.Gauge {
-	return register(r, prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help}))
-}
-
-func (r *registrar) gaugeVec(name, help, label string) *prometheus.GaugeVec {
-	return register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{label}))
 }
