@@ -43,8 +43,10 @@ func Migrations() ([]Migration, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read migrations: %w", err)
 	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 	var ms []Migration
 	seen := map[int]string{}
+	tables := map[string][]string{} // column lines of every table created so far
 	for _, e := range entries {
 		name := e.Name()
 		num, rest, ok := strings.Cut(name, "_")
@@ -60,10 +62,79 @@ func Migrations() ([]Migration, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read migration %s: %w", name, err)
 		}
-		ms = append(ms, Migration{Version: v, Name: strings.TrimSuffix(rest, ".sql"), Statements: splitStatements(string(body))})
+		sql, err := expandColumns(string(body), tables)
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: %w", name, err)
+		}
+		ms = append(ms, Migration{Version: v, Name: strings.TrimSuffix(rest, ".sql"), Statements: splitStatements(sql)})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms, nil
+}
+
+// columnsDirective, on a line of its own inside a CREATE TABLE, stands for
+// a run of another table's columns: `-- capstream:columns T A..B` is the
+// column lines of T from A to B, as an earlier migration (or this one,
+// above) created T. A table that must mirror another (flow_staging holds
+// exactly what is published into flows) takes its columns from it, so the
+// two can never drift apart.
+const columnsDirective = "-- capstream:columns "
+
+// expandColumns replaces the column directives of sql and records the
+// column lines of every table sql creates into tables.
+func expandColumns(sql string, tables map[string][]string) (string, error) {
+	var out []string
+	var table string // the CREATE TABLE being read, if any
+	for _, line := range strings.Split(sql, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if spec, ok := strings.CutPrefix(trimmed, strings.TrimSpace(columnsDirective)); ok {
+			cols, err := columnRun(tables, spec)
+			if err != nil {
+				return "", err
+			}
+			out = append(out, cols...)
+			if table != "" {
+				tables[table] = append(tables[table], cols...)
+			}
+			continue
+		}
+		out = append(out, line)
+		switch {
+		case strings.HasPrefix(trimmed, "CREATE TABLE IF NOT EXISTS ") && strings.HasSuffix(trimmed, "("):
+			table = strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(trimmed, "CREATE TABLE IF NOT EXISTS "), "("))
+			tables[table] = nil
+		case strings.HasPrefix(trimmed, ")"):
+			table = ""
+		case table != "" && trimmed != "" && !strings.HasPrefix(trimmed, "--"):
+			tables[table] = append(tables[table], line)
+		}
+	}
+	return strings.Join(out, "\n"), nil
+}
+
+// columnRun is the column lines "T A..B" names, each ending in a comma.
+func columnRun(tables map[string][]string, spec string) ([]string, error) {
+	table, span, ok := strings.Cut(strings.TrimSpace(spec), " ")
+	first, last, ok2 := strings.Cut(span, "..")
+	cols, known := tables[table]
+	if !ok || !ok2 || !known {
+		return nil, fmt.Errorf("%s%s: want TABLE FIRST..LAST of a table created before", columnsDirective, spec)
+	}
+	start := -1
+	for i, c := range cols {
+		name, _, _ := strings.Cut(strings.TrimSpace(c), " ")
+		if name == first {
+			start = i
+		}
+		if name == last && start >= 0 {
+			run := make([]string, 0, i-start+1)
+			for _, c := range cols[start : i+1] {
+				run = append(run, strings.TrimSuffix(c, ",")+",")
+			}
+			return run, nil
+		}
+	}
+	return nil, fmt.Errorf("%s%s: no columns %s to %s in %s", columnsDirective, spec, first, last, table)
 }
 
 // splitStatements splits SQL on semicolons that end a line, dropping

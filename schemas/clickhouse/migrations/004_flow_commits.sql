@@ -16,56 +16,22 @@
 -- older sinks stay valid and are still read. Rows of both tables are
 -- useless once the packets stream's MaxAge has passed; drop old partitions
 -- by day.
+
+-- flow_staging holds exactly the columns published into flows (from 001,
+-- by the column directive the migration runner expands), under a flush ID.
 CREATE TABLE IF NOT EXISTS flow_staging (
     date Date DEFAULT toDate(staged_at),
     flush_id UInt64,
-    namespace String,
-    capture String,
-    capture_uid String,
-    node String,
-    pod String,
-    interface String,
-    record_id UInt64,
-    start_time DateTime,
-    start_ns UInt32,
-    end_time DateTime,
-    end_ns UInt32,
-    ip_version UInt8,
-    protocol UInt8,
-    orig_addr FixedString(16),
-    orig_port UInt16,
-    resp_addr FixedString(16),
-    resp_port UInt16,
-    orig_packets UInt64,
-    orig_bytes UInt64,
-    orig_payload_bytes UInt64,
-    resp_packets UInt64,
-    resp_bytes UInt64,
-    resp_payload_bytes UInt64,
-    orig_tcp_flags UInt8,
-    resp_tcp_flags UInt8,
-    history String,
-    conn_state LowCardinality(String),
-    community_id String,
-    dns_query String,
-    dns_rcode Int16,
-    tls_sni String,
-    http_host String,
-    end_reason LowCardinality(String),
-    first_seq UInt64,
-    last_seq UInt64,
+    -- capstream:columns flows namespace..last_seq
     staged_at DateTime DEFAULT now()
 ) ENGINE = MergeTree()
 PARTITION BY date
 ORDER BY flush_id;
 
+-- flow_commits is flow_batches (003) with the flush that covers each row.
 CREATE TABLE IF NOT EXISTS flow_commits (
     date Date DEFAULT toDate(inserted_at),
-    capture_uid String,
-    node String,
-    interface String,
-    stream_seq UInt64,
-    floor_ns UInt64,
+    -- capstream:columns flow_batches capture_uid..floor_ns
     flush_id UInt64,
     inserted_at DateTime DEFAULT now()
 ) ENGINE = ReplacingMergeTree()
