@@ -298,35 +298,3 @@ func streamSeq(msg jetstream.Msg) uint64 {
 	}
 	return md.Sequence.Stream
 }
-
-// Metrics are the counters both sinks keep, under their own names.
-type Metrics struct {
-	// Batches counts batches by result.
-	Batches *prometheus.CounterVec
-	// AckErrs counts failed acknowledgements by reason.
-	AckErrs *prometheus.CounterVec
-	// Pending is the number of batches held unacked.
-	Pending prometheus.Gauge
-	// Panics counts batches whose handling panicked.
-	Panics prometheus.Counter
-}
-
-func newMetrics(reg prometheus.Registerer, component, batchesHelp, pendingHelp string) (*Metrics, error) {
-	prefix := "capstream_sink_" + component + "_"
-	m := &Metrics{
-		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: prefix + "batches_total", Help: batchesHelp}, []string{"result"}),
-		AckErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: prefix + "ack_errors_total", Help: "Failed acknowledgements, by reason.",
-		}, []string{"reason"}),
-		Pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: prefix + "pending_batches", Help: pendingHelp}),
-		Panics: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: prefix + "panics_total", Help: "Batches whose handling panicked; each was terminated.",
-		}),
-	}
-	for _, c := range []prometheus.Collector{m.Batches, m.AckErrs, m.Pending, m.Panics} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
-}
