@@ -1,7 +1,6 @@
 package flowstore
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand"
@@ -357,20 +356,7 @@ func TestFunctionalFlowsReplicas(t *testing.T) {
 	}
 	// Kill a replica while it holds batches, so they come back to the
 	// other one.
-	var victim *instance
-	testenv.Eventually(t, 10*time.Second, func() error {
-		for _, x := range []*instance{a, b} {
-			if x.Sink.pendingBatches() > 0 {
-				victim = x
-				return nil
-			}
-		}
-		return errors.New("no replica holds a batch yet")
-	})
-	victim.Kill(false)
-	if victim == b {
-		b = a
-	}
+	b = sinktest.KillHolder(t, a, b, func(x *instance) bool { return x.Sink.pendingBatches() > 0 })
 	if err := sinktest.Publish(t.Context(), srv.JS, batches[half:]); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package pcapstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -354,20 +353,7 @@ func TestFunctionalPcapReplicas(t *testing.T) {
 	}
 	// Kill a replica while it holds batches, so they come back to the
 	// other one.
-	var victim *instance
-	testenv.Eventually(t, 10*time.Second, func() error {
-		for _, x := range []*instance{a, b} {
-			if x.Metric("capstream_sink_pcap_pending_batches", nil) > 0 {
-				victim = x
-				return nil
-			}
-		}
-		return errors.New("no replica holds a batch yet")
-	})
-	victim.Kill(false)
-	if victim == b {
-		b = a
-	}
+	b = sinktest.KillHolder(t, a, b, func(x *instance) bool { return x.Metric("capstream_sink_pcap_pending_batches", nil) > 0 })
 	if err := sinktest.Publish(t.Context(), e.NATS.JS, batches[half:]); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package sinktest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -133,6 +134,26 @@ type Instance struct {
 type Running[S any] struct {
 	*Instance
 	Sink S
+}
+
+// KillHolder waits until a or b holds a batch, as holds tells, kills that
+// one the way a crash would (ClickHouse left open) and returns the other.
+func KillHolder[S any](t *testing.T, a, b *Running[S], holds func(*Running[S]) bool) *Running[S] {
+	t.Helper()
+	var victim, other *Running[S]
+	testenv.Eventually(t, 10*time.Second, func() error {
+		switch {
+		case holds(a):
+			victim, other = a, b
+		case holds(b):
+			victim, other = b, a
+		default:
+			return errors.New("no replica holds a batch yet")
+		}
+		return nil
+	})
+	victim.Kill(false)
+	return other
 }
 
 // Connect opens the connections of one instance, ClickHouse through addr
