@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/cenkalti/backoff/v4"
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,6 +90,9 @@ type Runner struct {
 	// Pending itself.
 	M      *Metrics
 	health Health
+	// retry spaces the sink's tries after a failed write; it lives on the
+	// loop goroutine, like the sink's state.
+	retry *backoff.ExponentialBackOff
 
 	do       chan func()
 	finished chan struct{}
@@ -100,12 +104,15 @@ func NewRunner(cfg RunnerConfig, deps Deps) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s sink metrics: %w", cfg.Component, err)
 	}
+	retry := backoff.NewExponentialBackOff()
+	retry.InitialInterval, retry.MaxInterval, retry.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
 	return &Runner{
 		cfg:      cfg,
 		deps:     deps,
 		log:      deps.Logger.With("component", "sink-"+cfg.Component),
 		acker:    Acker{Conn: deps.JetStream.Conn()},
 		M:        m,
+		retry:    retry,
 		do:       make(chan func()),
 		finished: make(chan struct{}),
 	}, nil
@@ -118,8 +125,22 @@ func (r *Runner) Logger() *slog.Logger { return r.log }
 // write succeeded.
 func (r *Runner) Ready() error { return r.health.Ready(r.deps.JetStream.Conn()) }
 
-// SetErr records the outcome of the sink's last write: nil after a success.
-func (r *Runner) SetErr(err error) { r.health.SetErr(err) }
+// Failed records that a write of the sink failed with err, which Ready
+// reports until the next success, and returns how long to wait before
+// trying again: a backoff from 100ms to 10s that grows with each failure
+// in a row. Call it on the loop goroutine.
+func (r *Runner) Failed(err error) time.Duration {
+	r.health.SetErr(err)
+	return r.retry.NextBackOff()
+}
+
+// Succeeded records that a write of the sink succeeded: Ready no longer
+// reports the last failure and the backoff starts over. Call it on the
+// loop goroutine.
+func (r *Runner) Succeeded() {
+	r.retry.Reset()
+	r.health.SetErr(nil)
+}
 
 // Ack acks a durable batch, counting a failure.
 func (r *Runner) Ack(reply string) { r.count(r.acker.Ack(reply), "ack") }
@@ -276,36 +297,4 @@ func streamSeq(msg jetstream.Msg) uint64 {
 		return 0
 	}
 	return md.Sequence.Stream
-}
-
-// Metrics are the counters both sinks keep, under their own names.
-type Metrics struct {
-	// Batches counts batches by result.
-	Batches *prometheus.CounterVec
-	// AckErrs counts failed acknowledgements by reason.
-	AckErrs *prometheus.CounterVec
-	// Pending is the number of batches held unacked.
-	Pending prometheus.Gauge
-	// Panics counts batches whose handling panicked.
-	Panics prometheus.Counter
-}
-
-func newMetrics(reg prometheus.Registerer, component, batchesHelp, pendingHelp string) (*Metrics, error) {
-	prefix := "capstream_sink_" + component + "_"
-	m := &Metrics{
-		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: prefix + "batches_total", Help: batchesHelp}, []string{"result"}),
-		AckErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: prefix + "ack_errors_total", Help: "Failed acknowledgements, by reason.",
-		}, []string{"reason"}),
-		Pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: prefix + "pending_batches", Help: pendingHelp}),
-		Panics: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: prefix + "panics_total", Help: "Batches whose handling panicked; each was terminated.",
-		}),
-	}
-	for _, c := range []prometheus.Collector{m.Batches, m.AckErrs, m.Pending, m.Panics} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
 }

@@ -29,8 +29,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
-
 	"github.com/capstream/capstream/schemas"
 	"github.com/capstream/capstream/sink"
 )
@@ -52,7 +50,6 @@ type Sink struct {
 	npend   int
 
 	npendAtomic atomic.Int64
-	retryWait   *backoff.ExponentialBackOff
 	retryAt     time.Time
 	nextFlush   time.Time
 	// drained is set once the pull ended, flushed once the final flush
@@ -118,17 +115,14 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("flow sink metrics: %w", err)
 	}
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
 	return &Sink{
-		cfg:       cfg,
-		deps:      deps,
-		run:       run,
-		m:         m,
-		table:     NewTable(TableConfig{Window: cfg.ActiveTimeout, Idle: cfg.IdleTimeout, MaxFlows: cfg.MaxFlows}),
-		pending:   map[StreamKey][]*pendingBatch{},
-		bySeq:     map[uint64]*pendingBatch{},
-		retryWait: bo,
+		cfg:     cfg,
+		deps:    deps,
+		run:     run,
+		m:       m,
+		table:   NewTable(TableConfig{Window: cfg.ActiveTimeout, Idle: cfg.IdleTimeout, MaxFlows: cfg.MaxFlows}),
+		pending: map[StreamKey][]*pendingBatch{},
+		bySeq:   map[uint64]*pendingBatch{},
 
 		republished: map[uint64]bool{},
 	}, nil
@@ -213,10 +207,9 @@ func (h *handler) Handle(ctx context.Context, d sink.Delivery) {
 		var err error
 		skip, err = s.recover(ctx, k, d.StreamSeq)
 		if err != nil {
-			s.run.SetErr(err)
 			s.m.insertErrs.WithLabelValues("flow_commits").Inc()
 			batches.WithLabelValues("retried").Inc()
-			s.run.Nak(d.Reply, s.retryWait.NextBackOff())
+			s.run.Nak(d.Reply, s.run.Failed(err))
 			return
 		}
 	}
@@ -317,9 +310,8 @@ func (s *Sink) flush(ctx context.Context, force bool, reason string) bool {
 	if len(recs) > 0 {
 		s.m.flushTime.Observe(time.Since(start).Seconds())
 	}
-	s.retryWait.Reset()
 	s.retryAt = time.Time{}
-	s.run.SetErr(nil)
+	s.run.Succeeded()
 	return true
 }
 
@@ -433,8 +425,7 @@ func (s *Sink) at(point string) {
 
 func (s *Sink) fail(table string, err error) {
 	s.m.insertErrs.WithLabelValues(table).Inc()
-	s.run.SetErr(err)
-	wait := s.retryWait.NextBackOff()
+	wait := s.run.Failed(err)
 	s.retryAt = time.Now().Add(wait)
 	s.run.Logger().Warn("clickhouse insert failed; retrying", "table", table, "error", err, "wait", wait)
 }

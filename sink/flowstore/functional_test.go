@@ -1,7 +1,6 @@
 package flowstore
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand"
@@ -20,22 +19,16 @@ import (
 	"github.com/capstream/capstream/sink/sinktest"
 )
 
-const testAckWait = 3 * time.Second
-
 func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.StopAfter = 300 * time.Millisecond
 	cfg.FlushInterval = 100 * time.Millisecond
-	cfg.GracePeriod = 5 * time.Second
-	cfg.Consumer.AckWait = testAckWait
+	cfg.Consumer, cfg.GracePeriod = sinktest.Consumer(), sinktest.GracePeriod
 	return cfg
 }
 
 // instance is one running sink (see sinktest.Instance: stop, kill).
-type instance struct {
-	*sinktest.Instance
-	sink *Sink
-}
+type instance = sinktest.Running[*Sink]
 
 func start(t *testing.T, srv *testenv.NATSServer, db *testenv.ClickHouseDB, cfg Config) *instance {
 	t.Helper()
@@ -51,7 +44,7 @@ func startVia(t *testing.T, srv *testenv.NATSServer, addr string, db *testenv.Cl
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{Instance: c, sink: s}
+	in := &instance{Instance: c, Sink: s}
 	if hook != nil {
 		s.hook = func(point string) { hook(in, point) }
 	}
@@ -60,7 +53,7 @@ func startVia(t *testing.T, srv *testenv.NATSServer, addr string, db *testenv.Cl
 }
 
 func setup(t *testing.T) (*testenv.NATSServer, *testenv.ClickHouseDB) {
-	e := sinktest.Setup(t, schemas.FlowSinkConsumer(), testAckWait)
+	e := sinktest.Setup(t, schemas.FlowSinkConsumer())
 	return e.NATS, e.DB
 }
 
@@ -150,7 +143,7 @@ func TestFunctionalFlowsMatchTshark(t *testing.T) {
 	}
 	in := start(t, srv, db, testConfig())
 	waitDrained(t, srv, 30*time.Second)
-	if err := in.sink.Ready(); err != nil {
+	if err := in.Sink.Ready(); err != nil {
 		t.Errorf("Ready: %v", err)
 	}
 	in.Stop()
@@ -279,7 +272,7 @@ func TestFunctionalFlowsCrashInFlush(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := testConfig()
-			cfg.StopAfter = 2 * testAckWait
+			cfg.StopAfter = 2 * sinktest.AckWait
 			in = start(t, srv, db, cfg)
 			waitDrained(t, srv, 60*time.Second)
 			in.Stop()
@@ -314,9 +307,9 @@ func TestFunctionalFlowsClickHouseOutage(t *testing.T) {
 	// failed: the batches it holds stay few.
 	var peak int
 	for end := time.Now().Add(outage); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		peak = max(peak, in.sink.pendingBatches())
+		peak = max(peak, in.Sink.pendingBatches())
 	}
-	if in.sink.Ready() == nil {
+	if in.Sink.Ready() == nil {
 		t.Error("Ready during the ClickHouse outage")
 	}
 	if err := proxy.Up(); err != nil {
@@ -363,20 +356,7 @@ func TestFunctionalFlowsReplicas(t *testing.T) {
 	}
 	// Kill a replica while it holds batches, so they come back to the
 	// other one.
-	var victim *instance
-	testenv.Eventually(t, 10*time.Second, func() error {
-		for _, x := range []*instance{a, b} {
-			if x.sink.pendingBatches() > 0 {
-				victim = x
-				return nil
-			}
-		}
-		return errors.New("no replica holds a batch yet")
-	})
-	victim.Kill(false)
-	if victim == b {
-		b = a
-	}
+	b = sinktest.KillHolder(t, a, b, func(x *instance) bool { return x.Sink.pendingBatches() > 0 })
 	if err := sinktest.Publish(t.Context(), srv.JS, batches[half:]); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package pcapstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,15 +24,13 @@ import (
 	"github.com/capstream/capstream/sink/sinktest"
 )
 
-const testAckWait = 3 * time.Second
-
 type env struct {
 	*sinktest.Env
 	s3 *testenv.S3Bucket
 }
 
 func setup(t *testing.T) *env {
-	e := &env{Env: sinktest.Setup(t, schemas.PcapSinkConsumer(), testAckWait)}
+	e := &env{Env: sinktest.Setup(t, schemas.PcapSinkConsumer())}
 	e.s3 = testenv.S3(t)
 	return e
 }
@@ -44,16 +41,12 @@ func (e *env) config() Config {
 	cfg.Prefix = "pcaps"
 	cfg.MaxObjectBytes = 64 << 10
 	cfg.StopAfter = 500 * time.Millisecond
-	cfg.GracePeriod = 5 * time.Second
-	cfg.Consumer.AckWait = testAckWait
+	cfg.Consumer, cfg.GracePeriod = sinktest.Consumer(), sinktest.GracePeriod
 	return cfg
 }
 
 // instance is one running sink (see sinktest.Instance: stop, kill).
-type instance struct {
-	*sinktest.Instance
-	sink *Sink
-}
+type instance = sinktest.Running[*Sink]
 
 func start(t *testing.T, e *env, cfg Config) *instance {
 	t.Helper()
@@ -69,7 +62,7 @@ func start(t *testing.T, e *env, cfg Config) *instance {
 		t.Fatal(err)
 	}
 	in.Run("pcap sink", s.Run)
-	return &instance{Instance: in, sink: s}
+	return &instance{Instance: in, Sink: s}
 }
 
 func waitDrained(t *testing.T, e *env, timeout time.Duration) {
@@ -118,6 +111,21 @@ func packetsOf(t *testing.T, paths ...string) []string {
 		all = append(all, pk...)
 	}
 	return all
+}
+
+// samePackets checks that the objects at paths hold the packets of the
+// pcap file in, each exactly once, in any order: a batch redelivered after
+// a crash may land in a later object than its neighbours. It returns the
+// number of packets in in.
+func samePackets(t *testing.T, in string, paths []string, what string) int {
+	t.Helper()
+	want, got := packetsOf(t, in), packetsOf(t, paths...)
+	sort.Strings(want)
+	sort.Strings(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("packets %s (-input +objects):\n%s", what, diff)
+	}
+	return len(want)
 }
 
 type indexed struct {
@@ -175,7 +183,7 @@ func TestFunctionalPcapRoundTrip(t *testing.T) {
 	}
 	s := start(t, e, e.config())
 	waitDrained(t, e, 30*time.Second)
-	if err := s.sink.Ready(); err != nil {
+	if err := s.Sink.Ready(); err != nil {
 		t.Errorf("Ready: %v", err)
 	}
 	s.Stop()
@@ -273,14 +281,7 @@ func TestFunctionalPcapCrashRestart(t *testing.T) {
 	waitDrained(t, e, 60*time.Second)
 	s.Stop()
 	keys, paths := download(t, e, t.TempDir())
-	want, got := packetsOf(t, in), packetsOf(t, paths...)
-	// Redeliveries after a crash may land in a later object, so compare
-	// the packets as a multiset: each exactly once.
-	sort.Strings(want)
-	sort.Strings(got)
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("packets after crashes (-input +objects):\n%s", diff)
-	}
+	npackets := samePackets(t, in, paths, "after crashes")
 	idx := index(t, e)
 	if len(idx) != len(keys) {
 		t.Errorf("pcap_objects has %d rows for %d objects", len(idx), len(keys))
@@ -289,8 +290,8 @@ func TestFunctionalPcapCrashRestart(t *testing.T) {
 	for _, r := range idx {
 		total += r.Packets
 	}
-	if total != uint64(len(want)) {
-		t.Errorf("pcap_objects counts %d packets, input has %d", total, len(want))
+	if total != uint64(npackets) {
+		t.Errorf("pcap_objects counts %d packets, input has %d", total, npackets)
 	}
 }
 
@@ -328,7 +329,7 @@ func TestFunctionalPcapS3Outage(t *testing.T) {
 	if limit := float64(cfg.MaxBufferedBytes + 16<<10 + 24); peak > limit {
 		t.Errorf("buffered %0.f bytes during the outage, budget %0.f", peak, limit)
 	}
-	if s.sink.Ready() == nil {
+	if s.Sink.Ready() == nil {
 		t.Error("Ready during the S3 outage")
 	}
 	if err := proxy.Up(); err != nil {
@@ -337,12 +338,7 @@ func TestFunctionalPcapS3Outage(t *testing.T) {
 	waitDrained(t, e, 90*time.Second)
 	s.Stop()
 	_, paths := download(t, e, t.TempDir())
-	want, got := packetsOf(t, in), packetsOf(t, paths...)
-	sort.Strings(want)
-	sort.Strings(got)
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("packets after the outage (-input +objects):\n%s", diff)
-	}
+	samePackets(t, in, paths, "after the outage")
 	t.Logf("peak buffered during the outage: %.0f bytes", peak)
 }
 
@@ -357,32 +353,14 @@ func TestFunctionalPcapReplicas(t *testing.T) {
 	}
 	// Kill a replica while it holds batches, so they come back to the
 	// other one.
-	var victim *instance
-	testenv.Eventually(t, 10*time.Second, func() error {
-		for _, x := range []*instance{a, b} {
-			if x.Metric("capstream_sink_pcap_pending_batches", nil) > 0 {
-				victim = x
-				return nil
-			}
-		}
-		return errors.New("no replica holds a batch yet")
-	})
-	victim.Kill(false)
-	if victim == b {
-		b = a
-	}
+	b = sinktest.KillHolder(t, a, b, func(x *instance) bool { return x.Metric("capstream_sink_pcap_pending_batches", nil) > 0 })
 	if err := sinktest.Publish(t.Context(), e.NATS.JS, batches[half:]); err != nil {
 		t.Fatal(err)
 	}
 	waitDrained(t, e, 60*time.Second)
 	b.Stop()
 	_, paths := download(t, e, t.TempDir())
-	want, got := packetsOf(t, in), packetsOf(t, paths...)
-	sort.Strings(want)
-	sort.Strings(got)
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("packets with two replicas (-input +objects):\n%s", diff)
-	}
+	samePackets(t, in, paths, "with two replicas")
 }
 
 func TestFunctionalPcapAbortsStaleUploads(t *testing.T) {
@@ -472,7 +450,7 @@ func TestFunctionalPcapLastBatchAlone(t *testing.T) {
 	if keys, _ := download(t, e, t.TempDir()); len(keys) != 0 {
 		t.Errorf("objects %v, want none", keys)
 	}
-	if n := testutil.ToFloat64(s.sink.run.M.Batches.WithLabelValues("empty")); n != 1 {
+	if n := testutil.ToFloat64(s.Sink.run.M.Batches.WithLabelValues("empty")); n != 1 {
 		t.Errorf("empty batches counted %v, want 1", n)
 	}
 }

@@ -26,8 +26,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
-
 	"github.com/capstream/capstream/schemas"
 	"github.com/capstream/capstream/sink"
 )
@@ -73,8 +71,7 @@ type Sink struct {
 	reportedAt time.Time                // when reportQ became non-empty
 	reporting  bool
 
-	retryWait *backoff.ExponentialBackOff
-	retryAt   time.Time
+	retryAt time.Time
 	// nextTick is the next check of ages and retries, nextSweep the next
 	// sweep of stale uploads.
 	nextTick, nextSweep time.Time
@@ -101,8 +98,6 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pcap sink metrics: %w", err)
 	}
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
 	return &Sink{
 		cfg:       cfg,
 		deps:      deps,
@@ -112,7 +107,6 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 		core:      newCore(cfg.core()),
 		done:      map[ifaceKey]*completed{},
 		indexReqs: make(chan indexReq, cfg.Uploaders),
-		retryWait: bo,
 	}, nil
 }
 
@@ -156,9 +150,8 @@ func (h *handler) Handle(ctx context.Context, d sink.Delivery) {
 		dup, err := s.isDuplicate(ctx, keyOf(&d.Header), &d.Header)
 		if err != nil {
 			s.m.errs.WithLabelValues("dedup").Inc()
-			s.run.SetErr(err)
 			batches.WithLabelValues("retried").Inc()
-			s.run.Nak(d.Reply, s.retryWait.NextBackOff())
+			s.run.Nak(d.Reply, s.run.Failed(err))
 			return
 		}
 		if dup {
@@ -292,8 +285,7 @@ func (s *Sink) finish(o *object, err error) {
 	s.inflight--
 	defer s.dispatch()
 	if err != nil {
-		s.run.SetErr(err)
-		wait := s.retryWait.NextBackOff()
+		wait := s.run.Failed(err)
 		s.retryAt = time.Now().Add(wait)
 		s.retryQ = append(s.retryQ, o)
 		s.log.Warn("completing object failed; retrying", "key", o.name, "error", err, "wait", wait)
@@ -315,7 +307,6 @@ func (s *Sink) finish(o *object, err error) {
 	s.m.packets.Add(float64(o.packets))
 	s.m.objectBytes.Observe(float64(o.buf.Len()))
 	s.m.putTime.Observe(time.Since(o.sealed).Seconds())
-	s.retryWait.Reset()
-	s.run.SetErr(nil)
+	s.run.Succeeded()
 	s.gauges()
 }

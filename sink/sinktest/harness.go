@@ -2,6 +2,7 @@ package sinktest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -30,16 +31,32 @@ type Env struct {
 	DB   *testenv.ClickHouseDB
 }
 
-// Setup starts the services and binds durable with ackWait before anything
+// AckWait is the ack wait of the sinks under test: short, so the batches
+// a killed sink held come back within the test.
+const AckWait = 3 * time.Second
+
+// GracePeriod is the grace period of the sinks under test, long enough
+// for their final flush against the local services.
+const GracePeriod = 5 * time.Second
+
+// Consumer is the pull configuration of a sink under test: the default,
+// with AckWait.
+func Consumer() sink.ConsumerConfig {
+	c := sink.DefaultConsumerConfig()
+	c.AckWait = AckWait
+	return c
+}
+
+// Setup starts the services and binds durable with AckWait before anything
 // is published: the packets stream has interest retention and drops
 // batches nobody is bound to.
-func Setup(t *testing.T, durable jetstream.ConsumerConfig, ackWait time.Duration) *Env {
+func Setup(t *testing.T, durable jetstream.ConsumerConfig) *Env {
 	t.Helper()
 	e := &Env{NATS: testenv.NATS(t), DB: testenv.ClickHouse(t)}
 	if err := schemas.EnsureStreams(t.Context(), e.NATS.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sink.Bind(t.Context(), e.NATS.JS, durable, ackWait); err != nil {
+	if _, err := sink.Bind(t.Context(), e.NATS.JS, durable, AckWait); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := chschema.Migrate(t.Context(), e.DB.Conn); err != nil {
@@ -111,6 +128,32 @@ type Instance struct {
 	t       *testing.T
 	running *testenv.Running
 	killed  atomic.Bool
+}
+
+// Running is a sink of type S running on its Instance.
+type Running[S any] struct {
+	*Instance
+	Sink S
+}
+
+// KillHolder waits until a or b holds a batch, as holds tells, kills that
+// one the way a crash would (ClickHouse left open) and returns the other.
+func KillHolder[S any](t *testing.T, a, b *Running[S], holds func(*Running[S]) bool) *Running[S] {
+	t.Helper()
+	var victim, other *Running[S]
+	testenv.Eventually(t, 10*time.Second, func() error {
+		switch {
+		case holds(a):
+			victim, other = a, b
+		case holds(b):
+			victim, other = b, a
+		default:
+			return errors.New("no replica holds a batch yet")
+		}
+		return nil
+	})
+	victim.Kill(false)
+	return other
 }
 
 // Connect opens the connections of one instance, ClickHouse through addr
