@@ -132,7 +132,8 @@ func Bind(ctx context.Context, js jetstream.JetStream, cc jetstream.ConsumerConf
 
 // Pump reads messages from c into out until ctx ends, then drains what the
 // client already buffered into out and closes it. maxBytes bounds the
-// client's buffer (it must stay under 64 MiB, see SERVICES.md). Pump returns
+// client's buffer (under 64 MiB, or the client drops messages as a slow
+// consumer and they come back only after AckWait). Pump returns
 // when the iterator is closed; the caller runs it in its group and keeps
 // reading out until it is closed.
 func Pump(ctx context.Context, c jetstream.Consumer, maxBytes int, out chan<- jetstream.Msg, stop <-chan struct{}) error {

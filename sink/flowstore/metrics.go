@@ -3,7 +3,7 @@ package flowstore
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/capstream/capstream/sink"
+	"github.com/capstream/capstream/internal/run"
 )
 
 type metrics struct {
@@ -16,7 +16,7 @@ type metrics struct {
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
-	ms := sink.NewMetricSet(r)
+	ms := run.NewRegistrar(r, "")
 	m := &metrics{
 		packets:    ms.CounterVec("capstream_sink_flows_packets_total", "Packets seen, by result (flow, malformed, not_ip, replayed).", "result"),
 		records:    ms.Counter("capstream_sink_flows_records_inserted_total", "Flow records inserted into ClickHouse."),

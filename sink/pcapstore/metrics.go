@@ -3,7 +3,7 @@ package pcapstore
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/capstream/capstream/sink"
+	"github.com/capstream/capstream/internal/run"
 )
 
 type metrics struct {
@@ -17,7 +17,7 @@ type metrics struct {
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
-	ms := sink.NewMetricSet(r)
+	ms := run.NewRegistrar(r, "")
 	m := &metrics{
 		packets:  ms.Counter("capstream_sink_pcap_packets_total", "Packets written into completed objects."),
 		objects:  ms.CounterVec("capstream_sink_pcap_objects_total", "Objects completed, by reason (size, age, stop, shutdown, memory, rotate).", "reason"),

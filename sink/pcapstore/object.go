@@ -124,7 +124,7 @@ type object struct {
 	sealed   time.Time // when it stopped taking batches
 }
 
-// objectName is the key layout of ARCHITECTURE.md:
+// objectName is the key layout of DESIGN.md ("Pcap objects"):
 // <prefix>/<namespace>/<capture>/<node>/<pod>_<iface>/<start UTC>-<first stream seq>.pcap.
 // It depends only on the first batch, so the same batches rebuild the same
 // key after a crash.

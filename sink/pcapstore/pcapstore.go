@@ -16,7 +16,7 @@
 // Exactly once: an object's metadata lists the producer batch sequences it
 // holds. A redelivered batch is checked against the objects completed for
 // its interface (read back from S3 once per interface) and acked without
-// being written again when it is already in one. See sink/DESIGN-sink.md.
+// being written again when it is already in one. See DESIGN.md "Pcap objects".
 package pcapstore
 
 import (
