@@ -9,9 +9,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	assembly "github.com/capstream/capstream/pipeline"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/schemas"
 	"github.com/capstream/capstream/sink"
@@ -178,4 +180,11 @@ func floorBatches(path string) ([]*nats.Msg, error) {
 		return nil
 	})
 	return out, err
+}
+
+// startNATS starts an embedded JetStream server alone, with its store in
+// dir, for the phases that measure the broker without the pipeline.
+func startNATS(dir string) (*server.Server, error) {
+	c := assembly.DefaultServerConfig()
+	return assembly.StartServer(c, dir)
 }

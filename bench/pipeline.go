@@ -10,7 +10,6 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/minio/minio-go/v7"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,13 +71,6 @@ type storage struct {
 	ch       clients.ClickHouseConfig
 	s3       clients.S3Config
 	s3Client *minio.Client
-}
-
-// startNATS starts an embedded JetStream server alone, with its store in
-// dir, for the phases that measure the broker without the pipeline.
-func startNATS(dir string) (*server.Server, error) {
-	c := assembly.DefaultServerConfig()
-	return assembly.StartServer(c, dir)
 }
 
 // startPipeline starts NATS, both sinks and the producer, and returns once
@@ -260,64 +252,4 @@ func (p *pipeline) close() error {
 	p.p.Close()
 	_ = os.RemoveAll(p.storeDir)
 	return err
-}
-
-// markerClock records when the producer read each latency marker.
-type markerClock struct {
-	markers map[int]uint16
-	mu      sync.Mutex
-	read    map[uint16]time.Time
-}
-
-func newMarkerClock(markers map[int]uint16) *markerClock {
-	return &markerClock{markers: markers, read: map[uint16]time.Time{}}
-}
-
-func (m *markerClock) readAt(port uint16) (time.Time, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t, ok := m.read[port]
-	return t, ok
-}
-
-// benchOpener replays the workload as fast as possible on throughputIf
-// and the latency capture at its recorded pace on latencyIf, timing the
-// markers of the latter as the producer reads them.
-type benchOpener struct {
-	fast, paced *file.Opener
-	marks       *markerClock
-}
-
-// Open implements source.Opener.
-func (o *benchOpener) Open(opts source.Options) (source.Source, error) {
-	if opts.Interface != latencyIf {
-		return o.fast.Open(opts)
-	}
-	s, err := o.paced.Open(opts)
-	if err != nil {
-		return nil, err
-	}
-	return &markedSource{Source: s, marks: o.marks}, nil
-}
-
-// markedSource notes the wall time at which each marker packet is handed
-// to the producer: the start of its end-to-end latency.
-type markedSource struct {
-	source.Source
-	marks *markerClock
-	n     int
-}
-
-// Read implements source.Source.
-func (s *markedSource) Read() ([]byte, source.Info, error) {
-	data, info, err := s.Source.Read()
-	if err == nil {
-		if port, ok := s.marks.markers[s.n]; ok {
-			s.marks.mu.Lock()
-			s.marks.read[port] = time.Now()
-			s.marks.mu.Unlock()
-		}
-		s.n++
-	}
-	return data, info, err
 }
