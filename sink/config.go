@@ -34,3 +34,31 @@ func (c ConsumerConfig) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// RunConfig is what the consumer runner of either sink is configured
+// with, inlined into each sink's section (`consumer`, `gracePeriod`,
+// `migrate` sit beside the sink's own settings).
+type RunConfig struct {
+	// Consumer tunes the pull from the durable consumer.
+	Consumer ConsumerConfig `yaml:"consumer"`
+	// GracePeriod bounds what the sink does once shutdown starts:
+	// completing its open objects (pcap, default 30s) or its final flush
+	// of open flows (flows, default 20s).
+	GracePeriod time.Duration `yaml:"gracePeriod"`
+	// Migrate applies the ClickHouse migrations at start. Default true.
+	Migrate bool `yaml:"migrate"`
+}
+
+// DefaultRunConfig returns the defaults with the given grace period.
+func DefaultRunConfig(grace time.Duration) RunConfig {
+	return RunConfig{Consumer: DefaultConsumerConfig(), GracePeriod: grace, Migrate: true}
+}
+
+// Validate checks the pull and the grace period.
+func (c RunConfig) Validate() error {
+	errs := []error{c.Consumer.Validate()}
+	if c.GracePeriod <= 0 {
+		errs = append(errs, fmt.Errorf("gracePeriod %s: must be positive", c.GracePeriod))
+	}
+	return errors.Join(errs...)
+}

@@ -59,18 +59,19 @@ type Handler interface {
 
 // RunnerConfig is what a Runner needs to know of its sink.
 type RunnerConfig struct {
+	// Name names the sink in errors ("pcap sink").
+	Name string
+	// Config is the sink's whole configuration, checked by NewRunner.
+	Config interface{ Validate() error }
+	// NeedS3 says the sink writes to S3, so Deps.S3 is required.
+	NeedS3 bool
 	// Component is "pcap" or "flows": metric names are
 	// capstream_sink_<component>_*, the logger's component sink-<component>.
 	Component string
 	// Durable is the consumer to bind.
 	Durable jetstream.ConsumerConfig
-	// Consumer tunes the pull.
-	Consumer ConsumerConfig
-	// GracePeriod bounds completing what the sink holds once the pull has
-	// ended.
-	GracePeriod time.Duration
-	// Migrate applies the ClickHouse migrations at start.
-	Migrate bool
+	// RunConfig is the pull, the grace period and whether to migrate.
+	RunConfig
 	// BatchesHelp and PendingHelp describe the batches and pending
 	// metrics, whose results and meaning differ per sink.
 	BatchesHelp, PendingHelp string
@@ -100,6 +101,18 @@ type Runner struct {
 
 // NewRunner allocates a runner and registers its metrics; it does no I/O.
 func NewRunner(cfg RunnerConfig, deps Deps) (*Runner, error) {
+	if cfg.Config != nil {
+		if err := cfg.Config.Validate(); err != nil {
+			return nil, fmt.Errorf("%s config: %w", cfg.Name, err)
+		}
+	}
+	if deps.Logger == nil || deps.Registerer == nil || deps.JetStream == nil || deps.ClickHouse == nil || (cfg.NeedS3 && deps.S3 == nil) {
+		need := "logger, registerer, jetstream and clickhouse"
+		if cfg.NeedS3 {
+			need = "logger, registerer, jetstream, clickhouse and s3"
+		}
+		return nil, fmt.Errorf("%s: %s are required", cfg.Name, need)
+	}
 	m, err := newMetrics(deps.Registerer, cfg.Component, cfg.BatchesHelp, cfg.PendingHelp)
 	if err != nil {
 		return nil, fmt.Errorf("%s sink metrics: %w", cfg.Component, err)

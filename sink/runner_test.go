@@ -66,8 +66,10 @@ func TestFunctionalRunnerPanicBoundary(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
+	rc := sink.DefaultRunConfig(5 * time.Second)
+	rc.Migrate = false // no ClickHouse here
 	run, err := sink.NewRunner(sink.RunnerConfig{
-		Component: "test", Durable: durable, Consumer: sink.DefaultConsumerConfig(), GracePeriod: 5 * time.Second,
+		Component: "test", Durable: durable, RunConfig: rc,
 		BatchesHelp: "batches", PendingHelp: "pending",
 	}, sink.Deps{
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), Registerer: reg,

@@ -10,8 +10,8 @@ import (
 
 // Config configures the flow sink.
 type Config struct {
-	// Consumer tunes the pull from the durable consumer.
-	Consumer sink.ConsumerConfig `yaml:"consumer"`
+	// RunConfig holds consumer, gracePeriod and migrate.
+	sink.RunConfig `yaml:",inline"`
 	// ActiveTimeout is the active timeout: records are cut at multiples of
 	// it in packet time. Default 60s.
 	ActiveTimeout time.Duration `yaml:"activeTimeout"`
@@ -36,30 +36,24 @@ type Config struct {
 	// builds in memory (up to ~2 KiB a row with long L7 names). Default
 	// 10000.
 	MaxInsertRows int `yaml:"maxInsertRows"`
-	// GracePeriod bounds the final flush at shutdown. Default 20s.
-	GracePeriod time.Duration `yaml:"gracePeriod"`
-	// Migrate applies the ClickHouse migrations at start. Default true.
-	Migrate bool `yaml:"migrate"`
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Consumer:      sink.DefaultConsumerConfig(),
+		RunConfig:     sink.DefaultRunConfig(20 * time.Second),
 		ActiveTimeout: time.Minute,
 		IdleTimeout:   30 * time.Second,
 		StopAfter:     30 * time.Second,
 		MaxFlows:      65536,
 		FlushInterval: time.Second,
 		MaxInsertRows: 10000,
-		GracePeriod:   20 * time.Second,
-		Migrate:       true,
 	}
 }
 
 // Validate returns every problem with c.
 func (c Config) Validate() error {
-	errs := []error{c.Consumer.Validate()}
+	errs := []error{c.RunConfig.Validate()}
 	if c.ActiveTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("activeTimeout %s: want at least 1s", c.ActiveTimeout))
 	}
@@ -77,9 +71,6 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInsertRows < 1 {
 		errs = append(errs, fmt.Errorf("maxInsertRows %d: must be positive", c.MaxInsertRows))
-	}
-	if c.GracePeriod <= 0 {
-		errs = append(errs, fmt.Errorf("gracePeriod %s: must be positive", c.GracePeriod))
 	}
 	return errors.Join(errs...)
 }

@@ -23,7 +23,6 @@ package flowstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
@@ -96,15 +95,8 @@ type pendingBatch struct {
 
 // New checks cfg and allocates the sink; it does no I/O.
 func New(cfg Config, deps Deps) (*Sink, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("flow sink config: %w", err)
-	}
-	if deps.Logger == nil || deps.Registerer == nil || deps.JetStream == nil || deps.ClickHouse == nil {
-		return nil, errors.New("flow sink: logger, registerer, jetstream and clickhouse are required")
-	}
 	run, err := sink.NewRunner(sink.RunnerConfig{
-		Component: "flows", Durable: schemas.FlowSinkConsumer(), Consumer: cfg.Consumer,
-		GracePeriod: cfg.GracePeriod, Migrate: cfg.Migrate,
+		Name: "flow sink", Config: cfg, Component: "flows", Durable: schemas.FlowSinkConsumer(), RunConfig: cfg.RunConfig,
 		BatchesHelp: "Packet batches handled, by result (aggregated, duplicate, empty: a last batch with no packets, terminated, retried).",
 		PendingHelp: "Batches held unacked until their records are inserted.",
 	}, deps)

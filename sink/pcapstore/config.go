@@ -12,8 +12,8 @@ import (
 
 // Config configures the pcap sink.
 type Config struct {
-	// Consumer tunes the pull from the durable consumer.
-	Consumer sink.ConsumerConfig `yaml:"consumer"`
+	// RunConfig holds consumer, gracePeriod and migrate.
+	sink.RunConfig `yaml:",inline"`
 	// S3 is the object store; the bucket must exist. It is not read from
 	// this section: main fills it from the binary's top-level s3 section,
 	// so its secrets have short override names.
@@ -53,17 +53,12 @@ type Config struct {
 	// StaleUploadAge: incomplete multipart uploads under Prefix older than
 	// this are aborted at start and every few minutes. Default 15m.
 	StaleUploadAge time.Duration `yaml:"staleUploadAge"`
-	// GracePeriod bounds completing the open objects at shutdown. Default
-	// 30s.
-	GracePeriod time.Duration `yaml:"gracePeriod"`
-	// Migrate applies the ClickHouse migrations at start. Default true.
-	Migrate bool `yaml:"migrate"`
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Consumer:         sink.DefaultConsumerConfig(),
+		RunConfig:        sink.DefaultRunConfig(30 * time.Second),
 		Prefix:           "capstream",
 		MaxObjectBytes:   64 << 20,
 		MaxObjectAge:     time.Minute,
@@ -73,14 +68,12 @@ func DefaultConfig() Config {
 		Uploaders:        2,
 		DedupWindow:      time.Hour,
 		StaleUploadAge:   15 * time.Minute,
-		GracePeriod:      30 * time.Second,
-		Migrate:          true,
 	}
 }
 
 // Validate returns every problem with c.
 func (c Config) Validate() error {
-	errs := []error{c.Consumer.Validate(), c.S3.Validate()}
+	errs := []error{c.RunConfig.Validate(), c.S3.Validate()}
 	if c.Prefix == "" || strings.HasPrefix(c.Prefix, "/") || strings.HasSuffix(c.Prefix, "/") {
 		errs = append(errs, fmt.Errorf("prefix %q: want non-empty, without leading or trailing '/'", c.Prefix))
 	}
@@ -107,9 +100,6 @@ func (c Config) Validate() error {
 	}
 	if c.StaleUploadAge <= c.GracePeriod {
 		errs = append(errs, fmt.Errorf("staleUploadAge %s: must exceed gracePeriod %s, or a live upload could be aborted", c.StaleUploadAge, c.GracePeriod))
-	}
-	if c.GracePeriod <= 0 {
-		errs = append(errs, fmt.Errorf("gracePeriod %s: must be positive", c.GracePeriod))
 	}
 	return errors.Join(errs...)
 }

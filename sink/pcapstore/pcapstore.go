@@ -21,7 +21,6 @@ package pcapstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -79,15 +78,8 @@ type Sink struct {
 
 // New checks cfg and allocates the sink; it does no I/O.
 func New(cfg Config, deps Deps) (*Sink, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("pcap sink config: %w", err)
-	}
-	if deps.Logger == nil || deps.Registerer == nil || deps.JetStream == nil || deps.ClickHouse == nil || deps.S3 == nil {
-		return nil, errors.New("pcap sink: logger, registerer, jetstream, clickhouse and s3 are required")
-	}
 	run, err := sink.NewRunner(sink.RunnerConfig{
-		Component: "pcap", Durable: schemas.PcapSinkConsumer(), Consumer: cfg.Consumer,
-		GracePeriod: cfg.GracePeriod, Migrate: cfg.Migrate,
+		Name: "pcap sink", Config: cfg, NeedS3: true, Component: "pcap", Durable: schemas.PcapSinkConsumer(), RunConfig: cfg.RunConfig,
 		BatchesHelp: "Packet batches handled, by result (buffered, duplicate, empty: a last batch with nothing to complete, terminated, retried).",
 		PendingHelp: "Batches held unacked in open objects.",
 	}, deps)
