@@ -60,8 +60,14 @@ func tlsSNI(p []byte) (string, bool) {
 	if len(p) < 9 || p[0] != 22 || p[1] != 3 || p[5] != 1 { // ClientHello
 		return "", false
 	}
+	// The record must hold at least the handshake header (type, length)
+	// that p[5:9] was read as; a shorter one is not a ClientHello.
+	rl := int(binary.BigEndian.Uint16(p[3:5]))
+	if rl < 4 {
+		return "", false
+	}
 	h := p[9:]
-	if rl := int(binary.BigEndian.Uint16(p[3:5])); rl+5 < len(p) {
+	if rl+5 < len(p) {
 		h = p[9 : 5+rl]
 	}
 	// client_version(2) random(32)
