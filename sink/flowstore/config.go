@@ -23,8 +23,9 @@ type Config struct {
 	// last batch from the producer does this at once; StopAfter is the
 	// fallback when it never comes. Default 30s.
 	StopAfter time.Duration `yaml:"stopAfter"`
-	// MaxFlows bounds the open flows; when reached every open record is
-	// released early (end reason "evict"). An open flow costs about 0.5
+	// MaxFlows bounds the open flows and the records finished inside open
+	// windows; when reached every open record is released early (end
+	// reason "evict") and the table flushed. An open flow costs about 0.5
 	// KiB, up to 1.2 KiB with the longest DNS, TLS and HTTP names, and
 	// about 0.4 KiB more while its record waits for the insert: the
 	// default keeps the sink under 256 MiB whatever the traffic. Default

@@ -72,3 +72,50 @@ func FuzzTableAdd(f *testing.F) {
 		tb.Flush(true, ReasonShutdown, time.Time{})
 	})
 }
+
+// TestTableBoundedUnderStorm: a SYN/RST storm on one 5-tuple finishes a
+// record per SYN while one flow is open at a time; the finished records
+// count against MaxFlows, so the table reports Full and the sink's early
+// flush keeps what it holds within MaxFlows plus one batch, however long
+// the storm.
+func TestTableBoundedUnderStorm(t *testing.T) {
+	const maxFlows, pairs = 100, 5000
+	tb := NewTable(TableConfig{Window: time.Minute, Idle: 30 * time.Second, MaxFlows: maxFlows})
+	g := sinktest.NewGen(t0, time.Microsecond)
+	cli, srv := net.IPv4(10, 0, 0, 1), net.IPv4(10, 0, 0, 2)
+	for i := range pairs {
+		g.TCP(cli, srv, 40000, 80, "S", uint32(i), 0, nil)
+		g.TCP(srv, cli, 80, 40000, "RA", 0, uint32(i)+1, nil)
+	}
+	h := sinktest.Header("ns", "cap", "uid-1", "node-1", "pod-1", "cali0")
+	batches := sinktest.Batches(h, g.Pkts, 4096)
+	perBatch, peak, records := 0, 0, 0
+	for i, b := range batches {
+		if tb.Full() { // as the sink does before each batch
+			records += len(tb.Flush(true, ReasonEvict, time.Time{}))
+		}
+		tb.Add(&b.Header, b.Body, uint64(i+1), 0, time.Now())
+		perBatch = max(perBatch, int(b.Header.Packets))
+		peak = max(peak, holding(tb))
+	}
+	records += len(tb.Flush(true, ReasonShutdown, time.Time{}))
+	if peak > maxFlows+perBatch {
+		t.Errorf("the table held %d flows and records, more than maxFlows %d plus one batch (%d packets)", peak, maxFlows, perBatch)
+	}
+	if records != pairs {
+		t.Errorf("%d records, want one per SYN (%d)", records, pairs)
+	}
+}
+
+// holding counts what tb keeps in memory from its own fields: open flows,
+// records finished in open windows, records released but not taken.
+func holding(tb *Table) int {
+	n := tb.nflows + len(tb.ready)
+	for _, s := range tb.streams {
+		n += len(s.done)
+	}
+	if n != tb.Held() {
+		panic("Held disagrees with the table's state")
+	}
+	return n
+}

@@ -150,6 +150,7 @@ type Table struct {
 	dec     *Decoder
 	streams map[StreamKey]*stream
 	nflows  int
+	ndone   int // records finished inside open windows (the streams' done)
 	ready   []Record
 	stats   Stats
 	pkt     Packet
@@ -173,9 +174,16 @@ func (t *Table) Stats() Stats { return t.stats }
 // Flows returns the number of open flows.
 func (t *Table) Flows() int { return t.nflows }
 
-// Full reports that the table holds MaxFlows flows; the caller then forces
-// a flush before adding more.
-func (t *Table) Full() bool { return t.cfg.MaxFlows > 0 && t.nflows >= t.cfg.MaxFlows }
+// Held returns what the table holds in memory: open flows, records
+// finished inside open windows (TCP close, idle) and records released but
+// not taken yet.
+func (t *Table) Held() int { return t.nflows + t.ndone + len(t.ready) }
+
+// Full reports that the table holds MaxFlows flows and records (Held);
+// the caller then forces a flush before adding more. Finished records
+// count: a SYN/RST storm on one 5-tuple finishes a record per packet pair
+// while only one flow is ever open.
+func (t *Table) Full() bool { return t.cfg.MaxFlows > 0 && t.Held() >= t.cfg.MaxFlows }
 
 // Add aggregates one batch. skipBefore, when non-zero, drops the batch's
 // packets captured before that time (ns): the ledger says they are already
@@ -257,6 +265,7 @@ func (t *Table) addPacket(s *stream, ts int64, seq uint64, idx uint32) {
 		}
 		if reason != "" {
 			s.done = append(s.done, t.finish(f, reason))
+			t.ndone++
 			delete(m, ck)
 			t.nflows--
 			f = nil
@@ -314,6 +323,7 @@ func recordID(s StreamKey, k FlowKey, ts int64, seq uint64, idx uint32) uint64 {
 
 // closeWindow releases every record of the open window.
 func (t *Table) closeWindow(s *stream, reason string) {
+	t.ndone -= len(s.done)
 	for k, f := range s.flows {
 		s.done = append(s.done, t.finish(f, reason))
 		delete(s.flows, k)
