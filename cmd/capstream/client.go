@@ -11,6 +11,7 @@ import (
 
 	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/config"
+	"github.com/capstream/capstream/schemas"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/minio/minio-go/v7"
@@ -197,9 +198,9 @@ func (s *s3Flags) client() (*minio.Client, error) {
 // captureDir is the key prefix of one capture's objects, as the pcap sink
 // lays them out: <prefix>/<namespace>/<capture>/<node>/<pod>_<iface>/...
 func (s *s3Flags) captureDir(namespace, name, node string) string {
-	p := s.prefix + "/" + namespace + "/" + name + "/"
+	p := s.prefix + "/" + schemas.KeySegment(namespace) + "/" + schemas.KeySegment(name) + "/"
 	if node != "" {
-		p += node + "/"
+		p += schemas.KeySegment(node) + "/"
 	}
 	return p
 }

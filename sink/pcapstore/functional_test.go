@@ -454,3 +454,52 @@ func TestFunctionalPcapLastBatchAlone(t *testing.T) {
 		t.Errorf("empty batches counted %v, want 1", n)
 	}
 }
+
+// A 253-byte pod name (the most Kubernetes allows) makes "<pod>_<iface>"
+// longer than a file name may be; the object still lands, under a
+// shortened segment, with the full names in its metadata and its row.
+func TestFunctionalPcapLongPodName(t *testing.T) {
+	e := setup(t)
+	label := strings.Repeat("p", 63)
+	pod := label + "." + label + "." + label + "." + label[:61] // 253 bytes
+	h := sinktest.Header("team-a", "web.capture", "0b1c2d3e-uid", "node-1", pod, "cali1234567890a")
+	g := sinktest.Mixed(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), 2, 5000)
+	in, _ := sinktest.TrafficOf(t, g.Pkts)
+	batches := sinktest.EndRun(sinktest.Batches(h, g.Pkts, 64<<10), false)
+	cfg := e.config()
+	cfg.MaxObjectBytes = 16 << 20
+	start(t, e, cfg)
+	if err := sinktest.Publish(t.Context(), e.NATS.JS, batches); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, e, 30*time.Second)
+	keys, paths := download(t, e, t.TempDir())
+	if len(keys) != 1 {
+		t.Fatalf("%d objects, want 1", len(keys))
+	}
+	for _, seg := range strings.Split(keys[0], "/") {
+		if len(seg) > schemas.MaxKeySegment {
+			t.Errorf("key segment of %d bytes: %s", len(seg), seg)
+		}
+	}
+	if !strings.Contains(keys[0], "/"+schemas.KeySegment(pod+"_cali1234567890a")+"/") {
+		t.Errorf("key %s lacks the shortened pod segment", keys[0])
+	}
+	if diff := cmp.Diff(packetsOf(t, in), packetsOf(t, paths...)); diff != "" {
+		t.Errorf("packets (-input +object):\n%s", diff)
+	}
+	st, err := e.s3.Client.StatObject(t.Context(), e.s3.Bucket, keys[0], minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.UserMetadata["Capstream-Pod"] != pod {
+		t.Errorf("pod metadata %q, want the full name", st.UserMetadata["Capstream-Pod"])
+	}
+	var rowPod string
+	if err := e.DB.Conn.QueryRow(t.Context(), "SELECT pod FROM pcap_objects FINAL WHERE key = ?", keys[0]).Scan(&rowPod); err != nil {
+		t.Fatal(err)
+	}
+	if rowPod != pod {
+		t.Errorf("pcap_objects pod %q, want the full name", rowPod)
+	}
+}

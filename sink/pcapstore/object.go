@@ -133,9 +133,12 @@ func objectName(prefix string, h *schemas.BatchHeader, start int64, firstSeq uin
 }
 
 // ifaceDir is the "directory" of one interface's objects, with a trailing
-// slash.
+// slash. Each segment is bounded (schemas.KeySegment): a 253-byte pod name
+// would otherwise make a segment S3 servers on a file system refuse, and
+// the sink would retry that upload forever.
 func ifaceDir(prefix string, h *schemas.BatchHeader) string {
-	return fmt.Sprintf("%s/%s/%s/%s/%s_%s/", prefix, h.Namespace, h.Capture, h.Node, h.Pod, h.Interface)
+	return fmt.Sprintf("%s/%s/%s/%s/%s/", prefix, schemas.KeySegment(h.Namespace), schemas.KeySegment(h.Capture),
+		schemas.KeySegment(h.Node), schemas.KeySegment(h.Pod+"_"+h.Interface))
 }
 
 // User metadata keys. minio-go sends them as X-Amz-Meta-*; servers return

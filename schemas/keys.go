@@ -1,0 +1,30 @@
+package schemas
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// MaxKeySegment bounds one "/"-separated segment of an object key, in
+// bytes. S3 servers that store objects as files (versitygw's posix
+// backend, MinIO) refuse a segment longer than a file name may be (255
+// bytes), and Kubernetes names reach 253 bytes before the pcap sink adds
+// "_<interface>".
+const MaxKeySegment = 255
+
+// keyHashLen is how many hex digits of SHA-256 stand for the cut-off end
+// of a long segment.
+const keyHashLen = 16
+
+// KeySegment returns s as one segment of an object key: s itself when it
+// fits MaxKeySegment, otherwise its first bytes, "~" and 16 hex digits of
+// the SHA-256 of the whole of s. Kubernetes names never hold "~", so a
+// shortened segment never equals another name's; the full names are in
+// the object's metadata and its pcap_objects row.
+func KeySegment(s string) string {
+	if len(s) <= MaxKeySegment {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return s[:MaxKeySegment-1-keyHashLen] + "~" + hex.EncodeToString(sum[:])[:keyHashLen]
+}
