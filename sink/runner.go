@@ -63,8 +63,9 @@ type RunnerConfig struct {
 	Name string
 	// Config is the sink's whole configuration, checked by NewRunner.
 	Config interface{ Validate() error }
-	// NeedS3 says the sink writes to S3, so Deps.S3 is required.
-	NeedS3 bool
+	// NeedClickHouse and NeedS3 say the sink writes there, so Deps.ClickHouse
+	// and Deps.S3 are required.
+	NeedClickHouse, NeedS3 bool
 	// Component is "pcap" or "flows": metric names are
 	// capstream_sink_<component>_*, the logger's component sink-<component>.
 	Component string
@@ -106,10 +107,14 @@ func NewRunner(cfg RunnerConfig, deps Deps) (*Runner, error) {
 			return nil, fmt.Errorf("%s config: %w", cfg.Name, err)
 		}
 	}
-	if deps.Logger == nil || deps.Registerer == nil || deps.JetStream == nil || deps.ClickHouse == nil || (cfg.NeedS3 && deps.S3 == nil) {
-		need := "logger, registerer, jetstream and clickhouse"
-		if cfg.NeedS3 {
+	if deps.Logger == nil || deps.Registerer == nil || deps.JetStream == nil ||
+		((cfg.NeedClickHouse || cfg.Migrate) && deps.ClickHouse == nil) || (cfg.NeedS3 && deps.S3 == nil) {
+		need := "logger, registerer and jetstream"
+		switch {
+		case cfg.NeedS3:
 			need = "logger, registerer, jetstream, clickhouse and s3"
+		case cfg.NeedClickHouse || cfg.Migrate:
+			need = "logger, registerer, jetstream and clickhouse"
 		}
 		return nil, fmt.Errorf("%s: %s are required", cfg.Name, need)
 	}

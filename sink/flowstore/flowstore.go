@@ -96,7 +96,7 @@ type pendingBatch struct {
 // New checks cfg and allocates the sink; it does no I/O.
 func New(cfg Config, deps Deps) (*Sink, error) {
 	run, err := sink.NewRunner(sink.RunnerConfig{
-		Name: "flow sink", Config: cfg, Component: "flows", Durable: schemas.FlowSinkConsumer(), RunConfig: cfg.RunConfig,
+		Name: "flow sink", Config: cfg, NeedClickHouse: true, Component: "flows", Durable: schemas.FlowSinkConsumer(), RunConfig: cfg.RunConfig,
 		BatchesHelp: "Packet batches handled, by result (aggregated, duplicate, empty: a last batch with no packets, terminated, retried).",
 		PendingHelp: "Batches held unacked until their records are inserted.",
 	}, deps)

@@ -79,7 +79,7 @@ type Sink struct {
 // New checks cfg and allocates the sink; it does no I/O.
 func New(cfg Config, deps Deps) (*Sink, error) {
 	run, err := sink.NewRunner(sink.RunnerConfig{
-		Name: "pcap sink", Config: cfg, NeedS3: true, Component: "pcap", Durable: schemas.PcapSinkConsumer(), RunConfig: cfg.RunConfig,
+		Name: "pcap sink", Config: cfg, NeedClickHouse: true, NeedS3: true, Component: "pcap", Durable: schemas.PcapSinkConsumer(), RunConfig: cfg.RunConfig,
 		BatchesHelp: "Packet batches handled, by result (buffered, duplicate, empty: a last batch with nothing to complete, terminated, retried).",
 		PendingHelp: "Batches held unacked in open objects.",
 	}, deps)
