@@ -54,11 +54,13 @@ type Key struct {
 // names may contain '.', the NATS token separator, but never '_', so '.'
 // becomes '_' and the mapping is reversible by [Name].
 //
-// Token accepts ASCII letters (node names are upper case in some clusters),
-// digits, '-' and '.', up to [MaxNameLength] bytes. Anything else, including
-// the wildcards '*' and '>', whitespace and non-ASCII, could either not come
-// from Kubernetes or would change the meaning of a subject, so it is an
-// error wrapping [ErrInvalidName].
+// Token accepts DNS-1123 subdomains, the form of every Kubernetes name it
+// is given (pods, nodes, namespaces, captures): lowercase letters, digits,
+// '-' and '.', in labels of 1 to 63 bytes that start and end with a letter
+// or digit, up to [MaxNameLength] bytes. Anything else, including the
+// wildcards '*' and '>', whitespace, upper case, "." and "..", could either
+// not come from Kubernetes or would change the meaning of a subject or an
+// object key, so it is an error wrapping [ErrInvalidName].
 func Token(name string) (string, error) {
 	if err := checkName(name); err != nil {
 		return "", err
@@ -82,28 +84,46 @@ func Name(token string) (string, error) {
 	return strings.ReplaceAll(token, "_", "."), nil
 }
 
-// checkName validates a Kubernetes name as accepted by Token.
+// checkName validates a Kubernetes name as accepted by Token: a DNS-1123
+// subdomain, which is what names of pods, nodes, namespaces and captures
+// all are: lowercase letters, digits, '-' and '.', at most MaxNameLength
+// bytes, in labels of 1 to 63 bytes separated by '.', each starting and
+// ending with a letter or digit. Anything else ("..", ".", "-a", upper
+// case) was never made by Kubernetes and is refused.
 func checkName(name string) error {
-	if err := checkNameLength(name); err != nil {
-		return err
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !isAlnum(c) && c != '-' && c != '.' {
-			return fmt.Errorf("%w %s: byte %d is %q", ErrInvalidName, quote(name), i, c)
-		}
-	}
-	return nil
+	return checkLabels(name, '.', "")
 }
 
-// checkToken validates a subject token as produced by Token.
+// checkToken validates a subject token as produced by Token: a name with
+// '.' written as '_'.
 func checkToken(token string) error {
-	if err := checkNameLength(token); err != nil {
+	return checkLabels(token, '_', "token ")
+}
+
+// checkLabels checks s as a DNS-1123 subdomain whose labels are separated
+// by sep.
+func checkLabels(s string, sep byte, what string) error {
+	if err := checkNameLength(s); err != nil {
 		return err
 	}
-	for i := 0; i < len(token); i++ {
-		if c := token[i]; !isAlnum(c) && c != '-' && c != '_' {
-			return fmt.Errorf("%w token %s: byte %d is %q", ErrInvalidName, quote(token), i, c)
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && s[i] != sep {
+			if c := s[i]; !isLowerAlnum(c) && c != '-' {
+				return fmt.Errorf("%w %s%s: byte %d is %q (want a-z, 0-9, '-' or %q)", ErrInvalidName, what, quote(s), i, c, sep)
+			}
+			continue
 		}
+		label := s[start:i]
+		switch {
+		case label == "":
+			return fmt.Errorf("%w %s%s: empty label at byte %d", ErrInvalidName, what, quote(s), start)
+		case len(label) > 63:
+			return fmt.Errorf("%w %s%s: label at byte %d is %d bytes, longer than 63", ErrInvalidName, what, quote(s), start, len(label))
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return fmt.Errorf("%w %s%s: label at byte %d starts or ends with '-'", ErrInvalidName, what, quote(s), start)
+		}
+		start = i + 1
 	}
 	return nil
 }
@@ -118,9 +138,11 @@ func checkNameLength(s string) error {
 	return nil
 }
 
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+func isLowerAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9'
 }
+
+func isAlnum(c byte) bool { return isLowerAlnum(c) || 'A' <= c && c <= 'Z' }
 
 // CommandSubject returns capstream.cmd.<node>.<namespace>.<name>, the subject
 // that holds the desired state of one capture on one node.
