@@ -25,7 +25,7 @@ import (
 	"github.com/capstream/capstream/sink/pcapstore"
 )
 
-// devEnvPrefix prefixes `capstream dev`'s environment overrides, e.g.
+// devEnvPrefix prefixes `capstream-dev`'s environment overrides, e.g.
 // CAPSTREAM_DEV_S3_SECRETKEY or CAPSTREAM_DEV_NATS_STOREDIR.
 const devEnvPrefix = "CAPSTREAM_DEV"
 
@@ -34,7 +34,7 @@ const devEnvPrefix = "CAPSTREAM_DEV"
 // lives); they are not settings and are left out of the overrides.
 var devForeignEnv = []string{"CAPSTREAM_DEV_DIR", "CAPSTREAM_DEV_ENV"}
 
-// devSettings is `capstream dev`'s configuration file: every service's
+// devSettings is `capstream-dev`'s configuration file: every service's
 // section in one file, with the connections at the top so they are set
 // once.
 type devSettings struct {
@@ -168,7 +168,7 @@ func devEnviron() []string {
 	return env
 }
 
-// newDevCmd is `capstream dev`.
+// newDevCmd is `capstream-dev`.
 func newDevCmd() *cobra.Command {
 	return svc.Command(svc.Spec[*devSettings]{
 		Use:   "capstream-dev",

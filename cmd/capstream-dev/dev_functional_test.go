@@ -13,7 +13,7 @@ import (
 	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
-// TestDevPipelineLive runs `capstream dev`'s wiring in-process: embedded
+// TestDevPipelineLive runs `capstream-dev`'s wiring in-process: embedded
 // JetStream, router, a live AF_PACKET producer inside a simulated node,
 // both sinks, against the real ClickHouse, S3 and kube-apiserver. It
 // applies the seed's sample capture and checks what a user would look at:

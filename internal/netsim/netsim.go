@@ -1,4 +1,4 @@
-// Package netsim simulates one Kubernetes node for `capstream dev` and
+// Package netsim simulates one Kubernetes node for `capstream-dev` and
 // tests: a network namespace standing in for the node, one Calico-style
 // veth and pod namespace per pod, matching Pod objects in the API server
 // (scheduled on the node and marked Running, so the router resolves them to
@@ -39,7 +39,7 @@ type Pod struct {
 
 // Config configures the simulated node.
 type Config struct {
-	// Enabled is read by the caller (`capstream dev` runs a simulator only
+	// Enabled is read by the caller (`capstream-dev` runs a simulator only
 	// when it is set); New ignores it. Default false.
 	Enabled bool `yaml:"enabled"`
 	// Node is the Kubernetes node name the pods are scheduled on; a
