@@ -101,7 +101,7 @@ func startPipeline(ctx context.Context, o options, dir string, st storage, w wor
 		return nil, err
 	}
 	prcfg := producer.DefaultConfig()
-	prcfg.Node, prcfg.Source = benchNode, producer.SourceFile
+	prcfg.Node, prcfg.Source, prcfg.InterfacePrefix = benchNode, producer.SourceFile, "replay"
 
 	logger := slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p.p, err = assembly.Start(ctx, assembly.Config{

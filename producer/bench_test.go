@@ -111,7 +111,7 @@ func BenchmarkReplayToJetStream(b *testing.B) {
 	total := genPcap(b, path, packets, 10*time.Microsecond)
 	cfg := DefaultConfig()
 	cfg.Node = testNode
-	cfg.Source = SourceFile
+	cfg.Source, cfg.InterfacePrefix = SourceFile, "replay"
 	cfg.File.Files = map[string]string{"replay0": path}
 	cfg.StatusInterval = time.Hour // status only on state changes
 	bodies, counts := bareBatches(b, path, cfg.BatchBytes)

@@ -142,8 +142,15 @@ func (m *manager) handle(msg jetstream.Msg) {
 		}
 		return
 	}
-	m.p.m.commands.WithLabelValues("capture").Inc()
-	if old != nil && old.cmd.UID == cmd.UID && sameSpec(old.cmd, cmd) && old.failed == "" && !old.finished {
+	refused := m.p.checkEndpoints(cmd)
+	if refused != nil {
+		// Reported as a capture in Error (newCapture refuses it too).
+		m.p.m.commands.WithLabelValues("refused").Inc()
+		log.Warn("refusing command", "subject", msg.Subject(), "error", refused)
+	} else {
+		m.p.m.commands.WithLabelValues("capture").Inc()
+	}
+	if refused == nil && old != nil && old.cmd.UID == cmd.UID && sameSpec(old.cmd, cmd) && old.failed == "" && !old.finished {
 		log.Info("updating capture endpoints", "endpoints", len(cmd.Endpoints))
 		old.cmd = cmd
 		if !old.scheduled {
@@ -189,6 +196,9 @@ func (m *manager) newCapture(key schemas.Key, cmd *schemas.Command, ctr *counter
 	var err error
 	if c.subject, err = schemas.PacketSubject(key.Namespace, key.Name, key.Node); err == nil {
 		c.statusSub, err = schemas.StatusSubject(key.Namespace, key.Name, key.Node)
+	}
+	if err == nil {
+		err = m.p.checkEndpoints(cmd)
 	}
 	if err == nil {
 		c.filter, err = filter.Assemble(cmd.Filters, uint32(c.snap))

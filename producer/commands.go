@@ -2,6 +2,9 @@ package producer
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/capstream/capstream/schemas"
@@ -75,3 +78,23 @@ func (p *Producer) decodeCommand(msg jetstream.Msg) (*schemas.Command, error) {
 	}
 	return cmd, nil
 }
+
+// checkEndpoints refuses a command that asks for more than a capture may
+// have: an interface outside the configured prefix (the node's own eth0,
+// lo or tunnel devices) or an endpoint in another namespace than the
+// capture's. The router never sends either, so such a command is forged
+// or broken; its capture is reported in Error and nothing is captured.
+func (p *Producer) checkEndpoints(cmd *schemas.Command) error {
+	for _, ep := range cmd.Endpoints {
+		switch {
+		case ep.Namespace != cmd.Namespace:
+			return fmt.Errorf("%w: endpoint %s/%s is outside the capture's namespace %s", errRefused, ep.Namespace, ep.Pod, cmd.Namespace)
+		case !strings.HasPrefix(ep.Interface, p.cfg.InterfacePrefix):
+			return fmt.Errorf("%w: endpoint %s/%s: interface %q does not start with %q", errRefused, ep.Namespace, ep.Pod, ep.Interface, p.cfg.InterfacePrefix)
+		}
+	}
+	return nil
+}
+
+// errRefused marks a command the producer will not carry out.
+var errRefused = errors.New("command refused")

@@ -24,6 +24,11 @@ type Config struct {
 	// from the producer's YAML section: main sets it from the top-level
 	// node setting (CAPSTREAM_PRODUCER_NODE, from the downward API).
 	Node string `yaml:"-"`
+	// InterfacePrefix is the prefix of the only interfaces the producer
+	// captures: a command naming any other (eth0, lo, vxlan.calico) is
+	// refused and its capture reported in Error, whoever sent it. It must
+	// equal the router's interfacePrefix. Default "cali".
+	InterfacePrefix string `yaml:"interfacePrefix"`
 	// Source is "afpacket" (live capture) or "file" (replay). Default
 	// afpacket.
 	Source string `yaml:"source"`
@@ -67,6 +72,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
+		InterfacePrefix:    "cali",
 		Source:             SourceAFPacket,
 		AFPacket:           afpacket.DefaultConfig(),
 		File:               file.DefaultConfig(),
@@ -88,6 +94,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, err := schemas.Token(c.Node); err != nil {
 		errs = append(errs, fmt.Errorf("node %q: %w", c.Node, err))
+	}
+	if n := len(c.InterfacePrefix); n == 0 || n > schemas.MaxInterfaceLength {
+		errs = append(errs, fmt.Errorf("interfacePrefix %q: want 1 to %d bytes", c.InterfacePrefix, schemas.MaxInterfaceLength))
 	}
 	switch c.Source {
 	case SourceAFPacket:

@@ -368,7 +368,7 @@ func TestReplayEndToEnd(t *testing.T) {
 	path := t.TempDir() + "/in.pcap"
 	genPcap(t, path, 5000, 10*time.Microsecond)
 	cfg := h.config()
-	cfg.Source = SourceFile
+	cfg.Source, cfg.InterfacePrefix = SourceFile, "replay"
 	cfg.File.Files = map[string]string{"replay0": path}
 	cfg.BatchBytes = 64 << 10
 	h.start(cfg, Deps{})
@@ -410,7 +410,7 @@ func TestScheduleAndShutdownFlush(t *testing.T) {
 	path := t.TempDir() + "/in.pcap"
 	genPcap(t, path, 4, 50*time.Millisecond) // replayed in a slow loop
 	cfg := h.config()
-	cfg.Source = SourceFile
+	cfg.Source, cfg.InterfacePrefix = SourceFile, "replay"
 	cfg.File = fileConfig(map[string]string{"replay0": path}, true, true)
 	cfg.BatchDelay = time.Hour
 	cfg.BatchBytes = schemas.DefaultBatchBytes

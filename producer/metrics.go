@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inFlightBytes: r.Gauge("in_flight_bytes", "Batch bytes published and not yet acknowledged."),
 		captures:      r.Gauge("captures", "Captures running or scheduled on this node."),
 		interfaces:    r.GaugeVec("interfaces", "Capture interfaces by state.", "state"),
-		commands:      r.CounterVec("commands_total", "Commands received, by result.", "result"),
+		commands:      r.CounterVec("commands_total", "Commands received, by result (capture, stop, invalid, refused: an interface outside interfacePrefix or an endpoint of another namespace).", "result"),
 		statusErrors:  r.Counter("status_publish_errors_total", "Status reports that could not be published."),
 	}
 	if err := r.Err(); err != nil {

@@ -129,6 +129,9 @@ func (s *devSettings) Validate() error {
 			errs = append(errs, fmt.Errorf("producer for node %q: %w", n, err))
 		}
 	}
+	if s.Producer.InterfacePrefix != s.Router.InterfacePrefix {
+		errs = append(errs, fmt.Errorf("producer.interfacePrefix %q: differs from router.interfacePrefix %q, so every command would be refused", s.Producer.InterfacePrefix, s.Router.InterfacePrefix))
+	}
 	if s.Simulate.Enabled {
 		errs = append(errs, s.Simulate.Validate())
 		if !slices.Contains(s.Nodes, s.Simulate.Node) {

@@ -69,6 +69,7 @@ func TestDevConfigErrors(t *testing.T) {
 		"simulated node absent": {[]string{"CAPSTREAM_DEV_NODES=node-a,node-b"}, `simulate.node "demo-node": not in nodes`},
 		"namespace mismatch":    {[]string{"CAPSTREAM_DEV_SIMULATE_NAMESPACE=elsewhere"}, "router is scoped to"},
 		"prefix mismatch":       {[]string{"CAPSTREAM_DEV_SIMULATE_INTERFACEPREFIX=veth"}, "differs from router.interfacePrefix"},
+		"producer prefix":       {[]string{"CAPSTREAM_DEV_PRODUCER_INTERFACEPREFIX=veth"}, "every command would be refused"},
 		"bad database":          {[]string{"CAPSTREAM_DEV_CLICKHOUSE_DATABASE=a;drop"}, "plain identifier"},
 		"no kubeconfig":         {[]string{"CAPSTREAM_DEV_KUBE_KUBECONFIG="}, "kube.kubeconfig: required"},
 		"bad port":              {[]string{"CAPSTREAM_DEV_NATS_PORT=70000"}, "nats.port"},
