@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/capstream/capstream/internal/flowfilter"
 )
 
 func newFlowsCmd() *cobra.Command {
@@ -23,8 +24,16 @@ func newFlowsCmd() *cobra.Command {
 and server, Zeek-style state and history, packets and bytes each way, and
 the DNS query, TLS SNI or HTTP Host when the traffic had one.
 
---where adds a ClickHouse SQL condition over the flows table's columns,
-for example --where "resp_port = 443" or --where "dns_query != ''".`,
+--where filters the flows with capstream's filter language (never SQL):
+comparisons of a column with a value, combined with and, or, not and
+parentheses, for example
+  --where "resp_port = 443"
+  --where "protocol = udp and dns_query contains 'example'"
+  --where "orig_addr = 10.0.0.7 and not (conn_state = REJ or conn_state = S0)"
+Operators: = != < <= > >= (numbers), = != contains (text), = != (addresses).
+Columns: ` + strings.Join(flowfilter.Columns(), ", ") + `.
+A filter that is not valid is refused with exit code 2 and says which part
+is wrong.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			name := args[0]
@@ -34,8 +43,9 @@ for example --where "resp_port = 443" or --where "dns_query != ''".`,
 			if limit <= 0 {
 				return usageError{Err: fmt.Errorf("--limit %d: must be positive", limit)}
 			}
-			if strings.Contains(where, ";") {
-				return usageError{Err: errors.New("--where: one condition, no ';'")}
+			filter, err := flowfilter.Parse(where)
+			if err != nil {
+				return usageError{Err: fmt.Errorf("--where: %w", err)}
 			}
 			conn, err := ch.open()
 			if err != nil {
@@ -48,11 +58,9 @@ for example --where "resp_port = 443" or --where "dns_query != ''".`,
 			q := `SELECT start_time, start_ns, node, pod, protocol, orig_addr, orig_port, resp_addr, resp_port,
 				conn_state, history, orig_packets, resp_packets, orig_bytes, resp_bytes, dns_query, tls_sni, http_host
 				FROM flows FINAL WHERE namespace = ? AND capture = ?`
-			if where != "" {
-				q += " AND (" + where + ")"
-			}
-			q += fmt.Sprintf(" ORDER BY start_time, start_ns LIMIT %d", limit)
-			rows, err := conn.Query(c.Context(), q, namespace, name)
+			cond, condArgs := filter.SQL()
+			q += " AND " + cond + fmt.Sprintf(" ORDER BY start_time, start_ns LIMIT %d", limit)
+			rows, err := conn.Query(c.Context(), q, append([]any{namespace, name}, condArgs...)...)
 			if err != nil {
 				return fmt.Errorf("query flows: %w", err)
 			}
@@ -77,7 +85,7 @@ for example --where "resp_port = 443" or --where "dns_query != ''".`,
 	}
 	ch.add(c.Flags())
 	c.Flags().StringVarP(&namespace, "namespace", "n", "default", "the capture's namespace")
-	c.Flags().StringVar(&where, "where", "", "extra SQL condition on the flows table")
+	c.Flags().StringVar(&where, "where", "", "filter, e.g. \"resp_port = 443 and protocol = tcp\" (see above; never SQL)")
 	c.Flags().IntVar(&limit, "limit", 50, "show at most this many flows")
 	return c
 }
