@@ -8,10 +8,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/capstream/capstream/internal/flowfilter"
 )
+
+// flowsQueryTimeout bounds the server's work for one flows query.
+const flowsQueryTimeout = time.Minute
 
 func newFlowsCmd() *cobra.Command {
 	var ch chFlags
@@ -60,7 +64,12 @@ is wrong.`,
 				FROM flows FINAL WHERE namespace = ? AND capture = ?`
 			cond, condArgs := filter.SQL()
 			q += " AND " + cond + fmt.Sprintf(" ORDER BY start_time, start_ns LIMIT %d", limit)
-			rows, err := conn.Query(c.Context(), q, append([]any{namespace, name}, condArgs...)...)
+			// Read-only, bounded in time and rows, whatever the filter: a
+			// second wall behind the filter language.
+			qctx := clickhouse.Context(c.Context(), clickhouse.WithSettings(clickhouse.Settings{
+				"readonly": 1, "max_execution_time": int(flowsQueryTimeout.Seconds()), "max_result_rows": limit,
+			}))
+			rows, err := conn.Query(qctx, q, append([]any{namespace, name}, condArgs...)...)
 			if err != nil {
 				return fmt.Errorf("query flows: %w", err)
 			}
