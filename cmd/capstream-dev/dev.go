@@ -184,7 +184,7 @@ deploy/dev/deps.sh starts. One listener serves /healthz, /readyz and
 (their last batches are published), then the router and the sinks (open
 pcap objects are completed, open flows inserted).
 
-With simulate.enabled, dev also builds a simulated node: network namespaces
+With simulate.enabled, capstream-dev also builds a simulated node: network namespaces
 with Calico-style cali* veths, pods registered in the API server on that
 node, and HTTP, HTTPS (TLS with SNI) and DNS traffic between them every
 simulate.interval. The producer of that node captures live inside its
