@@ -11,12 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/capstream/capstream/producer/filter"
-	"github.com/capstream/capstream/producer/source"
-	"github.com/capstream/capstream/schemas"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/net/bpf"
+
+	"github.com/capstream/capstream/producer/filter"
+	"github.com/capstream/capstream/producer/source"
+	"github.com/capstream/capstream/schemas"
 )
 
 var errSubjectMismatch = fmt.Errorf("%w: command does not match its subject or node", schemas.ErrMalformed)

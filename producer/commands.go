@@ -7,9 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/capstream/capstream/schemas"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/capstream/capstream/schemas"
 )
 
 // consume follows this node's commands with an ordered consumer that

@@ -9,10 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/internal/testenv"
-	"github.com/capstream/capstream/schemas"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
 )
 
 // TestCaptureMatchesTcpdump: the packets in JetStream equal, byte for

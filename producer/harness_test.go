@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/internal/clients"
-	"github.com/capstream/capstream/internal/testenv"
-	"github.com/capstream/capstream/schemas"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/capstream/capstream/internal/clients"
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
 )
 
 // The functional tests' harness: a producer run with testenv.Start

@@ -23,12 +23,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/capstream/capstream/producer/source"
-	"github.com/capstream/capstream/producer/source/afpacket"
-	"github.com/capstream/capstream/producer/source/file"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/capstream/capstream/producer/source"
+	"github.com/capstream/capstream/producer/source/afpacket"
+	"github.com/capstream/capstream/producer/source/file"
 )
 
 // Deps are the producer's collaborators.

@@ -12,12 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/internal/testenv"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+
+	"github.com/capstream/capstream/internal/testenv"
 )
 
 // Traffic for the functional tests and benchmarks: what pods send each

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/capstream/capstream/schemas"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/capstream/capstream/schemas"
 )
 
 // Config is the router's own section of the configuration. Connection

@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/internal/testenv"
-	"github.com/capstream/capstream/schemas"
-	v3 "github.com/capstream/capstream/schemas/v3"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +22,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 // The functional tests' harness: a private namespace on the shared

@@ -6,13 +6,14 @@ import (
 	"slices"
 	"time"
 
-	"github.com/capstream/capstream/router/selector"
-	v3 "github.com/capstream/capstream/schemas/v3"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/capstream/capstream/router/selector"
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 // This file is the I/O side of one capture's reconcile: it reads the

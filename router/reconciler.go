@@ -6,10 +6,11 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/capstream/capstream/router/selector"
 	"github.com/capstream/capstream/schemas"
 	v3 "github.com/capstream/capstream/schemas/v3"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // Workload endpoint labels Calico adds to a pod's own labels.

@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/capstream/capstream/router/selector"
-	v3 "github.com/capstream/capstream/schemas/v3"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +24,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/capstream/capstream/router/selector"
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 // Deps are the router's collaborators. Main builds the clients; the router

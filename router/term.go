@@ -7,12 +7,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/capstream/capstream/schemas"
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/capstream/capstream/schemas"
 )
 
 // This file is the leadership side of Run: the campaign for the Lease and

@@ -14,10 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/internal/testenv"
-	"github.com/capstream/capstream/schemas"
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/minio/minio-go/v7"
+
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
 )
 
 // requireTool finds a client binary no one here wrote; deps.sh installs

@@ -9,16 +9,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/capstream/capstream/internal/clients"
-	"github.com/capstream/capstream/internal/config"
-	"github.com/capstream/capstream/schemas"
-
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/minio/minio-go/v7"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/capstream/capstream/internal/clients"
+	"github.com/capstream/capstream/internal/config"
+	"github.com/capstream/capstream/schemas"
 )
 
 // Exit codes of the user commands, on top of those in main.go.

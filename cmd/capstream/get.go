@@ -11,12 +11,13 @@ import (
 	"text/tabwriter"
 	"time"
 
-	v3 "github.com/capstream/capstream/schemas/v3"
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
+
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 // packetCaptureNames are the names kubectl resolves for the resource.

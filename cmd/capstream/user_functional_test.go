@@ -12,15 +12,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/internal/testenv"
-	chschema "github.com/capstream/capstream/schemas/clickhouse"
-	v3 "github.com/capstream/capstream/schemas/v3"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/minio/minio-go/v7"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/capstream/capstream/internal/testenv"
+	chschema "github.com/capstream/capstream/schemas/clickhouse"
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 func TestGetPacketCaptures(t *testing.T) {

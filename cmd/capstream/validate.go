@@ -9,11 +9,12 @@ import (
 	"os"
 	"strings"
 
-	"github.com/capstream/capstream/router"
-	v3 "github.com/capstream/capstream/schemas/v3"
 	"github.com/spf13/cobra"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/capstream/capstream/router"
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 // maxManifestBytes bounds what validate reads from one file or stdin.

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/schemas/v3"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
@@ -20,6 +19,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/capstream/capstream/schemas/v3"
 )
 
 // KubeEnv is a client of the real kube-apiserver with the PacketCapture CRD

@@ -5,9 +5,9 @@ import (
 	"testing"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/capstream/capstream/internal/clients"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 // S3Bucket is a private bucket on the real S3 server.

@@ -34,8 +34,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/capstream/capstream/schemas"
 	"golang.org/x/net/bpf"
+
+	"github.com/capstream/capstream/schemas"
 )
 
 // MaxInstructions is the kernel's BPF_MAXINSNS for classic socket filters.
