@@ -411,7 +411,7 @@ func benchBlast(b *testing.B, outage bool) {
 		path := b.TempDir() + "/dump.pcap"
 		dump := exec.Command("ip", "netns", "exec", node.NetNS, "tcpdump", "-i", a.HostIface, "-w", path, "-n",
 			"-s", "262144", "-B", strconv.Itoa(cfg.AFPacket.RingBytes>>10), "-Z", "root")
-		var stderr syncBuffer
+		var stderr testenv.Buffer
 		dump.Stderr = &stderr
 		if err := dump.Start(); err != nil {
 			b.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,7 +30,7 @@ func tcpdump(t *testing.T, node *testenv.Node, iface string) (stop func() []reco
 	path := t.TempDir() + "/tcpdump.pcap"
 	cmd := exec.Command("ip", "netns", "exec", node.NetNS, "tcpdump", "-i", iface, "-w", path, "-U", "-n", "--immediate-mode",
 		"--time-stamp-precision=nano", "-s", "262144", "-Z", "root")
-	var stderr syncBuffer
+	var stderr testenv.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Skipf("tcpdump: %v", err)
@@ -59,23 +58,6 @@ func tcpdump(t *testing.T, node *testenv.Node, iface string) (stop func() []reco
 		}
 		return out
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // traffic sends a mix from pod a to pod b: UDP to ports 53, 80 and 5000,

@@ -18,6 +18,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,12 @@ type Server struct {
 	checks map[string]Check
 	logger *slog.Logger
 	ready  chan net.Addr
+
+	// why holds each failing check's last error, so each new reason is
+	// logged once: /readyz itself says only which check fails, never why,
+	// since anyone who reaches the port may call it.
+	mu  sync.Mutex
+	why map[string]string
 }
 
 // NewRegistry returns a registry with the Go runtime and process collectors,
@@ -89,9 +96,11 @@ func (s *Server) Handler() http.Handler {
 		var b strings.Builder
 		failed := false
 		for _, n := range names {
-			if err := s.checks[n](); err != nil {
+			err := s.checks[n]()
+			s.noteReadiness(n, err)
+			if err != nil {
 				failed = true
-				fmt.Fprintf(&b, "%s: %v\n", n, err)
+				fmt.Fprintf(&b, "%s: not ready\n", n)
 			} else {
 				fmt.Fprintf(&b, "%s: ok\n", n)
 			}
@@ -103,6 +112,28 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	return mux
+}
+
+// noteReadiness logs a check's reason for not being ready when it changes,
+// and its recovery.
+func (s *Server) noteReadiness(name string, err error) {
+	why := ""
+	if err != nil {
+		why = err.Error()
+	}
+	s.mu.Lock()
+	if s.why == nil {
+		s.why = map[string]string{}
+	}
+	prev := s.why[name]
+	s.why[name] = why
+	s.mu.Unlock()
+	switch {
+	case why != "" && why != prev:
+		s.logger.Warn("not ready", "check", name, "error", why)
+	case why == "" && prev != "":
+		s.logger.Info("ready again", "check", name)
+	}
 }
 
 // Run listens and serves until ctx ends.
