@@ -450,10 +450,31 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 	defer func() { *seq = bat.hdr.Seq }()
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
 		backoff.WithMaxInterval(cfg.InterfaceRetry), backoff.WithMaxElapsedTime(0))
-	waitingLogged := false
+	waitingLogged, budgetLogged := false, false
+	ring := m.p.ringBytes
 	for ctx.Err() == nil {
+		if !m.p.rings.reserve(ring) {
+			why := m.p.rings.refusal(ring)
+			c.ctr.setError(why)
+			if !budgetLogged {
+				log.Warn("waiting for ring memory", "reason", why)
+				budgetLogged = true
+			}
+			m.p.m.ringRefusals.Inc()
+			l.state.Store(ifWaiting)
+			m.notify()
+			select {
+			case <-time.After(b.NextBackOff()):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		budgetLogged = false
+		m.p.m.ringBytes.Set(float64(m.p.rings.inUse()))
 		src, err := m.p.opener.Open(source.Options{Interface: l.ep.Interface, Filter: c.filter, SnapLength: c.snap})
 		if err != nil {
+			m.p.rings.release(ring)
+			m.p.m.ringBytes.Set(float64(m.p.rings.inUse()))
 			if errors.Is(err, source.ErrFilter) {
 				log.Warn("capture refused", "error", err)
 				c.ctr.setError(err.Error())
@@ -485,6 +506,8 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 		bat.hdr.LinkType = src.LinkType()
 		err = m.readLoop(ctx, src, bat, c, l)
 		_ = src.Close()
+		m.p.rings.release(ring)
+		m.p.m.ringBytes.Set(float64(m.p.rings.inUse()))
 		switch {
 		case err == nil:
 			return

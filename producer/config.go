@@ -34,6 +34,13 @@ type Config struct {
 	Source string `yaml:"source"`
 	// AFPacket configures live capture rings.
 	AFPacket afpacket.Config `yaml:"afpacket"`
+	// MaxRingBytes bounds the kernel memory of all capture rings on the
+	// node together, in bytes: each captured interface of each capture
+	// maps afpacket.ringBytes. An interface whose ring would not fit waits
+	// (WaitingForTraffic, lastError saying so) until others close. Node
+	// memory is about 64 MiB for the process plus min(maxRingBytes,
+	// interfaces x ringBytes). Default 1 GiB (32 rings of 32 MiB).
+	MaxRingBytes int64 `yaml:"maxRingBytes"`
 	// File configures replay.
 	File file.Config `yaml:"file"`
 	// DefaultSnapLength is the bytes kept per packet when a command sets
@@ -75,6 +82,7 @@ func DefaultConfig() Config {
 		InterfacePrefix:    "cali",
 		Source:             SourceAFPacket,
 		AFPacket:           afpacket.DefaultConfig(),
+		MaxRingBytes:       1 << 30,
 		File:               file.DefaultConfig(),
 		DefaultSnapLength:  schemas.MaxSnapLength,
 		BatchBytes:         schemas.DefaultBatchBytes,
@@ -102,6 +110,9 @@ func (c Config) Validate() error {
 	case SourceAFPacket:
 		if err := c.AFPacket.Validate(); err != nil {
 			errs = append(errs, err)
+		}
+		if c.MaxRingBytes < int64(c.AFPacket.RingBytes) {
+			errs = append(errs, fmt.Errorf("maxRingBytes %d: must hold at least one ring of afpacket.ringBytes %d", c.MaxRingBytes, c.AFPacket.RingBytes))
 		}
 	case SourceFile:
 		if err := c.File.Validate(); err != nil {

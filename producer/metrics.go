@@ -32,6 +32,8 @@ type metrics struct {
 	interfaces    *prometheus.GaugeVec
 	commands      *prometheus.CounterVec
 	statusErrors  prometheus.Counter
+	ringBytes     prometheus.Gauge
+	ringRefusals  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -50,6 +52,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		interfaces:    r.GaugeVec("interfaces", "Capture interfaces by state.", "state"),
 		commands:      r.CounterVec("commands_total", "Commands received, by result (capture, stop, invalid, refused: an interface outside interfacePrefix or an endpoint of another namespace).", "result"),
 		statusErrors:  r.Counter("status_publish_errors_total", "Status reports that could not be published."),
+		ringBytes:     r.Gauge("ring_bytes", "Kernel memory reserved by the open capture rings, against maxRingBytes."),
+		ringRefusals:  r.Counter("ring_budget_waits_total", "Times an interface could not open because its ring did not fit maxRingBytes."),
 	}
 	if err := r.Err(); err != nil {
 		return nil, err

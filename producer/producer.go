@@ -60,6 +60,10 @@ type Producer struct {
 
 	nc    *nats.Conn
 	bound atomic.Bool
+	// rings is the node's ring budget; ringBytes what one interface takes
+	// from it (0 for sources without a kernel ring).
+	rings     rings
+	ringBytes int64
 }
 
 // New validates cfg and builds the producer; it does no I/O.
@@ -88,14 +92,18 @@ func New(cfg Config, deps Deps) (*Producer, error) {
 	}
 	var e [8]byte
 	_, _ = rand.Read(e[:])
-	return &Producer{
+	p := &Producer{
 		cfg:    cfg,
 		logger: deps.Logger.With("component", "producer", "node", cfg.Node),
 		m:      m,
 		opener: opener,
 		nc:     deps.NATS,
 		epoch:  hex.EncodeToString(e[:]),
-	}, nil
+	}
+	if cfg.Source == SourceAFPacket && deps.Opener == nil {
+		p.rings.max, p.ringBytes = cfg.MaxRingBytes, int64(cfg.AFPacket.RingBytes)
+	}
+	return p, nil
 }
 
 // Ready reports whether the producer is connected to NATS and following

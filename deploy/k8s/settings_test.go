@@ -78,8 +78,8 @@ var components = []component{
 		load: func(path string, env []string) (loaded, error) {
 			s := producer.DefaultSettings()
 			err := config.Load(path, producer.EnvPrefix, env, s)
-			// The 64 MiB process target plus at least one ring.
-			need := 64*mib + int64(s.Producer.AFPacket.RingBytes)
+			// The 64 MiB process target plus the whole ring budget.
+			need := 64*mib + s.Producer.MaxRingBytes
 			return loaded{listen: s.HTTP.Listen, natsURL: s.NATS.URL, credsFile: s.NATS.CredsFile, grace: s.Producer.GracePeriod, minMemory: need, settings: s}, err
 		},
 	},

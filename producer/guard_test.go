@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -42,5 +43,48 @@ func TestRefusesForeignEndpoints(t *testing.T) {
 	}
 	if n := testenv.Metric(t, reg, "capstream_producer_commands_total", map[string]string{"result": "refused"}); n != 2 {
 		t.Errorf("refused commands counted %v, want 2", n)
+	}
+}
+
+// TestRingBudget: with room for one ring on the node, a second capture's
+// interface waits and its status says why, without packets, until the
+// first capture stops and its ring is released; then it captures.
+func TestRingBudget(t *testing.T) {
+	h := newHarness(t, podsABC...)
+	a, b := h.node.Pods[0], h.node.Pods[1]
+	cfg := h.config()
+	cfg.MaxRingBytes = int64(cfg.AFPacket.RingBytes) // one ring
+	_, reg, _ := h.start(cfg, Deps{})
+	h.command("first", "uid-first", schemas.ActionCapture, nil, a)
+	h.waitState("first", schemas.StateWaitingForTraffic)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := testenv.Metric(t, reg, "capstream_producer_ring_bytes", nil); n != float64(cfg.AFPacket.RingBytes) {
+			return fmt.Errorf("ring bytes in use %v", n)
+		}
+		return nil
+	})
+	h.command("second", "uid-second", schemas.ActionCapture, nil, b)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st := h.lastStatus("second")
+		if st == nil || st.State != schemas.StateWaitingForTraffic || !strings.Contains(st.LastError, "ring budget full") {
+			return fmt.Errorf("second: %+v", st)
+		}
+		return nil
+	})
+	traffic(t, a, b, 3)
+	if st := h.lastStatus("second"); st.Packets != 0 {
+		t.Errorf("second captured %d packets without a ring", st.Packets)
+	}
+	h.command("first", "uid-first", schemas.ActionStop, nil)
+	h.waitState("first", schemas.StateFinished)
+	testenv.Eventually(t, 15*time.Second, func() error {
+		traffic(t, a, b, 1)
+		if st := h.lastStatus("second"); st == nil || st.State != schemas.StateCapturing || st.Packets == 0 {
+			return fmt.Errorf("second after the first stopped: %+v", st)
+		}
+		return nil
+	})
+	if n := testenv.Metric(t, reg, "capstream_producer_ring_budget_waits_total", nil); n == 0 {
+		t.Error("no ring budget wait counted")
 	}
 }
