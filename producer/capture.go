@@ -450,6 +450,15 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 	defer func() { *seq = bat.hdr.Seq }()
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
 		backoff.WithMaxInterval(cfg.InterfaceRetry), backoff.WithMaxElapsedTime(0))
+	// wait reports the interface waiting and backs off before the next try.
+	wait := func() {
+		l.state.Store(ifWaiting)
+		m.notify()
+		select {
+		case <-time.After(b.NextBackOff()):
+		case <-ctx.Done():
+		}
+	}
 	waitingLogged, budgetLogged := false, false
 	ring := m.p.ringBytes
 	for ctx.Err() == nil {
@@ -461,12 +470,7 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 				budgetLogged = true
 			}
 			m.p.m.ringRefusals.Inc()
-			l.state.Store(ifWaiting)
-			m.notify()
-			select {
-			case <-time.After(b.NextBackOff()):
-			case <-ctx.Done():
-			}
+			wait()
 			continue
 		}
 		budgetLogged = false
@@ -489,12 +493,7 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 				log.Info("waiting for interface")
 				waitingLogged = true
 			}
-			l.state.Store(ifWaiting)
-			m.notify()
-			select {
-			case <-time.After(b.NextBackOff()):
-			case <-ctx.Done():
-			}
+			wait()
 			continue
 		}
 		b.Reset()
