@@ -21,10 +21,16 @@ const keyHashLen = 16
 // the SHA-256 of the whole of s. Kubernetes names never hold "~", so a
 // shortened segment never equals another name's; the full names are in
 // the object's metadata and its pcap_objects row.
-func KeySegment(s string) string {
-	if len(s) <= MaxKeySegment {
+func KeySegment(s string) string { return Shorten(s, MaxKeySegment) }
+
+// Shorten returns s when it is at most max bytes, otherwise its first
+// max-17 bytes, "~" and 16 hex digits of the SHA-256 of s, which is max
+// bytes. It bounds names that become object keys or file names. max must
+// exceed 17.
+func Shorten(s string, max int) string {
+	if len(s) <= max {
 		return s
 	}
 	sum := sha256.Sum256([]byte(s))
-	return s[:MaxKeySegment-1-keyHashLen] + "~" + hex.EncodeToString(sum[:])[:keyHashLen]
+	return s[:max-1-keyHashLen] + "~" + hex.EncodeToString(sum[:])[:keyHashLen]
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/capstream/capstream/internal/pcapmerge"
+	"github.com/capstream/capstream/schemas"
 )
 
 // Object metadata the pcap sink writes (read back canonicalised).
@@ -161,6 +162,10 @@ verified. Progress goes to stderr.`,
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
 			}
+			// Named before anything is downloaded, and bounded like a key
+			// segment: a 253-byte name plus its namespace is longer than
+			// a file name may be.
+			out := filepath.Join(dir, schemas.Shorten(namespace+"_"+name, 255-len(".pcap"))+".pcap")
 			var total int64
 			for _, o := range objs {
 				total += o.size
@@ -192,8 +197,7 @@ verified. Progress goes to stderr.`,
 				fmt.Fprintf(c.OutOrStdout(), "downloaded %d objects (%s) to %s\n", len(files), humanBytes(total), dir)
 				return nil
 			}
-			out := filepath.Join(dir, namespace+"_"+name+".pcap")
-			st, err := mergeFiles(out, files)
+			st, err := pcapmerge.MergeFiles(out, files, pcapmerge.MaxOpen)
 			if err != nil {
 				return err
 			}
@@ -245,31 +249,6 @@ func download(ctx context.Context, cl *minio.Client, bucket string, o pcapObject
 	}
 	p.object()
 	return os.Rename(tmp.Name(), dst)
-}
-
-func mergeFiles(out string, files []string) (pcapmerge.Stats, error) {
-	var inputs []pcapmerge.Input
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			return pcapmerge.Stats{}, err
-		}
-		defer fh.Close()
-		inputs = append(inputs, pcapmerge.Input{Name: f, Reader: fh})
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(out), ".merge-*")
-	if err != nil {
-		return pcapmerge.Stats{}, err
-	}
-	defer os.Remove(tmp.Name())
-	st, err := pcapmerge.Merge(tmp, inputs)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return st, fmt.Errorf("merge: %w", err)
-	}
-	return st, os.Rename(tmp.Name(), out)
 }
 
 func newCleanCmd() *cobra.Command {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
 	chschema "github.com/capstream/capstream/schemas/clickhouse"
 	v3 "github.com/capstream/capstream/schemas/v3"
 )
@@ -302,4 +303,33 @@ func readStamps(t *testing.T, path string) []int64 {
 		out[i] = r.Info.Timestamp.UnixNano()
 	}
 	return out
+}
+
+// A 253-byte capture name is stored under a shortened key segment (as the
+// pcap sink writes it) and merged into a file whose name is shortened the
+// same way: copy finds the objects and writes a name the file system
+// takes, instead of failing after the whole merge.
+func TestCapturedPacketsCopyLongName(t *testing.T) {
+	b := testenv.S3(t)
+	t.Setenv("CAPSTREAM_S3_ENDPOINT", b.Endpoint)
+	t.Setenv("CAPSTREAM_S3_ACCESSKEY", b.AccessKey)
+	t.Setenv("CAPSTREAM_S3_SECRETKEY", b.SecretKey)
+	t.Setenv("CAPSTREAM_S3_BUCKET", b.Bucket)
+	label := strings.Repeat("c", 63)
+	name := label + "." + label + "." + label + "." + label[:61] // 253 bytes
+	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC).UnixNano()
+	key := "capstream/ns1/" + schemas.KeySegment(name) + "/node-a/pod-a_cali1/20261127T100000.000000000Z-1.pcap"
+	putPcap(t, b, key, t0, t0+1)
+	dir := t.TempDir()
+	code, out, errOut := runCmd(t, "captured-packets", "copy", name, "-n", "ns1", "--merge", "-d", dir)
+	if code != exitOK || !strings.Contains(out, "2 packets") {
+		t.Fatalf("copy --merge = %d %q %q", code, out, errOut)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("entries %v, %v", entries, err)
+	}
+	if got := entries[0].Name(); len(got) > 255 || !strings.HasPrefix(got, "ns1_ccc") || !strings.HasSuffix(got, ".pcap") {
+		t.Errorf("merged file %q (%d bytes)", got, len(got))
+	}
 }

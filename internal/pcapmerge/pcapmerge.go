@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -130,4 +132,80 @@ func (h *head) next() (bool, error) {
 	// pcapgo allocates a fresh slice per packet, so keeping it is safe.
 	h.ci, h.data = ci, data
 	return true, nil
+}
+
+// MaxOpen is how many files MergeFiles keeps open at once by default: far
+// below the usual limit of 1024 open files, whatever the number of
+// objects a capture has.
+const MaxOpen = 256
+
+// MergeFiles merges the pcap files into the file out, written as a
+// temporary file in out's directory and renamed into place once complete.
+// It keeps at most fanIn files open at once (MaxOpen when fanIn < 2): more
+// files are first merged in consecutive groups of fanIn into temporary
+// files, round after round, which keeps Merge's order exactly (ties go to
+// the earlier file). Temporary files are removed whatever happens.
+func MergeFiles(out string, files []string, fanIn int) (Stats, error) {
+	if fanIn < 2 {
+		fanIn = MaxOpen
+	}
+	dir := filepath.Dir(out)
+	var temps []string
+	defer func() {
+		for _, t := range temps {
+			_ = os.Remove(t)
+		}
+	}()
+	round := files
+	for len(round) > fanIn {
+		var next []string
+		for i := 0; i < len(round); i += fanIn {
+			tmp, _, err := mergeToTemp(dir, round[i:min(i+fanIn, len(round))])
+			if tmp != "" {
+				temps = append(temps, tmp)
+			}
+			if err != nil {
+				return Stats{}, err
+			}
+			next = append(next, tmp)
+		}
+		round = next
+	}
+	tmp, st, err := mergeToTemp(dir, round)
+	if tmp != "" {
+		temps = append(temps, tmp)
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return st, fmt.Errorf("merge: %w", err)
+	}
+	return st, nil
+}
+
+// mergeToTemp merges files into a new temporary file in dir and returns
+// its name (also on error, once created).
+func mergeToTemp(dir string, files []string) (string, Stats, error) {
+	var inputs []Input
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			return "", Stats{}, fmt.Errorf("merge: %w", err)
+		}
+		defer fh.Close()
+		inputs = append(inputs, Input{Name: f, Reader: fh})
+	}
+	tmp, err := os.CreateTemp(dir, ".merge-*")
+	if err != nil {
+		return "", Stats{}, fmt.Errorf("merge: %w", err)
+	}
+	st, err := Merge(tmp, inputs)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return tmp.Name(), st, fmt.Errorf("merge: %w", err)
+	}
+	return tmp.Name(), st, nil
 }
