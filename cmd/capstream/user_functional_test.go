@@ -212,11 +212,8 @@ func putPcap(t *testing.T, b *testenv.S3Bucket, key string, stamps ...int64) []b
 }
 
 func TestCapturedPacketsCopyAndClean(t *testing.T) {
-	b := testenv.S3(t)
-	t.Setenv("CAPSTREAM_S3_ENDPOINT", b.Endpoint)
-	t.Setenv("CAPSTREAM_S3_ACCESS_KEY", b.AccessKey)
-	t.Setenv("CAPSTREAM_S3_SECRET_KEY", b.SecretKey)
-	t.Setenv("CAPSTREAM_S3_BUCKET", b.Bucket)
+	// The previous release's names, which must keep working.
+	b := s3Bucket(t, "CAPSTREAM_S3_ACCESS_KEY", "CAPSTREAM_S3_SECRET_KEY")
 	sec := int64(time.Second)
 	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC).UnixNano()
 	objA1 := putPcap(t, b, "capstream/ns1/cap/node-a/pod-a_cali1/20261127T100000.000000000Z-1.pcap", t0, t0+2*sec)
@@ -310,11 +307,7 @@ func readStamps(t *testing.T, path string) []int64 {
 // same way: copy finds the objects and writes a name the file system
 // takes, instead of failing after the whole merge.
 func TestCapturedPacketsCopyLongName(t *testing.T) {
-	b := testenv.S3(t)
-	t.Setenv("CAPSTREAM_S3_ENDPOINT", b.Endpoint)
-	t.Setenv("CAPSTREAM_S3_ACCESSKEY", b.AccessKey)
-	t.Setenv("CAPSTREAM_S3_SECRETKEY", b.SecretKey)
-	t.Setenv("CAPSTREAM_S3_BUCKET", b.Bucket)
+	b := s3Bucket(t, "CAPSTREAM_S3_ACCESSKEY", "CAPSTREAM_S3_SECRETKEY")
 	label := strings.Repeat("c", 63)
 	name := label + "." + label + "." + label + "." + label[:61] // 253 bytes
 	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC).UnixNano()
@@ -332,4 +325,15 @@ func TestCapturedPacketsCopyLongName(t *testing.T) {
 	if got := entries[0].Name(); len(got) > 255 || !strings.HasPrefix(got, "ns1_ccc") || !strings.HasSuffix(got, ".pcap") {
 		t.Errorf("merged file %q (%d bytes)", got, len(got))
 	}
+}
+
+// s3Bucket is a private bucket the user commands reach through the
+// environment, its keys under the names given.
+func s3Bucket(t *testing.T, accessKeyVar, secretKeyVar string) *testenv.S3Bucket {
+	b := testenv.S3(t)
+	t.Setenv("CAPSTREAM_S3_ENDPOINT", b.Endpoint)
+	t.Setenv(accessKeyVar, b.AccessKey)
+	t.Setenv(secretKeyVar, b.SecretKey)
+	t.Setenv("CAPSTREAM_S3_BUCKET", b.Bucket)
+	return b
 }
