@@ -211,8 +211,11 @@ func lex(s string) ([]token, error) {
 			if i+1 < len(s) && s[i+1] == '=' {
 				op += "="
 			}
-			if op == "!" {
+			switch op {
+			case "!":
 				return nil, fmt.Errorf("%w: at byte %d: '!' must be '!='", ErrInvalid, i)
+			case "==":
+				return nil, fmt.Errorf("%w: at byte %d: '==' is not an operator: write '='", ErrInvalid, i)
 			}
 			toks = append(toks, token{tokOp, op, i})
 			i += len(op)

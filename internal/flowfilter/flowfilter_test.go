@@ -76,6 +76,7 @@ func TestParseHostile(t *testing.T) {
 		"dangling and":       {"resp_port = 1 and", "ends where a condition"},
 		"unterminated text":  {"http_host = 'abc", "never closed"},
 		"bang":               {"resp_port ! 1", "must be '!='"},
+		"double equals":      {"resp_port == 1", "'==' is not an operator"}, // found by FuzzParse
 		"function on column": {"lower(http_host) = 'a'", `"lower" is not a column`},
 		"backslash":          {`http_host = \'x`, `'\\' is not part`},
 	}
