@@ -139,11 +139,10 @@ func (m *manager) handle(msg jetstream.Msg) {
 		}
 		return
 	}
+	// A refused command becomes a capture in Error (newCapture).
 	refused := m.p.checkEndpoints(cmd)
 	if refused != nil {
-		// Reported as a capture in Error (newCapture refuses it too).
 		m.p.m.commands.WithLabelValues("refused").Inc()
-		log.Warn("refusing command", "subject", msg.Subject(), "error", refused)
 	} else {
 		m.p.m.commands.WithLabelValues("capture").Inc()
 	}
@@ -167,7 +166,7 @@ func (m *manager) handle(msg jetstream.Msg) {
 		}
 	}
 	log.Info("starting capture", "endpoints", len(cmd.Endpoints), "filters", len(cmd.Filters))
-	c := m.newCapture(key, cmd, ctr)
+	c := m.newCapture(key, cmd, ctr, refused)
 	m.captures[key] = c
 	m.evaluate(c)
 	m.gauges()
@@ -181,7 +180,9 @@ func sameSpec(a, b *schemas.Command) bool {
 		reflect.DeepEqual(a.StartTime, b.StartTime) && reflect.DeepEqual(a.EndTime, b.EndTime)
 }
 
-func (m *manager) newCapture(key schemas.Key, cmd *schemas.Command, ctr *counters) *capture {
+// newCapture builds the capture of cmd; refused, when set, is why the
+// producer will not carry it out, and the capture is in Error from the start.
+func (m *manager) newCapture(key schemas.Key, cmd *schemas.Command, ctr *counters, refused error) *capture {
 	if ctr == nil {
 		ctr = &counters{}
 	}
@@ -195,7 +196,7 @@ func (m *manager) newCapture(key schemas.Key, cmd *schemas.Command, ctr *counter
 		c.statusSub, err = schemas.StatusSubject(key.Namespace, key.Name, key.Node)
 	}
 	if err == nil {
-		err = m.p.checkEndpoints(cmd)
+		err = refused // the subjects are needed to report it
 	}
 	if err == nil {
 		c.filter, err = filter.Assemble(cmd.Filters, uint32(c.snap))
