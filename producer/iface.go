@@ -60,11 +60,9 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 			continue
 		}
 		budgetLogged = false
-		m.p.m.ringBytes.Set(float64(m.p.rings.inUse()))
 		src, err := m.p.opener.Open(source.Options{Interface: l.ep.Interface, Filter: c.filter, SnapLength: c.snap})
 		if err != nil {
 			m.p.rings.release(ring)
-			m.p.m.ringBytes.Set(float64(m.p.rings.inUse()))
 			if errors.Is(err, source.ErrFilter) {
 				log.Warn("capture refused", "error", err)
 				c.ctr.setError(err.Error())
@@ -92,7 +90,6 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 		err = m.readLoop(ctx, src, bat, c, l)
 		_ = src.Close()
 		m.p.rings.release(ring)
-		m.p.m.ringBytes.Set(float64(m.p.rings.inUse()))
 		switch {
 		case err == nil:
 			return

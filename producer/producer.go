@@ -102,6 +102,7 @@ func New(cfg Config, deps Deps) (*Producer, error) {
 	}
 	if cfg.Source == SourceAFPacket && deps.Opener == nil {
 		p.rings.max, p.ringBytes = cfg.MaxRingBytes, int64(cfg.AFPacket.RingBytes)
+		p.rings.inUseGauge = m.ringBytes
 	}
 	return p, nil
 }

@@ -3,6 +3,8 @@ package producer
 import (
 	"fmt"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // rings is the node's budget of capture-ring memory: every open AF_PACKET
@@ -15,6 +17,16 @@ type rings struct {
 	max   int64 // 0: no rings are used (file replay)
 	used  int64
 	count int
+	// inUseGauge, when set, shows used (capstream_producer_ring_bytes).
+	inUseGauge prometheus.Gauge
+}
+
+// set records a change of the reservations; r.mu is held.
+func (r *rings) set(delta int64) {
+	r.used += delta
+	if r.inUseGauge != nil {
+		r.inUseGauge.Set(float64(r.used))
+	}
 }
 
 // reserve takes n bytes of the budget, or reports that they do not fit.
@@ -27,7 +39,7 @@ func (r *rings) reserve(n int64) bool {
 	if r.used+n > r.max {
 		return false
 	}
-	r.used += n
+	r.set(n)
 	r.count++
 	return true
 }
@@ -39,7 +51,7 @@ func (r *rings) release(n int64) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.used -= n
+	r.set(-n)
 	r.count--
 }
 
