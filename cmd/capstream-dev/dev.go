@@ -271,10 +271,20 @@ func runDev(ctx context.Context, cfg *devSettings, hooks *devHooks) error {
 	srv := svc.NewServer(cfg.HTTP, reg, p.Checks(), logger)
 	// The listener outlives the pipeline's staged stop, so /readyz shows
 	// the components stopping.
+	// A listener that fails (its port is taken) stops the pipeline, as it
+	// stops every service.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	srvCtx, srvCancel := context.WithCancel(context.WithoutCancel(ctx))
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Run(srvCtx) }()
-	err = p.Run(ctx)
+	go func() {
+		err := srv.Run(srvCtx)
+		if err != nil {
+			stopRun()
+		}
+		srvDone <- err
+	}()
+	err = p.Run(runCtx)
 	srvCancel()
 	if serr := <-srvDone; err == nil {
 		err = serr

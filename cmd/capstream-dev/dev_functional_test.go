@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/capstream/capstream/internal/netsim"
 	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/producer"
 	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
@@ -134,4 +137,32 @@ func TestDevPipelineReplay(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestDevListenerTaken: when the health and metrics port is taken, the
+// whole pipeline stops with the listener's error instead of running on
+// without /readyz.
+func TestDevListenerTaken(t *testing.T) {
+	ch, bucket, k := testenv.ClickHouse(t), testenv.S3(t), testenv.Kube(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := devTestSettings(ch, bucket, k, k.Namespace(t, nil), "taken-node")
+	cfg.Producer.Source = producer.SourceFile
+	cfg.HTTP.Listen = ln.Addr().String()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Were the listener's failure ignored, runDev would run until this
+	// context ends and then return nil.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := runDev(ctx, cfg, nil); err == nil || !strings.Contains(err.Error(), "listen "+cfg.HTTP.Listen) {
+		t.Errorf("runDev = %v, want the listener's error", err)
+	}
+	if ctx.Err() != nil {
+		t.Error("runDev ran until the test's deadline after its listener failed")
+	}
 }
