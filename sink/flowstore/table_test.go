@@ -130,6 +130,9 @@ func FuzzDecode(f *testing.F) {
 	for _, p := range sinktest.Mixed(t0, 1, 100).Pkts {
 		f.Add(p.Data)
 	}
+	for _, p := range hostilePayloads { // L7 payloads that once crashed a parser
+		f.Add(p)
+	}
 	d := NewDecoder()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var p Packet
