@@ -202,7 +202,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 	if err != nil {
 		return nil, err
 	}
-	if p.late["sink-pcap"], err = pcapstore.New(pcapCfg, pcapstore.Deps{Logger: deps.Logger, Registerer: deps.Registerer, JetStream: pcapJS, ClickHouse: pcapCH, S3: s3}); err != nil {
+	if p.late["sink-pcap"], err = pcapstore.New(pcapCfg, sink.Deps{Logger: deps.Logger, Registerer: deps.Registerer, JetStream: pcapJS, ClickHouse: pcapCH, S3: s3}); err != nil {
 		return nil, err
 	}
 	_, flowsJS, err := p.connect("capstream-sink-flows")
@@ -213,7 +213,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 	if err != nil {
 		return nil, err
 	}
-	if p.late["sink-flows"], err = flowstore.New(cfg.Flows, flowstore.Deps{Logger: deps.Logger, Registerer: deps.Registerer, JetStream: flowsJS, ClickHouse: flowsCH}); err != nil {
+	if p.late["sink-flows"], err = flowstore.New(cfg.Flows, sink.Deps{Logger: deps.Logger, Registerer: deps.Registerer, JetStream: flowsJS, ClickHouse: flowsCH}); err != nil {
 		return nil, err
 	}
 	for _, pc := range cfg.Producers {

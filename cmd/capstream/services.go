@@ -132,7 +132,7 @@ CAPSTREAM_SINK_PCAP_S3_SECRETKEY, CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD.`,
 			}
 			return runSink(ctx, cfg.ServiceSettings, "sink-pcap",
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (svc.Component, error) {
-					return pcapstore.New(cfg.Pcap, pcapstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
+					return pcapstore.New(cfg.Pcap, sink.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
 				})
 		},
 	})
@@ -156,7 +156,7 @@ CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.`,
 		Run: func(ctx context.Context, cfg *flowstore.Settings) error {
 			return runSink(ctx, cfg.ServiceSettings, "sink-flows",
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (svc.Component, error) {
-					return flowstore.New(cfg.Flows, flowstore.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch})
+					return flowstore.New(cfg.Flows, sink.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch})
 				})
 		},
 	})

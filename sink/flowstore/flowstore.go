@@ -32,13 +32,10 @@ import (
 	"github.com/capstream/capstream/sink"
 )
 
-// Deps are the flow sink's collaborators; S3 is not used.
-type Deps = sink.Deps
-
 // Sink is the flow sink. Its state lives on the runner's loop goroutine.
 type Sink struct {
 	cfg  Config
-	deps Deps
+	deps sink.Deps
 	run  *sink.Runner
 	m    *metrics
 
@@ -94,7 +91,7 @@ type pendingBatch struct {
 }
 
 // New checks cfg and allocates the sink; it does no I/O.
-func New(cfg Config, deps Deps) (*Sink, error) {
+func New(cfg Config, deps sink.Deps) (*Sink, error) {
 	run, err := sink.NewRunner(sink.RunnerConfig{
 		Name: "flow sink", Config: cfg, NeedClickHouse: true, Component: "flows", Durable: schemas.FlowSinkConsumer(), RunConfig: cfg.RunConfig,
 		BatchesHelp: "Packet batches handled, by result (aggregated, duplicate, empty: a last batch with no packets, terminated, retried).",

@@ -3,7 +3,6 @@ package pcapstore
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +80,7 @@ func BenchmarkPcapSink(b *testing.B) {
 		cfg.StopAfter = 100 * time.Millisecond // unused: the last batch completes the last object
 		cfg.Migrate = false                    // every other setting is the default
 		s3, _ := cfg.S3.Client()
-		s, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Registerer: prometheus.NewRegistry(), JetStream: srv.JS, ClickHouse: db.Conn, S3: s3})
+		s, err := New(cfg, sink.Deps{Logger: testenv.Logger(b), Registerer: prometheus.NewRegistry(), JetStream: srv.JS, ClickHouse: db.Conn, S3: s3})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -29,14 +29,11 @@ import (
 	"github.com/capstream/capstream/sink"
 )
 
-// Deps are the pcap sink's collaborators; all are required.
-type Deps = sink.Deps
-
 // Sink is the pcap sink. Its state lives on the runner's loop goroutine;
 // the uploaders and the reporter hand their results back with Runner.Do.
 type Sink struct {
 	cfg  Config
-	deps Deps
+	deps sink.Deps
 	log  *slog.Logger
 	run  *sink.Runner
 	m    *metrics
@@ -77,7 +74,7 @@ type Sink struct {
 }
 
 // New checks cfg and allocates the sink; it does no I/O.
-func New(cfg Config, deps Deps) (*Sink, error) {
+func New(cfg Config, deps sink.Deps) (*Sink, error) {
 	run, err := sink.NewRunner(sink.RunnerConfig{
 		Name: "pcap sink", Config: cfg, NeedClickHouse: true, NeedS3: true, Component: "pcap", Durable: schemas.PcapSinkConsumer(), RunConfig: cfg.RunConfig,
 		BatchesHelp: "Packet batches handled, by result (buffered, duplicate, empty: a last batch with nothing to complete, terminated, retried).",
