@@ -11,14 +11,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sync"
 	"time"
 
-	"github.com/capstream/capstream/producer/source"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/net/bpf"
+
+	"github.com/capstream/capstream/producer/source"
 )
 
 // Config configures replay.
@@ -55,22 +57,25 @@ func (c Config) Validate() error {
 
 // Opener opens replays according to a Config.
 type Opener struct {
-	cfg Config
+	files       map[string]string // its own copy of Config.Files
+	def         string
+	paced, loop bool
 }
 
-// NewOpener checks cfg.
+// NewOpener checks cfg and keeps a copy: changing cfg.Files afterwards
+// does not change what is replayed.
 func NewOpener(cfg Config) (*Opener, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Opener{cfg: cfg}, nil
+	return &Opener{files: maps.Clone(cfg.Files), def: cfg.Default, paced: cfg.Paced, loop: cfg.Loop}, nil
 }
 
 // Open implements source.Opener.
 func (o *Opener) Open(opts source.Options) (source.Source, error) {
-	path, ok := o.cfg.Files[opts.Interface]
+	path, ok := o.files[opts.Interface]
 	if !ok {
-		path = o.cfg.Default
+		path = o.def
 	}
 	if path == "" {
 		return nil, fmt.Errorf("open %s: %w (no file configured)", opts.Interface, source.ErrNoInterface)
@@ -86,7 +91,7 @@ func (o *Opener) Open(opts source.Options) (source.Source, error) {
 			return nil, fmt.Errorf("open %s: %w: %w", opts.Interface, source.ErrFilter, err)
 		}
 	}
-	s := &Source{cfg: o.cfg, path: path, vm: vm, snap: opts.SnapLength}
+	s := &Source{paced: o.paced, loop: o.loop, path: path, vm: vm, snap: opts.SnapLength}
 	if err := s.open(); err != nil {
 		return nil, err
 	}
@@ -100,7 +105,8 @@ type reader interface {
 
 // Source replays one file.
 type Source struct {
-	cfg      Config
+	paced    bool
+	loop     bool
 	path     string
 	vm       *bpf.VM
 	snap     int
@@ -173,7 +179,7 @@ func (s *Source) Read() ([]byte, source.Info, error) {
 			return s.deliver(s.heldData, s.heldInfo)
 		}
 		data, ci, err := s.r.ZeroCopyReadPacketData()
-		if errors.Is(err, io.EOF) && s.cfg.Loop && !s.first.IsZero() {
+		if errors.Is(err, io.EOF) && s.loop && !s.first.IsZero() {
 			s.f.Close()
 			if err := s.open(); err != nil {
 				return nil, source.Info{}, err
@@ -209,7 +215,7 @@ func (s *Source) Read() ([]byte, source.Info, error) {
 			data = data[:s.snap]
 		}
 		info := source.Info{Timestamp: ci.Timestamp.Add(s.shift), Length: max(ci.Length, len(data))}
-		if s.cfg.Paced {
+		if s.paced {
 			if s.start.IsZero() {
 				s.start = time.Now()
 			}
@@ -244,7 +250,7 @@ func (s *Source) Stats() (source.Stats, error) {
 func (s *Source) LinkType() uint32 { return s.linkType }
 
 // Paced implements source.Source.
-func (s *Source) Paced() bool { return s.cfg.Paced }
+func (s *Source) Paced() bool { return s.paced }
 
 // Close implements source.Source.
 func (s *Source) Close() error {
