@@ -98,9 +98,7 @@ func TestSampleCapture(t *testing.T) {
 // published ahead with its start time, reported Scheduled, and becomes
 // Capturing when the start passes, with no further command.
 func TestScheduledStart(t *testing.T) {
-	h := newHarness(t, nil)
-	h.pod("p", "node-1", nil)
-	h.start(nil)
+	h := onePodHarness(t)
 	h.createCapture("later", "all()")
 	start := time.Now().Add(3 * time.Second).Truncate(time.Second).Add(time.Second)
 	h.updateCapture("later", func(pc *v3.PacketCapture) {
@@ -321,9 +319,7 @@ func TestNATSRestart(t *testing.T) {
 // TestStreamPurged checks that commands lost behind the router's back (an
 // operator purging the stream) are published again within a resync period.
 func TestStreamPurged(t *testing.T) {
-	h := newHarness(t, nil)
-	h.pod("p", "node-1", nil)
-	h.start(nil)
+	h := onePodHarness(t)
 	h.createCapture("cap", "")
 	h.expect("cap", map[string][]string{"node-1": {"p"}})
 	stream, err := h.nats.JS.Stream(t.Context(), schemas.StreamCommands)

@@ -3,8 +3,6 @@ package router
 import (
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -50,6 +48,15 @@ func newHarness(t *testing.T, nsLabels map[string]string) *harness {
 	if err := schemas.EnsureStreams(t.Context(), h.nats.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
 		t.Fatal(err)
 	}
+	return h
+}
+
+// onePodHarness is a started router over one pod, p on node-1, that no
+// capture selects yet.
+func onePodHarness(t *testing.T) *harness {
+	h := newHarness(t, nil)
+	h.pod("p", "node-1", nil)
+	h.start(nil)
 	return h
 }
 
@@ -101,7 +108,7 @@ func (h *harness) start(mod func(*Config)) *routerHandle {
 	}
 	reg := prometheus.NewRegistry()
 	r, err := New(cfg, Deps{
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:     testenv.Logger(t),
 		Registerer: reg, Kube: kc, Dynamic: dc, JetStream: js,
 	})
 	if err != nil {
