@@ -122,7 +122,7 @@ func BenchmarkReplayToJetStream(b *testing.B) {
 	}
 
 	reg := prometheus.NewRegistry()
-	p, err := New(cfg, Deps{Logger: slog.New(slog.DiscardHandler), Registerer: reg, NATS: connect(b, srv.URL, slog.New(slog.DiscardHandler))})
+	p, err := New(cfg, Deps{Logger: testenv.Logger(b), Registerer: reg, NATS: connect(b, srv.URL, testenv.Logger(b))})
 	if err != nil {
 		b.Fatal(err)
 	}

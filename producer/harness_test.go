@@ -112,7 +112,7 @@ func (h *harness) start(cfg Config, deps Deps) (*Producer, *prometheus.Registry,
 	h.t.Helper()
 	reg := prometheus.NewRegistry()
 	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		deps.Logger = testenv.Logger(h.t)
 	}
 	deps.Registerer = reg
 	if deps.NATS == nil {

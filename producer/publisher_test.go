@@ -3,16 +3,16 @@ package producer
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/producer/source"
 	"github.com/capstream/capstream/schemas"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestClassify(t *testing.T) {
@@ -48,7 +48,7 @@ func TestPublishBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := newPublisher(srv.JS, cfg, m, slog.New(slog.DiscardHandler))
+	pub := newPublisher(srv.JS, cfg, m, testenv.Logger(t))
 	if !pub.bytes.TryAcquire(int64(cfg.MaxInFlightBytes)) {
 		t.Fatal("budget not free")
 	}
@@ -79,7 +79,7 @@ func BenchmarkBatcherAdd(b *testing.B) {
 	}
 	cfg := DefaultConfig()
 	m, _ := newMetrics(prometheus.NewRegistry())
-	pub := newPublisher(js, cfg, m, slog.New(slog.DiscardHandler))
+	pub := newPublisher(js, cfg, m, testenv.Logger(b))
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { pub.run(runCtx); close(done) }()

@@ -2,8 +2,6 @@ package sink_test
 
 import (
 	"context"
-	"log/slog"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,7 +70,7 @@ func TestFunctionalRunnerPanicBoundary(t *testing.T) {
 		Component: "test", Durable: durable, RunConfig: rc,
 		BatchesHelp: "batches", PendingHelp: "pending",
 	}, sink.Deps{
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), Registerer: reg,
+		Logger: testenv.Logger(t), Registerer: reg,
 		JetStream: srv.JS,
 	})
 	if err != nil {

@@ -2,7 +2,6 @@ package netsim_test
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -50,7 +49,7 @@ func TestSimulatorTraffic(t *testing.T) {
 	cfg.Namespace = ns
 	cfg.NetNS = "csim-" + ns[len(ns)-6:]
 	cfg.Interval = 200 * time.Millisecond
-	sim, err := netsim.New(cfg, netsim.Deps{Logger: slog.New(slog.DiscardHandler), Kube: k.Client})
+	sim, err := netsim.New(cfg, netsim.Deps{Logger: testenv.Logger(t), Kube: k.Client})
 	if err != nil {
 		t.Fatal(err)
 	}
