@@ -10,7 +10,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
@@ -128,15 +127,9 @@ func (f *flowGen) body() []byte {
 // start, to path as a nanosecond pcap.
 func genWorkload(path string, n int, start time.Time) (workload, error) {
 	w := workload{Path: path, Packets: n}
-	f, err := os.Create(path)
+	pf, err := sinktest.CreatePcap(path)
 	if err != nil {
 		return w, fmt.Errorf("create workload: %w", err)
-	}
-	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	pw := pcapgo.NewWriterNanos(bw)
-	if err := pw.WriteFileHeader(262144, layers.LinkTypeEthernet); err != nil {
-		return w, fmt.Errorf("write workload: %w", err)
 	}
 	fg := newFlowGen(1)
 	type slot struct {
@@ -154,22 +147,17 @@ func genWorkload(path string, n int, start time.Time) (workload, error) {
 		data := s.pkts[s.i].Data
 		s.pkts[s.i].Data = nil // let the frame go once written
 		s.i++
-		ci := gopacket.CaptureInfo{Timestamp: t, CaptureLength: len(data), Length: len(data)}
-		if err := pw.WritePacket(ci, data); err != nil {
+		if err := pf.Write(t, data); err != nil {
+			pf.Close()
 			return w, fmt.Errorf("write workload: %w", err)
 		}
 		w.FrameBytes += int64(len(data))
 		t = t.Add(time.Duration(fg.rng.ExpFloat64() * float64(meanGap)))
 	}
-	if err := bw.Flush(); err != nil {
+	if w.FileBytes, err = pf.Close(); err != nil {
 		return w, fmt.Errorf("write workload: %w", err)
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		return w, err
-	}
-	w.FileBytes = fi.Size()
-	return w, f.Close()
+	return w, nil
 }
 
 // latencyPort is the UDP port the latency markers are sent to; nothing else

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,6 +27,7 @@ import (
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/producer"
 	v3 "github.com/capstream/capstream/schemas/v3"
+	"github.com/capstream/capstream/sink/sinktest"
 )
 
 // devTestSettings is a dev configuration on the test's services, with
@@ -226,74 +226,17 @@ func createRunningPod(t *testing.T, k *testenv.KubeEnv, ns, name string, labels 
 
 // writeReplayPcap writes one HTTP exchange (handshake, request with Host,
 // response, FIN both ways) and one DNS lookup for host between two pod
-// addresses, stamped now, and returns the number of packets.
+// addresses, stamped from a second ago, and returns the number of packets.
 func writeReplayPcap(t *testing.T, path, host string) int {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w := pcapgo.NewWriterNanos(f)
-	if err := w.WriteFileHeader(262144, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
-	}
-	client, server := net.IPv4(10, 70, 0, 3).To4(), net.IPv4(10, 70, 0, 2).To4()
-	cmac, smac := net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}, net.HardwareAddr{0x02, 0, 0, 0, 0, 2}
-	at := time.Now().Add(-time.Second)
-	count := 0
-	write := func(fromClient bool, l4 gopacket.SerializableLayer, payload []byte) {
-		src, dst, sm, dm := client, server, cmac, smac
-		if !fromClient {
-			src, dst, sm, dm = server, client, smac, cmac
-		}
-		ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: src, DstIP: dst, Protocol: layers.IPProtocolTCP}
-		switch l := l4.(type) {
-		case *layers.UDP:
-			ip.Protocol = layers.IPProtocolUDP
-			_ = l.SetNetworkLayerForChecksum(ip)
-		case *layers.TCP:
-			_ = l.SetNetworkLayerForChecksum(ip)
-		}
-		buf := gopacket.NewSerializeBuffer()
-		eth := &layers.Ethernet{SrcMAC: sm, DstMAC: dm, EthernetType: layers.EthernetTypeIPv4}
-		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, l4, gopacket.Payload(payload)); err != nil {
-			t.Fatal(err)
-		}
-		at = at.Add(time.Millisecond)
-		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(buf.Bytes()), Length: len(buf.Bytes())}, buf.Bytes()); err != nil {
-			t.Fatal(err)
-		}
-		count++
-	}
+	client, server := net.IPv4(10, 70, 0, 3), net.IPv4(10, 70, 0, 2)
+	g := sinktest.NewGen(time.Now().Add(-time.Second), time.Millisecond)
 	req := []byte("GET / HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: test\r\n\r\n")
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-	const cp, sp = 40000, 80
-	var cs, ss uint32 = 1000, 5000
-	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, SYN: true, Seq: cs, Window: 64240}, nil)
-	write(false, &layers.TCP{SrcPort: sp, DstPort: cp, SYN: true, ACK: true, Seq: ss, Ack: cs + 1, Window: 64240}, nil)
-	cs, ss = cs+1, ss+1
-	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, Seq: cs, Ack: ss, Window: 64240}, nil)
-	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, PSH: true, Seq: cs, Ack: ss, Window: 64240}, req)
-	cs += uint32(len(req))
-	write(false, &layers.TCP{SrcPort: sp, DstPort: cp, ACK: true, PSH: true, Seq: ss, Ack: cs, Window: 64240}, resp)
-	ss += uint32(len(resp))
-	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, FIN: true, Seq: cs, Ack: ss, Window: 64240}, nil)
-	write(false, &layers.TCP{SrcPort: sp, DstPort: cp, ACK: true, FIN: true, Seq: ss, Ack: cs + 1, Window: 64240}, nil)
-	write(true, &layers.TCP{SrcPort: cp, DstPort: sp, ACK: true, Seq: cs + 1, Ack: ss + 1, Window: 64240}, nil)
-
-	q := &layers.DNS{ID: 7, RD: true, QDCount: 1, Questions: []layers.DNSQuestion{{Name: []byte(host), Type: layers.DNSTypeA, Class: layers.DNSClassIN}}}
-	qb := gopacket.NewSerializeBuffer()
-	if err := q.SerializeTo(qb, gopacket.SerializeOptions{FixLengths: true}); err != nil {
+	g.Conn(client, server, 40000, 80, req, resp, 1460)
+	g.DNS(client, server, 45000, host, layers.DNSResponseCodeNoErr)
+	if err := sinktest.WritePcap(path, g.Pkts); err != nil {
 		t.Fatal(err)
 	}
-	write(true, &layers.UDP{SrcPort: 45000, DstPort: 53}, qb.Bytes())
-	a := &layers.DNS{ID: 7, QR: true, AA: true, RD: true, QDCount: 1, ANCount: 1, Questions: q.Questions,
-		Answers: []layers.DNSResourceRecord{{Name: []byte(host), Type: layers.DNSTypeA, Class: layers.DNSClassIN, TTL: 30, IP: server}}}
-	ab := gopacket.NewSerializeBuffer()
-	if err := a.SerializeTo(ab, gopacket.SerializeOptions{FixLengths: true}); err != nil {
-		t.Fatal(err)
-	}
-	write(false, &layers.UDP{SrcPort: 53, DstPort: 45000}, ab.Bytes())
-	return count
+	return len(g.Pkts)
 }

@@ -195,28 +195,62 @@ func Mixed(start time.Time, n int, bulk int) *Gen {
 
 // WritePcap writes packets as a nanosecond pcap file.
 func WritePcap(path string, pkts []Packet) error {
-	f, err := os.Create(path)
+	pf, err := CreatePcap(path)
 	if err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	w := pcapgo.NewWriterNanos(bw)
-	if err := w.WriteFileHeader(262144, layers.LinkTypeEthernet); err != nil {
-		f.Close()
-		return err
-	}
 	for _, p := range pkts {
-		ci := gopacket.CaptureInfo{Timestamp: p.TS, CaptureLength: len(p.Data), Length: len(p.Data)}
-		if err := w.WritePacket(ci, p.Data); err != nil {
-			f.Close()
+		if err := pf.Write(p.TS, p.Data); err != nil {
+			pf.f.Close()
 			return err
 		}
 	}
-	if err := bw.Flush(); err != nil {
-		f.Close()
-		return err
+	_, err = pf.Close()
+	return err
+}
+
+// PcapFile is a nanosecond Ethernet pcap file written packet by packet,
+// for captures too large to hold in memory.
+type PcapFile struct {
+	f  *os.File
+	bw *bufio.Writer
+	w  *pcapgo.Writer
+}
+
+// CreatePcap creates path and writes the file header (snap length
+// schemas.MaxSnapLength).
+func CreatePcap(path string) (*PcapFile, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
 	}
-	return f.Close()
+	pf := &PcapFile{f: f, bw: bufio.NewWriterSize(f, 1<<20)}
+	pf.w = pcapgo.NewWriterNanos(pf.bw)
+	if err := pf.w.WriteFileHeader(schemas.MaxSnapLength, layers.LinkTypeEthernet); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return pf, nil
+}
+
+// Write appends one whole frame captured at ts.
+func (pf *PcapFile) Write(ts time.Time, data []byte) error {
+	return pf.w.WritePacket(gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(data), Length: len(data)}, data)
+}
+
+// Close flushes and closes the file and returns its size, headers
+// included. On error the file is closed all the same.
+func (pf *PcapFile) Close() (int64, error) {
+	if err := pf.bw.Flush(); err != nil {
+		pf.f.Close()
+		return 0, err
+	}
+	fi, err := pf.f.Stat()
+	if err != nil {
+		pf.f.Close()
+		return 0, err
+	}
+	return fi.Size(), pf.f.Close()
 }
 
 // Header returns a valid batch header for one interface.
