@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/minio/minio-go/v7"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -187,28 +184,22 @@ func TestFlowsCommand(t *testing.T) {
 // putPcap stores a pcap object the way the pcap sink lays them out.
 func putPcap(t *testing.T, b *testenv.S3Bucket, key string, stamps ...int64) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	w := pcapgo.NewWriterNanos(&buf)
-	if err := w.WriteFileHeader(262144, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
+	recs := make([]testenv.PcapRecord, len(stamps))
+	for i, ns := range stamps {
+		recs[i] = testenv.Record(time.Unix(0, ns), []byte(fmt.Sprintf("packet at %d", ns)))
 	}
-	for _, ns := range stamps {
-		data := []byte(fmt.Sprintf("packet at %d", ns))
-		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(0, ns), CaptureLength: len(data), Length: len(data)}, data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sum := sha256.Sum256(buf.Bytes())
+	file := testenv.PcapBytes(t, recs...)
+	sum := sha256.Sum256(file)
 	meta := map[string]string{
 		metaFirstTime: time.Unix(0, stamps[0]).UTC().Format(time.RFC3339Nano),
 		metaLastTime:  time.Unix(0, stamps[len(stamps)-1]).UTC().Format(time.RFC3339Nano),
 		metaSHA256:    hex.EncodeToString(sum[:]),
 	}
-	if _, err := b.Client.PutObject(t.Context(), b.Bucket, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
+	if _, err := b.Client.PutObject(t.Context(), b.Bucket, key, bytes.NewReader(file), int64(len(file)),
 		minio.PutObjectOptions{UserMetadata: meta}); err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return file
 }
 
 func TestCapturedPacketsCopyAndClean(t *testing.T) {
