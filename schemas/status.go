@@ -3,6 +3,7 @@ package schemas
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -15,8 +16,12 @@ const (
 	MaxStatusObjects = 256
 	// MaxObjectNameLength is S3's maximum key length.
 	MaxObjectNameLength = 1024
-	// MaxErrorLength bounds Status.LastError.
+	// MaxErrorLength bounds Status.LastError and Failure.Message.
 	MaxErrorLength = 4096
+	// MaxFailures bounds Status.Failures: one entry per reason.
+	MaxFailures = 8
+	// maxReasonLength bounds Failure.Reason.
+	maxReasonLength = 64
 )
 
 // Source names the kind of process that wrote a status report. The producer
@@ -28,9 +33,37 @@ type Source string
 const (
 	// SourceProducer reports capture state, counters and drops.
 	SourceProducer Source = "producer"
-	// SourcePcapSink reports the objects written.
+	// SourcePcapSink reports the objects written, and its failures and
+	// losses.
 	SourcePcapSink Source = "sink-pcap"
+	// SourceFlowSink reports the flow sink's failures and losses.
+	SourceFlowSink Source = "sink-flows"
 )
+
+// Failure reasons a sink reports in Status.Failures.
+const (
+	// FailurePanic: handling a batch panicked; the batch was terminated.
+	FailurePanic = "HandlerPanic"
+	// FailureStorageRefused: the object store refused an object for good
+	// (key too long, access denied, no such bucket); its batches were
+	// terminated.
+	FailureStorageRefused = "StorageRefused"
+	// FailureDatabaseRefused: ClickHouse refused rows for good (a schema
+	// or type error); their batches were terminated.
+	FailureDatabaseRefused = "DatabaseRefused"
+	// FailureMalformed: a batch could not be decoded; it was terminated.
+	FailureMalformed = "MalformedBatch"
+)
+
+// Failure is one kind of failure a sink had with one (capture, node).
+type Failure struct {
+	// Reason is one of the Failure constants (letters only, at most 64).
+	Reason string `json:"reason"`
+	// Batches is the number of batches it cost since the sink started.
+	Batches uint64 `json:"batches"`
+	// Message is the last such error, in words for humans.
+	Message string `json:"message,omitempty"`
+}
 
 // State is the capture state on one node, with the values (and spelling) of
 // Calico's PacketCapture status.files[].state.
@@ -93,6 +126,18 @@ type Status struct {
 	// Objects are, for the pcap sink, the most recent completed object
 	// names under Directory, at most MaxStatusObjects.
 	Objects []string `json:"objects,omitempty"`
+	// ObjectCount is, for the pcap sink, the number of completed objects
+	// under Directory (Objects lists only the most recent).
+	ObjectCount uint64 `json:"objectCount,omitempty"`
+	// LostBatches and LostPackets count, for a sink, the batches and
+	// packets that never reached it although the producer published them:
+	// the stream's limits (MaxAge, MaxBytes) removed them first. A sink
+	// finds them as gaps in the batches' sequence numbers.
+	LostBatches uint64 `json:"lostBatches,omitempty"`
+	LostPackets uint64 `json:"lostPackets,omitempty"`
+	// Failures are, for a sink, its failures with this (capture, node)
+	// since it started, one entry per reason.
+	Failures []Failure `json:"failures,omitempty"`
 	// Time is when the report was made.
 	Time time.Time `json:"time"`
 }
@@ -131,9 +176,9 @@ func (s *Status) Validate() error {
 		return fmt.Errorf("%w: nil status", ErrMalformed)
 	}
 	switch s.Source {
-	case SourceProducer, SourcePcapSink:
+	case SourceProducer, SourcePcapSink, SourceFlowSink:
 	default:
-		return fmt.Errorf("%w: source %s: want %q or %q", ErrMalformed, quote(string(s.Source)), SourceProducer, SourcePcapSink)
+		return fmt.Errorf("%w: source %s: want %q, %q or %q", ErrMalformed, quote(string(s.Source)), SourceProducer, SourcePcapSink, SourceFlowSink)
 	}
 	if err := checkKey(s.Namespace, s.Name, s.Node); err != nil {
 		return err
@@ -174,8 +219,28 @@ func (s *Status) Validate() error {
 			return err
 		}
 	}
+	if len(s.Failures) > MaxFailures {
+		return fmt.Errorf("%w: %d failures, more than %d", ErrMalformed, len(s.Failures), MaxFailures)
+	}
+	for _, f := range s.Failures {
+		if err := f.validate(); err != nil {
+			return err
+		}
+	}
 	if s.Time.IsZero() {
 		return fmt.Errorf("%w: time is zero", ErrMalformed)
+	}
+	return nil
+}
+
+func (f Failure) validate() error {
+	if f.Reason == "" || len(f.Reason) > maxReasonLength || strings.IndexFunc(f.Reason, func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z')
+	}) >= 0 {
+		return fmt.Errorf("%w: failure reason %s: want 1 to %d letters", ErrMalformed, quote(f.Reason), maxReasonLength)
+	}
+	if len(f.Message) > MaxErrorLength || !utf8.ValidString(f.Message) {
+		return fmt.Errorf("%w: failure message: want valid UTF-8 of at most %d bytes", ErrMalformed, MaxErrorLength)
 	}
 	return nil
 }

@@ -24,6 +24,10 @@ func validStatus() *Status {
 		Interfaces:   []string{"cali1234567890a", "eth0.100"},
 		Directory:    "s3://bucket/prefix/prod/web.capture/node-1.example/",
 		Objects:      []string{"web-0_cali1234567890a/20250102T030405Z-17.pcap"},
+		ObjectCount:  1,
+		LostBatches:  2,
+		LostPackets:  300,
+		Failures:     []Failure{{Reason: FailureStorageRefused, Batches: 3, Message: "put: KeyTooLongError"}},
 		Time:         time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC),
 	}
 }
@@ -33,6 +37,10 @@ func TestStatusRoundTrip(t *testing.T) {
 		"full":     func(*Status) {},
 		"producer": func(s *Status) { s.Source = SourceProducer; s.Directory = ""; s.Objects = nil },
 		"error":    func(s *Status) { s.State = StateError; s.LastError = "afpacket: no such device «x»" },
+		"flow sink": func(s *Status) {
+			s.Source, s.Directory, s.Objects, s.ObjectCount = SourceFlowSink, "", nil, 0
+			s.Failures = []Failure{{Reason: FailurePanic, Batches: 1, Message: "runtime error: slice bounds out of range"}, {Reason: FailureDatabaseRefused, Batches: 9}}
+		},
 		"minimal": func(s *Status) {
 			*s = Status{Source: SourceProducer, Namespace: "a", Name: "b", UID: "u", Node: "c", State: StateScheduled, Time: time.Unix(1, 0).UTC()}
 		},
@@ -66,12 +74,20 @@ func TestDecodeStatusErrors(t *testing.T) {
 	for i := range tooMany {
 		tooMany[i] = "x"
 	}
+	manyFailures := make([]any, MaxFailures+1)
+	for i := range manyFailures {
+		manyFailures[i] = map[string]any{"reason": "X"}
+	}
 	statusCodec.decodeErrors(t, map[string]decodeCase{
 		"empty":           {nil, ErrMalformed},
 		"garbage":         {[]byte("{{"), ErrMalformed},
 		"version 0":       {set("version", 0), ErrUnknownVersion},
 		"version 9":       {set("version", 9), ErrUnknownVersion},
-		"bad source":      {set("source", "sink-flows"), ErrMalformed},
+		"bad source":      {set("source", "sink-dns"), ErrMalformed},
+		"failure reason":  {set("failures", []any{map[string]any{"reason": "Panic!", "batches": 1}}), ErrMalformed},
+		"no reason":       {set("failures", []any{map[string]any{"batches": 1}}), ErrMalformed},
+		"long failure":    {set("failures", []any{map[string]any{"reason": "X", "message": strings.Repeat("e", MaxErrorLength+1)}}), ErrMalformed},
+		"many failures":   {set("failures", manyFailures), ErrMalformed},
 		"bad state":       {set("state", "capturing"), ErrMalformed},
 		"name underscore": {set("name", "a_b"), ErrInvalidName},
 		"node star":       {set("node", "*"), ErrInvalidName},
