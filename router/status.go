@@ -8,9 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/capstream/capstream/schemas"
-	v3 "github.com/capstream/capstream/schemas/v3"
 	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -18,6 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/capstream/capstream/schemas"
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 // Condition reasons written by the router.
@@ -28,6 +30,7 @@ const (
 	ReasonScheduled   = "Scheduled"
 	ReasonFinished    = "Finished"
 	ReasonNodeError   = "NodeError"
+	ReasonSinkError   = "SinkError"
 	ReasonNoError     = "NoError"
 )
 
@@ -48,7 +51,7 @@ type view struct {
 
 // nodeReports holds the latest report of each source for one node.
 type nodeReports struct {
-	producer, sink *schemas.Status
+	producer, sink, flows *schemas.Status
 }
 
 // captureReports is the status consumer's state for one capture: the latest
@@ -108,8 +111,11 @@ func (b *book) add(k captureKey, s *schemas.Status, msg jetstream.Msg) (fresh bo
 		c.nodes[s.Node] = n
 	}
 	slot := &n.producer
-	if s.Source == schemas.SourcePcapSink {
+	switch s.Source {
+	case schemas.SourcePcapSink:
 		slot = &n.sink
+	case schemas.SourceFlowSink:
+		slot = &n.flows
 	}
 	if *slot != nil && s.Time.Before((*slot).Time) {
 		return false
@@ -208,21 +214,7 @@ func buildStatus(pc *v3.PacketCapture, v *view, reports map[string]nodeReports, 
 	}
 	if reportsUID == string(pc.UID) {
 		for node, r := range reports {
-			f := entry(node)
-			if p := r.producer; p != nil {
-				f.State = statePtr(v3.PacketCaptureState(p.State))
-				f.Packets = int64(p.Packets)
-				f.Bytes = int64(p.Bytes)
-				f.Drops = int64(p.KernelDrops + p.PublishDrops)
-				f.LastError = p.LastError
-			}
-			if s := r.sink; s != nil {
-				f.Directory = s.Directory
-				f.FileNames = slices.Clone(s.Objects)
-				if f.LastError == "" {
-					f.LastError = s.LastError
-				}
-			}
+			applyReports(entry(node), r)
 		}
 	}
 	valid := v != nil && v.uid == string(pc.UID)
@@ -252,7 +244,7 @@ func buildStatus(pc *v3.PacketCapture, v *view, reports map[string]nodeReports, 
 		st.Packets += f.Packets
 		st.Bytes += f.Bytes
 		st.Drops += f.Drops
-		st.Objects += int64(len(f.FileNames))
+		st.Objects += max(f.Objects, int64(len(f.FileNames)))
 		if f.State != nil && *f.State == v3.StateError {
 			nodeErrs = append(nodeErrs, f.Node+": "+f.LastError)
 		}
@@ -261,7 +253,12 @@ func buildStatus(pc *v3.PacketCapture, v *view, reports map[string]nodeReports, 
 	if len(st.Files) == 0 {
 		st.Files = nil
 	}
+	fitFiles(st.Files)
 	slices.Sort(nodeErrs)
+	var sinkErrs []string
+	if reportsUID == string(pc.UID) {
+		sinkErrs = sinkFailures(reports)
+	}
 	if !valid {
 		// Conditions are written only from a reconcile of this very
 		// object, never guessed from reports alone.
@@ -287,22 +284,39 @@ func buildStatus(pc *v3.PacketCapture, v *view, reports map[string]nodeReports, 
 			ready.Status, ready.Reason = metav1.ConditionTrue, ReasonCapturing
 			ready.Message = fmt.Sprintf("capturing on %d endpoints on %d nodes", v.endpoints, len(v.nodes))
 		}
-		if len(nodeErrs) > 0 {
-			failed.Status, failed.Reason, failed.Message = metav1.ConditionTrue, ReasonNodeError, strings.Join(nodeErrs, "; ")
-		} else {
+		switch {
+		case len(nodeErrs) > 0:
+			failed.Status, failed.Reason, failed.Message = metav1.ConditionTrue, ReasonNodeError, strings.Join(append(nodeErrs, sinkErrs...), "; ")
+		case len(sinkErrs) > 0:
+			failed.Status, failed.Reason, failed.Message = metav1.ConditionTrue, ReasonSinkError, strings.Join(sinkErrs, "; ")
+		default:
 			failed.Status, failed.Reason, failed.Message = metav1.ConditionFalse, ReasonNoError, "no error"
 		}
 	}
 	for _, c := range []metav1.Condition{ready, failed} {
-		if len(c.Message) > maxConditionMessage {
-			c.Message = c.Message[:maxConditionMessage-3] + "..."
-		}
+		c.Message = truncate(c.Message, maxConditionMessage)
 		// SetStatusCondition keeps LastTransitionTime when the status did
 		// not change, so an unchanged capture compares equal.
 		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
 	return st
+}
+
+// newFailure returns the Error condition of next when it reports a node
+// or sink failure that prev did not (another reason, or another message),
+// for an Event: kubectl describe and event-based alerting see a sink that
+// starts terminating batches without reading the status. The events
+// library folds repeats of one message.
+func newFailure(prev, next v3.PacketCaptureStatus) *metav1.Condition {
+	c := meta.FindStatusCondition(next.Conditions, v3.ConditionError)
+	if c == nil || c.Status != metav1.ConditionTrue || (c.Reason != ReasonNodeError && c.Reason != ReasonSinkError) {
+		return nil
+	}
+	if old := meta.FindStatusCondition(prev.Conditions, v3.ConditionError); old != nil && old.Status == c.Status && old.Reason == c.Reason && old.Message == c.Message {
+		return nil
+	}
+	return c
 }
 
 func statePtr(s v3.PacketCaptureState) *v3.PacketCaptureState { return &s }
@@ -391,6 +405,9 @@ func (r *Router) writeStatus(ctx context.Context, k captureKey) error {
 			return err
 		}
 		r.metrics.statusWrites.WithLabelValues("written").Inc()
+		if c := newFailure(pc.Status, st); c != nil {
+			r.recorder.Event(pc, corev1.EventTypeWarning, c.Reason, c.Message)
+		}
 		return nil
 	})
 	if apierrors.IsNotFound(err) {

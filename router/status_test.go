@@ -4,11 +4,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/schemas"
-	v3 "github.com/capstream/capstream/schemas/v3"
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/capstream/capstream/schemas"
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 func TestBuildStatus(t *testing.T) {
@@ -24,7 +25,7 @@ func TestBuildStatus(t *testing.T) {
 	v := &view{uid: "u-1", generation: 3, phase: PhaseActive, nodes: []string{"n1", "n2"}, endpoints: 2}
 	st := buildStatus(pc, v, reports, "u-1", t0)
 	want := []v3.PacketCaptureFile{
-		{Node: "n1", Directory: "s3://b/p/n1/", FileNames: []string{"a.pcap", "b.pcap"}, State: statePtr(v3.StateCapturing), Packets: 10, Bytes: 1000, Drops: 3},
+		{Node: "n1", Directory: "s3://b/p/n1/", FileNames: []string{"a.pcap", "b.pcap"}, Objects: 2, State: statePtr(v3.StateCapturing), Packets: 10, Bytes: 1000, Drops: 3},
 		{Node: "n2", State: statePtr(v3.StateError), LastError: "no such interface"},
 		{Node: "old-node", Directory: "s3://b/p/old/", FileNames: []string{"x.pcap"}, State: statePtr(v3.StateCapturing), Packets: 5},
 	}

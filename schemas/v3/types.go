@@ -98,8 +98,13 @@ type PacketCaptureFile struct {
 	// Directory is the object-store prefix the node's pcaps are under,
 	// s3://bucket/prefix/namespace/name/node/.
 	Directory string `json:"directory,omitempty"`
-	// FileNames are the object names below Directory.
+	// FileNames are the most recent object names below Directory: at most
+	// 256, fewer when the capture spans many nodes, so the resource stays
+	// far below etcd's size limit. Objects counts them all; the
+	// pcap_objects table and the bucket list every one.
 	FileNames []string `json:"fileNames,omitempty"`
+	// Objects is the number of completed pcap objects on this node.
+	Objects int64 `json:"objects,omitempty"`
 	// State is the capture's state on this node.
 	State *PacketCaptureState `json:"state,omitempty"`
 

@@ -1,0 +1,68 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
+	v3 "github.com/capstream/capstream/schemas/v3"
+)
+
+// TestSinkReportsShow checks, against the API server, that the sinks'
+// reports reach the capture: a pcap sink's failures become the Error
+// condition (reason SinkError) and a Warning Event, a sink's losses to the
+// stream's limits count as drops, and the object count is the sink's total
+// rather than the names listed.
+func TestSinkReportsShow(t *testing.T) {
+	h := onePodHarness(t)
+	h.createCapture("cap", "all()")
+	h.expect("cap", map[string][]string{"node-1": {"p"}})
+	pc, err := h.getCapture("cap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(s *schemas.Status) {
+		t.Helper()
+		s.Namespace, s.Name, s.UID, s.Node, s.State, s.Time = h.ns, "cap", string(pc.UID), "node-1", schemas.StateCapturing, time.Now()
+		if err := h.publishStatus(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(&schemas.Status{Source: schemas.SourceProducer, Packets: 100, KernelDrops: 1})
+	publish(&schemas.Status{Source: schemas.SourcePcapSink, Packets: 90, Directory: "s3://b/capstream/" + h.ns + "/cap/node-1/",
+		Objects: []string{"p_cali0/a.pcap"}, ObjectCount: 12, LostBatches: 1, LostPackets: 4,
+		Failures: []schemas.Failure{{Reason: schemas.FailureStorageRefused, Batches: 2, Message: "put: NoSuchBucket"}}})
+	publish(&schemas.Status{Source: schemas.SourceFlowSink, LostBatches: 2, LostPackets: 9})
+
+	waitCondition(t, h, "cap", v3.ConditionError, metav1.ConditionTrue, ReasonSinkError)
+	testenv.Eventually(t, waitFor, func() error {
+		got, err := h.getCapture("cap")
+		if err != nil {
+			return err
+		}
+		if got.Status.Drops != 1+9 || got.Status.Objects != 12 {
+			return fmt.Errorf("drops %d objects %d; want 10 (a kernel drop and the flow sink's 9 lost) and 12", got.Status.Drops, got.Status.Objects)
+		}
+		return nil
+	})
+	testenv.Eventually(t, waitFor, func() error {
+		evs, err := h.kube.Client.CoreV1().Events(h.ns).List(t.Context(), metav1.ListOptions{
+			FieldSelector: "involvedObject.name=cap,reason=" + ReasonSinkError,
+		})
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs.Items {
+			if ev.Type == "Warning" && strings.Contains(ev.Message, "pcap sink: StorageRefused, 2 batches terminated: put: NoSuchBucket") {
+				return nil
+			}
+		}
+		return errors.New("no SinkError event naming the refused batches")
+	})
+}
