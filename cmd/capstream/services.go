@@ -52,6 +52,7 @@ func runRouter(ctx context.Context, cfg *router.Settings) error {
 	// client-go (leader election, informers) logs through klog: send it
 	// to the same handler.
 	klog.SetSlogLogger(logger.With("component", "client-go"))
+	warnInsecure(logger, cfg.NATS.TLS.Warning("nats.tls"))
 	reg := svc.NewRegistry()
 	kube, dyn, err := cfg.Kube.Clients("capstream-router")
 	if err != nil {
@@ -97,6 +98,7 @@ spec.nodeName) and CAPSTREAM_PRODUCER_NATS_URL.`,
 // (SIGINT or SIGTERM) or one of them fails.
 func runProducer(ctx context.Context, cfg *producer.Settings) error {
 	logger := svc.NewLogger(cfg.Log)
+	warnInsecure(logger, cfg.NATS.TLS.Warning("nats.tls"))
 	reg := svc.NewRegistry()
 	nc, err := cfg.NATS.Connect(producer.ConnOptions(logger)...)
 	if err != nil {
@@ -132,6 +134,7 @@ CAPSTREAM_SINK_PCAP_S3_SECRETKEY, CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD.`,
 			}
 			return runSink(ctx, cfg.ServiceSettings, "sink-pcap",
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (svc.Component, error) {
+					warnInsecure(logger, cfg.S3.TLS.Warning("s3.tls"))
 					return pcapstore.New(cfg.Pcap, sink.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
 				})
 		},
@@ -162,11 +165,22 @@ CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.`,
 	})
 }
 
+// warnInsecure logs each non-empty warning about a setting that turns a
+// protection off.
+func warnInsecure(logger *slog.Logger, warnings ...string) {
+	for _, w := range warnings {
+		if w != "" {
+			logger.Warn(w)
+		}
+	}
+}
+
 // runSink connects, builds the sink and runs it with the health and
 // metrics server until ctx ends or either fails.
 func runSink(ctx context.Context, c sink.ServiceSettings, name string,
 	build func(*slog.Logger, prometheus.Registerer, jetstream.JetStream, driver.Conn) (svc.Component, error)) error {
 	logger := svc.NewLogger(c.Log)
+	warnInsecure(logger, c.NATS.TLS.Warning("nats.tls"), c.ClickHouse.TLS.Warning("clickhouse.tls"))
 	applyMemoryLimit(logger, c.MemoryLimit)
 	reg := svc.NewRegistry()
 	nc, js, err := clients.JetStream(c.NATS)

@@ -14,6 +14,7 @@
 package clients
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -43,6 +44,14 @@ type NATSConfig struct {
 	Password string `yaml:"password" secret:"true"`
 	// Token authenticates with a token.
 	Token string `yaml:"token" secret:"true"`
+	// TLS is used for tls:// URLs, and for every URL once any of it is
+	// set.
+	TLS TLSConfig `yaml:"tls"`
+}
+
+// secure reports whether the connection uses TLS.
+func (c NATSConfig) secure() bool {
+	return c.TLS.Set() || strings.Contains(c.URL, "tls://")
 }
 
 // DefaultNATSConfig is a local server reached as name.
@@ -66,18 +75,28 @@ func (c NATSConfig) Validate() error {
 	if kinds > 1 {
 		errs = append(errs, errors.New("nats: set only one of credsFile, user/password and token"))
 	}
+	if c.TLS.Set() {
+		errs = append(errs, c.TLS.Validate("nats.tls"))
+	}
 	return errors.Join(errs...)
 }
 
 // Options are the connection options every component uses: its name, its
-// credentials, reconnecting forever, and starting even while no server
-// answers yet. extra come last and may override them.
-func (c NATSConfig) Options(extra ...nats.Option) []nats.Option {
+// credentials and TLS, reconnecting forever, and starting even while no
+// server answers yet. extra come last and may override them.
+func (c NATSConfig) Options(extra ...nats.Option) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(c.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.RetryOnFailedConnect(true),
+	}
+	if c.secure() {
+		tc, err := c.TLS.Config("nats.tls")
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
 	}
 	switch {
 	case c.CredsFile != "":
@@ -87,13 +106,29 @@ func (c NATSConfig) Options(extra ...nats.Option) []nats.Option {
 	case c.Token != "":
 		opts = append(opts, nats.Token(strings.TrimSpace(c.Token)))
 	}
-	return append(opts, extra...)
+	return append(opts, extra...), nil
 }
 
 // Connect returns a connection to NATS; with RetryOnFailedConnect it
-// returns at once even when no server answers yet, and keeps trying.
+// returns at once even when no server answers yet, and keeps trying. Over
+// TLS it first makes one attempt of its own: a server whose certificate
+// does not verify is a setting to fix, not an outage to wait out, so that
+// fails at start, naming the CA.
 func (c NATSConfig) Connect(extra ...nats.Option) (*nats.Conn, error) {
-	nc, err := nats.Connect(c.URL, c.Options(extra...)...)
+	opts, err := c.Options(extra...)
+	if err != nil {
+		return nil, err
+	}
+	if c.secure() {
+		nc, err := nats.Connect(c.URL, append(opts, nats.RetryOnFailedConnect(false), nats.Timeout(5*time.Second))...)
+		if err == nil {
+			return nc, nil
+		}
+		if cerr := certError("nats.tls", c.TLS, err); cerr != err {
+			return nil, fmt.Errorf("connect to nats %s: %w", RedactURL(c.URL), cerr)
+		}
+	}
+	nc, err := nats.Connect(c.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", RedactURL(c.URL), err)
 	}
@@ -128,6 +163,13 @@ type ClickHouseConfig struct {
 	DialTimeout time.Duration `yaml:"dialTimeout"`
 	// ReadTimeout bounds one query's wait for the server. Default 1m.
 	ReadTimeout time.Duration `yaml:"readTimeout"`
+	// Secure speaks TLS to the server's secure native port
+	// (tcp_port_secure, 9440 by convention). It is implied by any TLS
+	// setting.
+	Secure bool `yaml:"secure"`
+	// TLS says which CA verifies the server and which client certificate
+	// to present.
+	TLS TLSConfig `yaml:"tls"`
 }
 
 // DefaultClickHouseConfig returns a local server's settings.
@@ -150,18 +192,29 @@ func (c ClickHouseConfig) Validate() error {
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("clickhouse.readTimeout %s: must be positive", c.ReadTimeout))
 	}
+	if c.TLS.Set() {
+		errs = append(errs, c.TLS.Validate("clickhouse.tls"))
+	}
 	return errors.Join(errs...)
 }
 
 // Open returns a client; clickhouse-go dials lazily, so this does no I/O.
 // No settings are sent: 18.16 and current servers disagree on several.
 func (c ClickHouseConfig) Open() (driver.Conn, error) {
-	conn, err := clickhouse.Open(&clickhouse.Options{
+	opts := &clickhouse.Options{
 		Addr:        []string{c.Addr},
 		Auth:        clickhouse.Auth{Database: c.Database, Username: c.Username, Password: c.Password},
 		DialTimeout: c.DialTimeout,
 		ReadTimeout: c.ReadTimeout,
-	})
+	}
+	if c.Secure || c.TLS.Set() {
+		tc, err := c.TLS.Config("clickhouse.tls")
+		if err != nil {
+			return nil, err
+		}
+		opts.TLS = tc
+	}
+	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse %s: %w", c.Addr, err)
 	}
@@ -182,6 +235,9 @@ type S3Config struct {
 	AccessKey string `yaml:"accessKey" secret:"true"`
 	// SecretKey, usually from the environment (…_S3_SECRETKEY).
 	SecretKey string `yaml:"secretKey" secret:"true"`
+	// TLS says which CA verifies the server (with Secure) and which
+	// client certificate to present.
+	TLS TLSConfig `yaml:"tls"`
 }
 
 // DefaultS3Config returns the default bucket and no endpoint.
@@ -196,20 +252,71 @@ func (c S3Config) Validate() error {
 	if c.Bucket == "" {
 		errs = append(errs, errors.New("s3.bucket: required"))
 	}
+	if c.TLS.Set() {
+		if !c.Secure {
+			errs = append(errs, errors.New("s3.tls is set but s3.secure is false: the TLS settings would not be used"))
+		}
+		errs = append(errs, c.TLS.Validate("s3.tls"))
+	}
 	return errors.Join(errs...)
 }
 
 // Client returns a minio-go client; it does no I/O.
 func (c S3Config) Client() (*minio.Client, error) {
-	cl, err := minio.New(c.Endpoint, &minio.Options{
+	opts := &minio.Options{
 		Creds:  credentials.NewStaticV4(c.AccessKey, c.SecretKey, ""),
 		Secure: c.Secure,
 		Region: c.Region,
-	})
+	}
+	if c.Secure && c.TLS.Set() {
+		tc, err := c.TLS.Config("s3.tls")
+		if err != nil {
+			return nil, err
+		}
+		tr, err := minio.DefaultTransport(true)
+		if err != nil {
+			return nil, fmt.Errorf("s3 transport: %w", err)
+		}
+		tr.TLSClientConfig = tc
+		opts.Transport = tr
+	}
+	cl, err := minio.New(c.Endpoint, opts)
 	if err != nil {
 		return nil, fmt.Errorf("s3 client %s: %w", c.Endpoint, err)
 	}
 	return cl, nil
+}
+
+// Check makes one request for the bucket, for --check and a service's
+// start: its error says which setting is wrong (the CA, the keys, the
+// bucket).
+func (c S3Config) Check(ctx context.Context) error {
+	cl, err := c.Client()
+	if err != nil {
+		return err
+	}
+	ok, err := cl.BucketExists(ctx, c.Bucket)
+	if err != nil {
+		return fmt.Errorf("s3 %s: %w", c.Endpoint, certError("s3.tls", c.TLS, err))
+	}
+	if !ok {
+		return fmt.Errorf("s3 %s: bucket %s does not exist", c.Endpoint, c.Bucket)
+	}
+	return nil
+}
+
+// Check opens a client and pings the server once, with the same purpose
+// as S3Config.Check.
+func (c ClickHouseConfig) Check(ctx context.Context) error {
+	conn, err := c.Open()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Ping(ctx); err != nil {
+		return fmt.Errorf("clickhouse %s: %w", c.Addr, certError("clickhouse.tls", c.TLS, err))
+	}
+	return nil
 }
 
 // JetStream connects to NATS as c and returns the connection with a
