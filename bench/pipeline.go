@@ -47,6 +47,10 @@ const (
 	pollEvery = 25 * time.Millisecond
 )
 
+// benchIdentity is the harness's own connection: it publishes the commands
+// a router would and watches every status report, so it may do anything.
+var benchIdentity = schemas.Identity{User: "capstream-bench", Publish: []string{">"}, Subscribe: []string{">"}, InboxPrefix: "_INBOX_capstream-bench"}
+
 // pipeline is producer -> embedded JetStream -> both sinks, in this
 // process, started by pipeline.Start as capstream-dev starts it (without
 // the router: the harness publishes the commands).
@@ -106,6 +110,7 @@ func startPipeline(ctx context.Context, o options, dir string, st storage, w wor
 	logger := slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p.p, err = assembly.Start(ctx, assembly.Config{
 		Server: server, Producers: []producer.Config{prcfg}, Pcap: pcfg, Flows: fcfg, ClickHouse: st.ch, S3: st.s3,
+		Identities: []schemas.Identity{benchIdentity},
 	}, assembly.Deps{
 		Logger: logger, Registerer: p.reg,
 		Openers: map[string]source.Opener{benchNode: &benchOpener{fast: fast, paced: paced, marks: p.marks}},
@@ -115,7 +120,12 @@ func startPipeline(ctx context.Context, o options, dir string, st storage, w wor
 		return nil, err
 	}
 	p.storeDir = storeDir
-	if p.nc, p.js, err = clients.JetStream(clients.NATSConfig{URL: p.p.URL(), Name: "capstream-bench"}); err != nil {
+	nconf, err := p.p.Client(benchIdentity.User)
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	if p.nc, p.js, err = clients.JetStream(nconf); err != nil {
 		p.close()
 		return nil, err
 	}

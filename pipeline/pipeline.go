@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -59,6 +60,15 @@ type ServerConfig struct {
 	PacketsMaxBytes int64 `yaml:"packetsMaxBytes"`
 	// PacketsMaxAge bounds the age of unacked batches. Default 1h.
 	PacketsMaxAge time.Duration `yaml:"packetsMaxAge"`
+	// Anonymous accepts clients without credentials, with every
+	// permission. Default false: each component connects as its own
+	// identity (schemas.Identity) with a password made at start, and
+	// anything else is refused. Anonymous logs a warning.
+	Anonymous bool `yaml:"anonymous"`
+	// MonitorPasswordFile receives the password of the monitor identity
+	// (capstream-monitor: stream and consumer state, no messages), for
+	// the nats CLI. Default: monitor.password in the store directory.
+	MonitorPasswordFile string `yaml:"monitorPasswordFile"`
 }
 
 // DefaultServerConfig returns the defaults documented on ServerConfig.
@@ -106,6 +116,10 @@ type Config struct {
 	ClickHouse clients.ClickHouseConfig
 	// S3 is where the pcap sink writes.
 	S3 clients.S3Config
+	// Identities are more users the server accepts besides the
+	// components' (schemas.Identity), such as a harness's; Client
+	// returns how they connect.
+	Identities []schemas.Identity
 }
 
 // Deps are the pipeline's collaborators.
@@ -134,6 +148,7 @@ const setupTimeout = time.Minute
 type Pipeline struct {
 	log     *slog.Logger
 	srv     *server.Server
+	creds   *Credentials // nil when anonymous
 	tempDir string
 	conns   []*nats.Conn
 	chConns []driver.Conn
@@ -157,13 +172,33 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 			p.Close()
 		}
 	}()
+	if !cfg.Server.Anonymous {
+		nodes := make([]string, len(cfg.Producers))
+		for i, pc := range cfg.Producers {
+			nodes[i] = pc.Node
+		}
+		ids, err := pipelineIdentities(nodes)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, cfg.Identities...)
+		if p.creds, err = NewCredentials(ids...); err != nil {
+			return nil, err
+		}
+	}
 	if err := p.startServer(cfg.Server); err != nil {
 		return nil, err
 	}
 	url := p.URL()
 	p.log.Info("embedded jetstream started", "url", url, "store", p.srv.StoreDir())
+	if cfg.Server.Anonymous {
+		p.log.Warn("nats.anonymous is set: any client that reaches the embedded server may publish commands and read every capture")
+	} else if err := p.writeMonitorPassword(cfg.Server); err != nil {
+		return nil, err
+	}
 
-	setupNC, setupJS, err := p.connect("capstream-setup")
+	// The streams and durables are the router's to make, as in a cluster.
+	setupNC, setupJS, err := p.connect(schemas.UserRouter)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +208,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 	setupNC.Close()
 
 	if cfg.Router != nil {
-		_, js, err := p.connect("capstream-router")
+		_, js, err := p.connect(schemas.UserRouter)
 		if err != nil {
 			return nil, err
 		}
@@ -194,7 +229,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 	}
 	pcapCfg := cfg.Pcap
 	pcapCfg.S3 = cfg.S3
-	_, pcapJS, err := p.connect("capstream-sink-pcap")
+	_, pcapJS, err := p.connect(schemas.UserPcapSink)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +240,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 	if p.late["sink-pcap"], err = pcapstore.New(pcapCfg, sink.Deps{Logger: deps.Logger, Registerer: deps.Registerer, JetStream: pcapJS, ClickHouse: pcapCH, S3: s3}); err != nil {
 		return nil, err
 	}
-	_, flowsJS, err := p.connect("capstream-sink-flows")
+	_, flowsJS, err := p.connect(schemas.UserFlowSink)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +252,15 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 		return nil, err
 	}
 	for _, pc := range cfg.Producers {
-		nc, err := clients.NATSConfig{URL: url, Name: "capstream-producer-" + pc.Node}.Connect(producer.ConnOptions(deps.Logger)...)
+		id, err := schemas.ProducerIdentity(pc.Node)
+		if err != nil {
+			return nil, err
+		}
+		nconf, err := p.Client(id.User)
+		if err != nil {
+			return nil, err
+		}
+		nc, err := nconf.Connect(producer.ConnOptions(deps.Logger)...)
 		if err != nil {
 			return nil, err
 		}
@@ -266,7 +309,7 @@ func (p *Pipeline) startServer(c ServerConfig) error {
 		}
 		p.tempDir = dir
 	}
-	srv, err := StartServer(c, dir)
+	srv, err := StartServer(c, dir, p.creds)
 	if err != nil {
 		return err
 	}
@@ -275,13 +318,15 @@ func (p *Pipeline) startServer(c ServerConfig) error {
 }
 
 // StartServer starts an embedded JetStream server listening as c says, its
-// store in dir, and waits until it takes connections. The caller shuts it
-// down. The bench's broker-only phases use it too.
-func StartServer(c ServerConfig, dir string) (*server.Server, error) {
+// store in dir, and waits until it takes connections. With creds it accepts
+// only those users, each with its identity's permissions; nil accepts
+// anyone (the bench's broker-only floor, which measures JetStream alone).
+// The caller shuts it down.
+func StartServer(c ServerConfig, dir string, creds *Credentials) (*server.Server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("nats store dir %s: %w", dir, err)
 	}
-	srv, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: "capstream-dev",
 		Host:       c.Host,
 		Port:       c.Port,
@@ -290,7 +335,11 @@ func StartServer(c ServerConfig, dir string) (*server.Server, error) {
 		NoLog:      true,
 		// Signals are the caller's: it stops the pipeline in order.
 		NoSigs: true,
-	})
+	}
+	if creds != nil {
+		opts.Users = creds.users()
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
@@ -302,9 +351,42 @@ func StartServer(c ServerConfig, dir string) (*server.Server, error) {
 	return srv, nil
 }
 
-// connect opens one component's connection; Close closes it.
-func (p *Pipeline) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, js, err := clients.JetStream(clients.NATSConfig{URL: p.URL(), Name: name})
+// Client is how the identity user (schemas.User*) connects to the embedded
+// server: its password and inbox prefix, or no credentials when the server
+// is anonymous.
+func (p *Pipeline) Client(user string) (clients.NATSConfig, error) {
+	if p.creds == nil {
+		return clients.NATSConfig{URL: p.URL(), Name: user}, nil
+	}
+	return p.creds.Client(p.URL(), user)
+}
+
+// writeMonitorPassword leaves the monitor identity's password where the
+// nats CLI can read it.
+func (p *Pipeline) writeMonitorPassword(c ServerConfig) error {
+	path := c.MonitorPasswordFile
+	if path == "" {
+		path = filepath.Join(p.srv.StoreDir(), "monitor.password")
+	}
+	mc, err := p.Client(schemas.UserMonitor)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, []byte(mc.Password+"\n"), 0o600); err != nil {
+		return fmt.Errorf("nats monitor password: %w", err)
+	}
+	p.log.Info("monitor the bus with the nats CLI",
+		"command", fmt.Sprintf("nats --server %s --user %s --password \"$(cat %s)\" --inbox-prefix %s stream report", p.URL(), mc.User, path, mc.InboxPrefix))
+	return nil
+}
+
+// connect opens one identity's connection; Close closes it.
+func (p *Pipeline) connect(user string) (*nats.Conn, jetstream.JetStream, error) {
+	nconf, err := p.Client(user)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, js, err := clients.JetStream(nconf)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -78,17 +78,32 @@ func TestRealClients(t *testing.T) {
 	tshark := requireTool(t, "tshark", "")
 
 	r := startReplay(t, "clients-node", "10.71.0", false)
-	ch, bucket, ns, natsURL, keys := r.ch, r.bucket, r.ns, r.natsURL, r.keys
+	ch, bucket, ns, keys := r.ch, r.bucket, r.ns, r.keys
+	natsCmd := func(args ...string) []string { return append(natsArgs(r.monitor), args...) }
 	host := "sample-web." + ns + ".svc.cluster.local"
 
+	t.Run("nats anonymous", func(t *testing.T) {
+		// Without the monitor's credentials the server takes nothing, not
+		// even a command a forger publishes.
+		subj, _ := schemas.CommandSubject("clients-node", ns, "forged")
+		out, err := exec.CommandContext(t.Context(), natsCLI, "--server", r.monitor.URL, "pub", subj, `{"action":"capture"}`).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "Authorization Violation") {
+			t.Errorf("anonymous nats pub: %v\n%s\nwant it refused with an authorization violation", err, out)
+		}
+		// The monitor identity reads state, not messages.
+		out, err = exec.CommandContext(t.Context(), natsCLI, natsCmd("stream", "view", schemas.StreamCommands)...).CombinedOutput()
+		if err == nil || strings.Contains(string(out), `"action"`) {
+			t.Errorf("nats stream view as the monitor: %v\n%s\nwant it refused", err, out)
+		}
+	})
 	t.Run("nats", func(t *testing.T) {
-		out := runTool(t, natsCLI, "--server", natsURL, "stream", "ls")
+		out := runTool(t, natsCLI, natsCmd("stream", "ls")...)
 		for _, s := range []string{schemas.StreamCommands, schemas.StreamPackets, schemas.StreamStatus} {
 			if !strings.Contains(out, s) {
 				t.Errorf("nats stream ls lacks %s:\n%s", s, out)
 			}
 		}
-		out = runTool(t, natsCLI, "--server", natsURL, "consumer", "report", schemas.StreamPackets)
+		out = runTool(t, natsCLI, natsCmd("consumer", "report", schemas.StreamPackets)...)
 		for _, c := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
 			if !strings.Contains(out, c) {
 				t.Errorf("nats consumer report lacks %s:\n%s", c, out)
@@ -106,7 +121,7 @@ func TestRealClients(t *testing.T) {
 						StreamSeq uint64 `json:"stream_seq"`
 					} `json:"delivered"`
 				}
-				js := runTool(t, natsCLI, "--server", natsURL, "consumer", "info", schemas.StreamPackets, c, "--json")
+				js := runTool(t, natsCLI, natsCmd("consumer", "info", schemas.StreamPackets, c, "--json")...)
 				if err := json.Unmarshal([]byte(js), &info); err != nil {
 					return fmt.Errorf("consumer info json: %w: %s", err, js)
 				}

@@ -212,9 +212,8 @@ belong to deps.sh and are not settings.`,
 // devHooks let tests see inside a running pipeline; nil in the binary.
 type devHooks struct {
 	// started is called once everything is built, before the components
-	// run, with the embedded server's client URL and the simulator (nil
-	// when simulate is off).
-	started func(natsURL string, sim *netsim.Simulator)
+	// run, with the pipeline and the simulator (nil when simulate is off).
+	started func(p *pipeline.Pipeline, sim *netsim.Simulator)
 }
 
 // devSetupTimeout bounds creating the database and the bucket.
@@ -266,7 +265,7 @@ func runDev(ctx context.Context, cfg *devSettings, hooks *devHooks) error {
 	}
 	defer p.Close()
 	if hooks != nil && hooks.started != nil {
-		hooks.started(p.URL(), sim)
+		hooks.started(p, sim)
 	}
 	srv := svc.NewServer(cfg.HTTP, reg, p.Checks(), logger)
 	// The listener outlives the pipeline's staged stop, so /readyz shows

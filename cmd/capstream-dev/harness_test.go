@@ -23,9 +23,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/netsim"
 	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/pipeline"
 	"github.com/capstream/capstream/producer"
+	"github.com/capstream/capstream/schemas"
 	v3 "github.com/capstream/capstream/schemas/v3"
 	"github.com/capstream/capstream/sink/sinktest"
 )
@@ -49,24 +52,29 @@ func devTestSettings(ch *testenv.ClickHouseDB, bucket *testenv.S3Bucket, k *test
 
 // startDev runs runDev until the returned stop is called (or the test
 // ends), which cancels it and checks that it returns nil in time. It
-// returns once the pipeline is built, with its NATS URL.
-func startDev(t *testing.T, cfg *devSettings, started func(*netsim.Simulator)) (stop func(), natsURL string) {
+// returns once the pipeline is built, with how the monitor identity
+// reaches its NATS server.
+func startDev(t *testing.T, cfg *devSettings, started func(*netsim.Simulator)) (stop func(), monitor clients.NATSConfig) {
 	t.Helper()
 	// As config.Load would: Validate also copies the shared S3 section.
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	up := make(chan string, 1)
+	up := make(chan clients.NATSConfig, 1)
 	r := testenv.Start(t, "capstream-dev", func(ctx context.Context) error {
-		return runDev(ctx, cfg, &devHooks{started: func(url string, s *netsim.Simulator) {
+		return runDev(ctx, cfg, &devHooks{started: func(p *pipeline.Pipeline, s *netsim.Simulator) {
 			if started != nil {
 				started(s)
 			}
-			up <- url
+			mon, err := p.Client(schemas.UserMonitor)
+			if err != nil {
+				t.Error(err)
+			}
+			up <- mon
 		}})
 	})
 	select {
-	case natsURL = <-up:
+	case monitor = <-up:
 	case <-r.Done():
 		t.Fatalf("runDev ended before starting: %v", r.Err())
 	case <-time.After(time.Minute):
@@ -77,7 +85,12 @@ func startDev(t *testing.T, cfg *devSettings, started func(*netsim.Simulator)) (
 		if err := r.Stop(); err != nil {
 			t.Errorf("runDev: %v", err)
 		}
-	}, natsURL
+	}, monitor
+}
+
+// natsArgs are the nats CLI's flags to connect as c.
+func natsArgs(c clients.NATSConfig) []string {
+	return []string{"--server", c.URL, "--user", c.User, "--password", c.Password, "--inbox-prefix", c.InboxPrefix}
 }
 
 // applySample creates the seed's sample capture in ns.
@@ -162,8 +175,8 @@ type replay struct {
 	ns      string
 	node    string
 	cfg     *devSettings
-	packets int    // in the replayed pcap
-	natsURL string // of the embedded server
+	packets int                // in the replayed pcap
+	monitor clients.NATSConfig // the monitor identity on the embedded server
 	keys    []string
 }
 
@@ -187,7 +200,7 @@ func startReplay(t *testing.T, node, net string, other bool) *replay {
 	r.cfg = devTestSettings(r.ch, r.bucket, r.k, r.ns, node)
 	r.cfg.Producer.Source = producer.SourceFile
 	r.cfg.Producer.File.Default = path
-	_, r.natsURL = startDev(t, r.cfg, nil)
+	_, r.monitor = startDev(t, r.cfg, nil)
 	applySample(t, r.k, r.ns)
 	r.keys = waitObjects(t, r.bucket, r.cfg.Pcap.Prefix+"/"+r.ns+"/sample-capture/"+node+"/")
 	return r

@@ -47,6 +47,10 @@ type NATSConfig struct {
 	// TLS is used for tls:// URLs, and for every URL once any of it is
 	// set.
 	TLS TLSConfig `yaml:"tls"`
+	// InboxPrefix replaces _INBOX as the prefix of the connection's reply
+	// subjects, so a server can let each identity read its own replies
+	// only (schemas.Identity). Default empty: _INBOX.
+	InboxPrefix string `yaml:"inboxPrefix"`
 }
 
 // secure reports whether the connection uses TLS.
@@ -78,6 +82,9 @@ func (c NATSConfig) Validate() error {
 	if c.TLS.Set() {
 		errs = append(errs, c.TLS.Validate("nats.tls"))
 	}
+	if c.InboxPrefix != "" && (strings.ContainsAny(c.InboxPrefix, " \t\r\n*>") || strings.HasPrefix(c.InboxPrefix, ".") || strings.HasSuffix(c.InboxPrefix, ".")) {
+		errs = append(errs, fmt.Errorf("nats.inboxPrefix %q: want subject tokens without wildcards, e.g. _INBOX_capstream-router", c.InboxPrefix))
+	}
 	return errors.Join(errs...)
 }
 
@@ -90,6 +97,9 @@ func (c NATSConfig) Options(extra ...nats.Option) ([]nats.Option, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.RetryOnFailedConnect(true),
+	}
+	if c.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	if c.secure() {
 		tc, err := c.TLS.Config("nats.tls")

@@ -1,0 +1,110 @@
+package schemas
+
+import "fmt"
+
+// Identity is what one kind of connection may do on the bus: the subjects it
+// may publish to and subscribe to (everything else is denied), and the
+// prefix of its reply inboxes, which only it may subscribe to. These lists
+// are the contract between the components and the NATS server; a server is
+// configured with them (static users in the dev pipeline, see pipeline) and
+// a component connects with the matching InboxPrefix.
+//
+// JetStream is reached through subjects too, so the lists name its API
+// calls one by one: which streams an identity may create or read, which
+// consumers it may create, pull from and ack. A consumer filtered on one
+// subject is created on $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>,
+// and the server checks that the filter in the subject is the consumer's,
+// which is what confines a producer to its own node's commands.
+type Identity struct {
+	// User is the user name; it is also the connection name's stem.
+	User string
+	// Publish and Subscribe are the subjects allowed; the server denies the
+	// rest.
+	Publish, Subscribe []string
+	// InboxPrefix is the prefix of the connection's reply subjects
+	// (nats.CustomInboxPrefix). Subscribe allows InboxPrefix+".>" and no
+	// other inbox, so one identity cannot read another's replies or the
+	// messages pulled for it.
+	InboxPrefix string
+}
+
+// User names of the fixed identities.
+const (
+	UserRouter   = "capstream-router"
+	UserPcapSink = "capstream-sink-pcap"
+	UserFlowSink = "capstream-sink-flows"
+	UserMonitor  = "capstream-monitor"
+	// userProducerPrefix is followed by the node's subject token.
+	userProducerPrefix = "capstream-producer-"
+)
+
+// jsAPI is the JetStream API's subject prefix.
+const jsAPI = "$JS.API."
+
+func identity(user string, publish ...string) Identity {
+	inbox := "_INBOX_" + user
+	return Identity{User: user, Publish: publish, Subscribe: []string{inbox + ".>"}, InboxPrefix: inbox}
+}
+
+// RouterIdentity may publish commands, manage the three streams and every
+// consumer on them (the router creates the sinks' durables and its own),
+// and read and ack status reports. It cannot publish batches or reports.
+func RouterIdentity() Identity {
+	pub := []string{CommandSubjectsAll, jsAPI + "INFO", jsAPI + "CONSUMER.>"}
+	for _, s := range []string{StreamCommands, StreamPackets, StreamStatus} {
+		for _, op := range []string{"CREATE", "UPDATE", "INFO", "MSG.GET", "MSG.DELETE", "PURGE"} {
+			pub = append(pub, jsAPI+"STREAM."+op+"."+s)
+		}
+		pub = append(pub, jsAPI+"DIRECT.GET."+s+".>")
+	}
+	pub = append(pub, "$JS.ACK."+StreamStatus+"."+ConsumerRouterStatus+".>")
+	return identity(UserRouter, pub...)
+}
+
+// ProducerIdentity is one node's producer: it may publish batches and status
+// reports of its own node only, and read its own node's commands only, with
+// ordered consumers filtered on them. It cannot publish commands, read other
+// nodes' commands, or read any batch.
+func ProducerIdentity(node string) (Identity, error) {
+	t, err := Token(node)
+	if err != nil {
+		return Identity{}, fmt.Errorf("producer identity: %w", err)
+	}
+	c := StreamCommands
+	return identity(userProducerPrefix+t,
+		packetPrefix+"*.*."+t,
+		statusPrefix+"*.*."+t,
+		jsAPI+"CONSUMER.CREATE."+c+".*."+commandPrefix+t+".>",
+		jsAPI+"CONSUMER.MSG.NEXT."+c+".*",
+		jsAPI+"CONSUMER.INFO."+c+".*",
+		jsAPI+"CONSUMER.DELETE."+c+".*",
+		jsAPI+"DIRECT.GET."+c+"."+commandPrefix+t+".>",
+	), nil
+}
+
+// sinkIdentity may read its own durable on CAPSTREAM_PACKETS (bind it,
+// pull, ack) and publish status reports for any capture and node.
+func sinkIdentity(user, durable string) Identity {
+	p := StreamPackets
+	return identity(user,
+		StatusSubjectsAll,
+		jsAPI+"CONSUMER.CREATE."+p+"."+durable+".>",
+		jsAPI+"CONSUMER.INFO."+p+"."+durable,
+		jsAPI+"CONSUMER.MSG.NEXT."+p+"."+durable,
+		"$JS.ACK."+p+"."+durable+".>",
+	)
+}
+
+// PcapSinkIdentity is the pcap sink's: its durable and status reports.
+func PcapSinkIdentity() Identity { return sinkIdentity(UserPcapSink, ConsumerPcapSink) }
+
+// FlowSinkIdentity is the flow sink's: its durable and status reports.
+func FlowSinkIdentity() Identity { return sinkIdentity(UserFlowSink, ConsumerFlowSink) }
+
+// MonitorIdentity reads the streams' and consumers' state, for `nats stream
+// report`, `nats consumer report` and `nats server check jetstream`: no
+// message, command or batch.
+func MonitorIdentity() Identity {
+	return identity(UserMonitor, jsAPI+"INFO", jsAPI+"STREAM.NAMES", jsAPI+"STREAM.LIST",
+		jsAPI+"STREAM.INFO.*", jsAPI+"CONSUMER.NAMES.*", jsAPI+"CONSUMER.LIST.*", jsAPI+"CONSUMER.INFO.*.*")
+}
