@@ -18,9 +18,10 @@ import (
 // authServer is an embedded server with the identities of a pipeline on
 // node-a and node-b, its streams and sink durables made by the router.
 type authServer struct {
-	t     *testing.T
-	url   string
-	creds *Credentials
+	t      *testing.T
+	url    string
+	creds  *Credentials
+	server ServerConfig
 }
 
 func newAuthServer(t *testing.T) *authServer {
@@ -34,12 +35,14 @@ func newAuthServer(t *testing.T) *authServer {
 		t.Fatal(err)
 	}
 	c := DefaultServerConfig()
+	files := testenv.TLS(t)
+	c.TLS = ServerTLS{CertFile: files.ServerCert, KeyFile: files.ServerKey, CAFile: files.CA}
 	srv, err := StartServer(c, t.TempDir(), creds)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	a := &authServer{t: t, url: srv.ClientURL(), creds: creds}
+	a := &authServer{t: t, url: srv.ClientURL(), creds: creds, server: c}
 	_, js := a.connect(schemas.UserRouter)
 	cfg := Config{Server: c}
 	cfg.Pcap.Consumer.AckWait, cfg.Flows.Consumer.AckWait = schemas.PcapSinkAckWait, schemas.FlowSinkAckWait
@@ -76,16 +79,18 @@ func (v *violations) has(s string) error {
 // permission errors.
 func (a *authServer) connect(user string) (*violations, jetstream.JetStream) {
 	a.t.Helper()
-	nconf, err := a.creds.Client(a.url, user)
+	id, err := a.creds.Client(a.url, user)
 	if err != nil {
 		a.t.Fatal(err)
 	}
+	nconf := a.server.client(a.url)
+	nconf.Name, nconf.User, nconf.Password, nconf.InboxPrefix = id.Name, id.User, id.Password, id.InboxPrefix
 	v := &violations{}
 	opts, err := nconf.Options(nats.ErrorHandler(v.handler), nats.RetryOnFailedConnect(false))
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	nc, err := nats.Connect(a.url, opts...)
+	nc, err := nats.Connect(nconf.URL, opts...)
 	if err != nil {
 		a.t.Fatalf("connect as %s: %v", user, err)
 	}
@@ -116,13 +121,19 @@ func shortCtx(t *testing.T) context.Context {
 // password, cannot connect at all.
 func TestAnonymousRefused(t *testing.T) {
 	a := newAuthServer(t)
-	if nc, err := nats.Connect(a.url); err == nil {
+	anon := a.server.client(a.url)
+	anon.Name = "anonymous"
+	opts, err := anon.Options(nats.RetryOnFailedConnect(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(anon.URL, opts...); err == nil {
 		nc.Close()
 		t.Fatal("anonymous client connected")
 	} else if !strings.Contains(err.Error(), "Authorization Violation") {
 		t.Errorf("anonymous: %v, want an authorization violation", err)
 	}
-	if nc, err := nats.Connect(a.url, nats.UserInfo(schemas.UserRouter, "guess")); err == nil {
+	if nc, err := nats.Connect(anon.URL, append(opts, nats.UserInfo(schemas.UserRouter, "guess"))...); err == nil {
 		nc.Close()
 		t.Fatal("wrong password connected")
 	}
@@ -262,5 +273,25 @@ func TestMonitorIdentity(t *testing.T) {
 	}
 	if _, err := mon.OrderedConsumer(shortCtx(t), schemas.StreamCommands, jetstream.OrderedConsumerConfig{}); err == nil {
 		t.Error("monitor created a consumer on the commands stream")
+	}
+}
+
+// TestPlaintextRefused: the server speaks TLS only; a plain client gets
+// nowhere, and a client with the wrong CA fails at once naming it.
+func TestPlaintextRefused(t *testing.T) {
+	a := newAuthServer(t)
+	id, _ := a.creds.Client(a.url, schemas.UserRouter)
+	if nc, err := nats.Connect(a.url, nats.UserInfo(id.User, id.Password), nats.RetryOnFailedConnect(false), nats.Timeout(2*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("a client without TLS connected")
+	}
+	files := testenv.TLS(t) // another CA
+	wrong := a.server.client(a.url)
+	wrong.User, wrong.Password, wrong.TLS.CAFile = id.User, id.Password, files.OtherCA
+	if nc, err := wrong.Connect(); err == nil {
+		nc.Close()
+		t.Fatal("connected with the wrong CA")
+	} else if !strings.Contains(err.Error(), files.OtherCA) {
+		t.Errorf("wrong CA: %v, want it named", err)
 	}
 }

@@ -18,11 +18,13 @@ package pipeline
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +71,26 @@ type ServerConfig struct {
 	// (capstream-monitor: stream and consumer state, no messages), for
 	// the nats CLI. Default: monitor.password in the store directory.
 	MonitorPasswordFile string `yaml:"monitorPasswordFile"`
+	// TLS is the server's certificate; clients (the components and the
+	// nats CLI) verify it against TLS.CAFile. Required unless Plaintext.
+	TLS ServerTLS `yaml:"tls"`
+	// Plaintext serves without TLS, so passwords and captured packets
+	// cross the loopback in clear text. Default false; it logs a warning.
+	Plaintext bool `yaml:"plaintext"`
+}
+
+// ServerTLS is the embedded server's certificate and the CA that signed it.
+type ServerTLS struct {
+	// CertFile and KeyFile are the server certificate (its names must
+	// include the host clients dial) and its key, PEM.
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+	// CAFile is the CA clients verify the certificate against; with
+	// VerifyClients, also the CA of the client certificates.
+	CAFile string `yaml:"caFile"`
+	// VerifyClients requires every client to present a certificate
+	// signed by CAFile. Default false: identities are passwords.
+	VerifyClients bool `yaml:"verifyClients"`
 }
 
 // DefaultServerConfig returns the defaults documented on ServerConfig.
@@ -86,7 +108,31 @@ func (c ServerConfig) Validate() error {
 	if err := c.Limits().Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("nats: %w", err))
 	}
+	if !c.Plaintext {
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.CAFile == "" {
+			errs = append(errs, errors.New("nats.tls: certFile, keyFile and caFile are required (deploy/dev/certs.sh makes them), or set nats.plaintext: true"))
+		} else if _, err := c.serverTLS(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// serverTLS loads the server's TLS configuration.
+func (c ServerConfig) serverTLS() (*tls.Config, error) {
+	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, CaFile: c.TLS.CAFile, Verify: c.TLS.VerifyClients})
+	if err != nil {
+		return nil, fmt.Errorf("nats.tls (certFile %s, keyFile %s, caFile %s): %w", c.TLS.CertFile, c.TLS.KeyFile, c.TLS.CAFile, err)
+	}
+	return tc, nil
+}
+
+// client is how a component reaches a server started with c at url.
+func (c ServerConfig) client(url string) clients.NATSConfig {
+	if c.Plaintext {
+		return clients.NATSConfig{URL: url}
+	}
+	return clients.NATSConfig{URL: strings.Replace(url, "nats://", "tls://", 1), TLS: clients.TLSConfig{CAFile: c.TLS.CAFile}}
 }
 
 // Limits are CAPSTREAM_PACKETS' limits as configured.
@@ -149,6 +195,7 @@ type Pipeline struct {
 	log     *slog.Logger
 	srv     *server.Server
 	creds   *Credentials // nil when anonymous
+	server  ServerConfig
 	tempDir string
 	conns   []*nats.Conn
 	chConns []driver.Conn
@@ -166,7 +213,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 	if err := cfg.Server.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Pipeline{log: deps.Logger, early: map[string]run.Component{}, late: map[string]run.Component{}}
+	p := &Pipeline{log: deps.Logger, server: cfg.Server, early: map[string]run.Component{}, late: map[string]run.Component{}}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -191,6 +238,9 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 	}
 	url := p.URL()
 	p.log.Info("embedded jetstream started", "url", url, "store", p.srv.StoreDir())
+	if cfg.Server.Plaintext {
+		p.log.Warn("nats.plaintext is set: passwords and captured packets cross to the embedded server in clear text")
+	}
 	if cfg.Server.Anonymous {
 		p.log.Warn("nats.anonymous is set: any client that reaches the embedded server may publish commands and read every capture")
 	} else if err := p.writeMonitorPassword(cfg.Server); err != nil {
@@ -339,6 +389,13 @@ func StartServer(c ServerConfig, dir string, creds *Credentials) (*server.Server
 	if creds != nil {
 		opts.Users = creds.users()
 	}
+	if !c.Plaintext {
+		tc, err := c.serverTLS()
+		if err != nil {
+			return nil, err
+		}
+		opts.TLS, opts.TLSConfig, opts.TLSVerify, opts.TLSTimeout = true, tc, c.TLS.VerifyClients, 5
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
@@ -355,10 +412,17 @@ func StartServer(c ServerConfig, dir string, creds *Credentials) (*server.Server
 // server: its password and inbox prefix, or no credentials when the server
 // is anonymous.
 func (p *Pipeline) Client(user string) (clients.NATSConfig, error) {
+	c := p.server.client(p.URL())
+	c.Name = user
 	if p.creds == nil {
-		return clients.NATSConfig{URL: p.URL(), Name: user}, nil
+		return c, nil
 	}
-	return p.creds.Client(p.URL(), user)
+	id, err := p.creds.Client(p.URL(), user)
+	if err != nil {
+		return clients.NATSConfig{}, err
+	}
+	c.User, c.Password, c.InboxPrefix = id.User, id.Password, id.InboxPrefix
+	return c, nil
 }
 
 // writeMonitorPassword leaves the monitor identity's password where the
@@ -376,8 +440,15 @@ func (p *Pipeline) writeMonitorPassword(c ServerConfig) error {
 		return fmt.Errorf("nats monitor password: %w", err)
 	}
 	p.log.Info("monitor the bus with the nats CLI",
-		"command", fmt.Sprintf("nats --server %s --user %s --password \"$(cat %s)\" --inbox-prefix %s stream report", p.URL(), mc.User, path, mc.InboxPrefix))
+		"command", fmt.Sprintf("nats --server %s%s --user %s --password \"$(cat %s)\" --inbox-prefix %s stream report", mc.URL, tlsFlag(mc), mc.User, path, mc.InboxPrefix))
 	return nil
+}
+
+func tlsFlag(c clients.NATSConfig) string {
+	if c.TLS.CAFile == "" {
+		return ""
+	}
+	return " --tlsca " + c.TLS.CAFile
 }
 
 // connect opens one identity's connection; Close closes it.

@@ -83,10 +83,10 @@ func TestRealClients(t *testing.T) {
 	host := "sample-web." + ns + ".svc.cluster.local"
 
 	t.Run("nats anonymous", func(t *testing.T) {
-		// Without the monitor's credentials the server takes nothing, not
-		// even a command a forger publishes.
+		// Without credentials the server takes nothing, not even a
+		// command a forger publishes (who trusts the server's CA).
 		subj, _ := schemas.CommandSubject("clients-node", ns, "forged")
-		out, err := exec.CommandContext(t.Context(), natsCLI, "--server", r.monitor.URL, "pub", subj, `{"action":"capture"}`).CombinedOutput()
+		out, err := exec.CommandContext(t.Context(), natsCLI, "--server", r.monitor.URL, "--tlsca", r.monitor.TLS.CAFile, "pub", subj, `{"action":"capture"}`).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "Authorization Violation") {
 			t.Errorf("anonymous nats pub: %v\n%s\nwant it refused with an authorization violation", err, out)
 		}

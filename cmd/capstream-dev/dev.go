@@ -73,6 +73,9 @@ type devSettings struct {
 	Simulate netsim.Config `yaml:"simulate"`
 }
 
+// devTLSDir is where deps.sh leaves the dev CA and certificates.
+const devTLSDir = "/tmp/capstream-dev/tls"
+
 func defaultDevSettings() *devSettings {
 	r := router.DefaultConfig()
 	r.LeaderElection.Enabled = false
@@ -83,10 +86,13 @@ func defaultDevSettings() *devSettings {
 	pcap.MaxObjectAge, pcap.StopAfter = 10*time.Second, 5*time.Second
 	flows := flowstore.DefaultConfig()
 	flows.ActiveTimeout, flows.IdleTimeout, flows.StopAfter = 10*time.Second, 5*time.Second, 10*time.Second
+	nats := pipeline.DefaultServerConfig()
+	// deps.sh up makes these with deploy/dev/certs.sh.
+	nats.TLS = pipeline.ServerTLS{CertFile: devTLSDir + "/server.pem", KeyFile: devTLSDir + "/server-key.pem", CAFile: devTLSDir + "/ca.pem"}
 	return &devSettings{
 		Log:           svc.DefaultLogConfig(),
 		HTTP:          svc.HTTPConfig{Listen: "127.0.0.1:9100"},
-		NATS:          pipeline.DefaultServerConfig(),
+		NATS:          nats,
 		Kube:          router.DefaultKubeConfig(),
 		ClickHouse:    clients.DefaultClickHouseConfig(),
 		S3:            clients.DefaultS3Config(),

@@ -29,7 +29,7 @@ func TestDevPipelineLive(t *testing.T) {
 	k := testenv.Kube(t)
 	ns := k.Namespace(t, nil)
 
-	cfg := devTestSettings(ch, bucket, k, ns, "dev-test-node")
+	cfg := devTestSettings(t, ch, bucket, k, ns, "dev-test-node")
 	cfg.Producer.AFPacket.RingBytes = 4 << 20
 	cfg.Simulate.Enabled = true
 	cfg.Simulate.Node = "dev-test-node"
@@ -149,7 +149,7 @@ func TestDevListenerTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cfg := devTestSettings(ch, bucket, k, k.Namespace(t, nil), "taken-node")
+	cfg := devTestSettings(t, ch, bucket, k, k.Namespace(t, nil), "taken-node")
 	cfg.Producer.Source = producer.SourceFile
 	cfg.HTTP.Listen = ln.Addr().String()
 	if err := cfg.Validate(); err != nil {

@@ -35,9 +35,11 @@ import (
 
 // devTestSettings is a dev configuration on the test's services, with
 // short rotation and timeouts so results show within seconds.
-func devTestSettings(ch *testenv.ClickHouseDB, bucket *testenv.S3Bucket, k *testenv.KubeEnv, ns, node string) *devSettings {
+func devTestSettings(t *testing.T, ch *testenv.ClickHouseDB, bucket *testenv.S3Bucket, k *testenv.KubeEnv, ns, node string) *devSettings {
 	cfg := defaultDevSettings()
 	cfg.Log.Level = "warn"
+	files := testenv.TLS(t)
+	cfg.NATS.TLS = pipeline.ServerTLS{CertFile: files.ServerCert, KeyFile: files.ServerKey, CAFile: files.CA}
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Kube.Kubeconfig = k.Kubeconfig
 	cfg.ClickHouse.Addr, cfg.ClickHouse.Database = ch.Addr, ch.Database
@@ -90,7 +92,7 @@ func startDev(t *testing.T, cfg *devSettings, started func(*netsim.Simulator)) (
 
 // natsArgs are the nats CLI's flags to connect as c.
 func natsArgs(c clients.NATSConfig) []string {
-	return []string{"--server", c.URL, "--user", c.User, "--password", c.Password, "--inbox-prefix", c.InboxPrefix}
+	return []string{"--server", c.URL, "--tlsca", c.TLS.CAFile, "--user", c.User, "--password", c.Password, "--inbox-prefix", c.InboxPrefix}
 }
 
 // applySample creates the seed's sample capture in ns.
@@ -197,7 +199,7 @@ func startReplay(t *testing.T, node, net string, other bool) *replay {
 	for i, p := range pods {
 		createRunningPod(t, r.k, r.ns, p.name, map[string]string{"k8s-app": p.app}, node, fmt.Sprintf("%s.%d", net, i+2))
 	}
-	r.cfg = devTestSettings(r.ch, r.bucket, r.k, r.ns, node)
+	r.cfg = devTestSettings(t, r.ch, r.bucket, r.k, r.ns, node)
 	r.cfg.Producer.Source = producer.SourceFile
 	r.cfg.Producer.File.Default = path
 	_, r.monitor = startDev(t, r.cfg, nil)

@@ -147,6 +147,12 @@ export CAPSTREAM_DEV_S3_ENDPOINT="$CAPSTREAM_S3_ENDPOINT"
 export CAPSTREAM_DEV_S3_ACCESSKEY="$CAPSTREAM_S3_ACCESSKEY"
 export CAPSTREAM_DEV_S3_SECRETKEY="$CAPSTREAM_S3_SECRETKEY"
 export CAPSTREAM_DEV_NATS_STOREDIR="$WORK/nats"
+# The embedded NATS server speaks TLS only, with the dev CA's certificate.
+tls_dir="$WORK/tls"
+bash "$ROOT/deploy/dev/certs.sh" "$tls_dir" >/dev/null
+export CAPSTREAM_DEV_NATS_TLS_CERTFILE="$tls_dir/server.pem"
+export CAPSTREAM_DEV_NATS_TLS_KEYFILE="$tls_dir/server-key.pem"
+export CAPSTREAM_DEV_NATS_TLS_CAFILE="$tls_dir/ca.pem"
 export CAPSTREAM_DEV_HTTP_LISTEN="127.0.0.1:$http_port"
 export CAPSTREAM_DEV_LOG_FORMAT=text
 log "starting capstream-dev (log: $WORK/dev.log, health: http://127.0.0.1:$http_port/readyz)"

@@ -251,6 +251,8 @@ running() {
 }
 
 cmd_up() {
+	# The dev CA and certificates (capstream-dev's TLS), kept while valid.
+	bash "$(dirname "${BASH_SOURCE[0]}")/certs.sh" "$DEV_DIR/tls" >&2
 	if running && [ -f "$ENV_FILE" ]; then
 		log "already running; env file $ENV_FILE"
 		return 0
