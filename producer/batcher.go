@@ -6,24 +6,87 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/capstream/capstream/producer/source"
 	"github.com/capstream/capstream/schemas"
-	"github.com/nats-io/nats.go"
 )
 
 // counters are a capture's totals on this node, shared by its interface
 // loops (which add) and the status reporter (which reads).
+//
+// An interface's batches are published with a counters of their own
+// (runOf), whose publish drops and errors also go to the capture's: that is
+// how a batcher learns which of its own batches the publisher dropped,
+// without the publisher knowing of interfaces.
 type counters struct {
 	packets      atomic.Uint64
 	bytes        atomic.Uint64
 	kernelDrops  atomic.Uint64
-	publishDrops atomic.Uint64
+	publishDrops dropCounter
 
 	mu      sync.Mutex
 	lastErr string
+	// parent is the capture's counters, for an interface's.
+	parent *counters
+	// runs are the interfaces' counters, by interface like the batch
+	// sequences they go with, kept for the capture's life.
+	runs map[string]*runCounters
+}
+
+// dropCounter counts dropped packets (Load, Add) and the batches they came
+// in, in itself and its parent.
+type dropCounter struct {
+	packets, batches atomic.Uint64
+	parent           *dropCounter
+}
+
+// Add counts one dropped batch of n packets.
+func (d *dropCounter) Add(n uint64) uint64 {
+	if d.parent != nil {
+		d.parent.Add(n)
+	}
+	d.batches.Add(1)
+	return d.packets.Add(n)
+}
+
+// Load returns the dropped packets.
+func (d *dropCounter) Load() uint64 { return d.packets.Load() }
+
+// runCounters are what the batch headers of one interface count
+// (schemas.RunCounts): the packets of the batches published so far, and
+// the drops of those, through ctr.
+type runCounters struct {
+	ctr           *counters
+	packetsBefore uint64 // only the interface's loop touches it
+}
+
+// runOf returns the counters of interface iface. The batch sequence of an
+// interface goes on across restarts of its loop within the capture, and so
+// do these. (Should the sequence outlive them, a capture restarted with the
+// same UID, the counts start over: a sink then sees them go back and counts
+// the next gap's batches only.)
+func (c *counters) runOf(iface string) *runCounters {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := iface
+	r := c.runs[k]
+	if r == nil {
+		if c.runs == nil {
+			c.runs = map[string]*runCounters{}
+		}
+		r = &runCounters{ctr: &counters{parent: c}}
+		r.ctr.publishDrops.parent = &c.publishDrops
+		c.runs[k] = r
+	}
+	return r
 }
 
 func (c *counters) setError(s string) {
+	if c.parent != nil {
+		c.parent.setError(s)
+		return
+	}
 	if len(s) > schemas.MaxErrorLength {
 		s = s[:schemas.MaxErrorLength]
 	}
@@ -59,6 +122,9 @@ type batcher struct {
 	// sent is set once a batch is published and cleared by a last batch:
 	// whether the sinks may hold something that a last batch completes.
 	sent bool
+	// run counts the interface's batches for their headers, from the
+	// first publish.
+	run *runCounters
 }
 
 // add appends one record, publishing the open batch first if the record
@@ -107,11 +173,22 @@ func (b *batcher) publish(ctx context.Context, last bool) {
 	if b.buf == nil {
 		b.buf = b.pub.getBuf()
 	}
+	if b.run == nil {
+		b.run = b.ctr.runOf(b.hdr.Interface)
+	}
 	b.hdr.Seq++
 	b.hdr.Packets = b.packets
 	b.hdr.Last = last
-	msg := &nats.Msg{Subject: b.subject, Header: make(nats.Header, 14), Data: *b.buf}
+	// The drops known now: a batch whose publish fails later (an ack that
+	// times out) is not in the counts of the batches sent meanwhile.
+	rc := b.run.ctr
+	b.hdr.Counts = schemas.RunCounts{
+		Known: true, PacketsBefore: b.run.packetsBefore,
+		DroppedBatches: rc.publishDrops.batches.Load(), DroppedPackets: rc.publishDrops.Load(),
+	}
+	b.run.packetsBefore += uint64(b.packets)
+	msg := &nats.Msg{Subject: b.subject, Header: make(nats.Header, 17), Data: *b.buf}
 	b.hdr.Encode(msg.Header)
-	b.pub.publish(ctx, msg, b.buf, uint64(b.packets), b.ctr, b.wait)
+	b.pub.publish(ctx, msg, b.buf, uint64(b.packets), rc, b.wait)
 	b.buf, b.packets, b.sent = nil, 0, !last
 }

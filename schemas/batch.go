@@ -92,6 +92,12 @@ const (
 	// header. Sinks complete what they hold for the interface on it instead
 	// of waiting for the interface to go quiet.
 	HeaderLast = "Capstream-Last"
+	// HeaderPacketsBefore, HeaderDroppedBatches and HeaderDroppedPackets
+	// are the run's counts before this batch (see BatchHeader.Counts):
+	// optional together, each a decimal. Producers before them sent none.
+	HeaderPacketsBefore  = "Capstream-Packets-Before"
+	HeaderDroppedBatches = "Capstream-Dropped-Batches"
+	HeaderDroppedPackets = "Capstream-Dropped-Packets"
 )
 
 const maxProducerLength = 64
@@ -126,6 +132,29 @@ type BatchHeader struct {
 	// Producer identifies the producer instance: letters, digits, '-', '_'
 	// and '.', at most 64 bytes.
 	Producer string
+	// Counts are the run's counts before this batch, which let a sink
+	// that finds a gap in Seq tell how many packets the stream lost;
+	// Counts.Known is false in batches of producers that did not send
+	// them.
+	Counts RunCounts
+}
+
+// RunCounts are cumulative counts of one producer run on one interface
+// (one sequence of Seq), as the producer knew them when it published the
+// batch they travel in. A sink finding the batches after Seq a missing
+// before Seq b knows the stream lost (b.PacketsBefore - a.PacketsBefore -
+// a.Packets) packets less the ones the producer itself dropped meanwhile
+// (the difference of DroppedPackets), which it already counted as
+// publish drops.
+type RunCounts struct {
+	// Known is set when the batch carries the counts.
+	Known bool
+	// PacketsBefore is the number of packets in the run's batches before
+	// this one, published or dropped.
+	PacketsBefore uint64
+	// DroppedBatches and DroppedPackets are the run's earlier batches, and
+	// their packets, that the producer counted as publish drops.
+	DroppedBatches, DroppedPackets uint64
 }
 
 // MsgID returns the batch's Nats-Msg-Id: capture UID, node, interface,
@@ -172,6 +201,15 @@ func (h *BatchHeader) Encode(hdr nats.Header) {
 	} else {
 		hdr.Del(HeaderLast)
 	}
+	if c := h.Counts; c.Known {
+		hdr.Set(HeaderPacketsBefore, strconv.FormatUint(c.PacketsBefore, 10))
+		hdr.Set(HeaderDroppedBatches, strconv.FormatUint(c.DroppedBatches, 10))
+		hdr.Set(HeaderDroppedPackets, strconv.FormatUint(c.DroppedPackets, 10))
+	} else {
+		hdr.Del(HeaderPacketsBefore)
+		hdr.Del(HeaderDroppedBatches)
+		hdr.Del(HeaderDroppedPackets)
+	}
 }
 
 // Validate checks every field. Errors wrap ErrMalformed.
@@ -207,6 +245,11 @@ func (h *BatchHeader) Validate() error {
 			return fmt.Errorf("%w: producer %s: byte %d is %q", ErrMalformed, quote(h.Producer), i, c)
 		}
 	}
+	// Earlier batches are Seq-1 at most, and dropped ones among them.
+	if c := h.Counts; c.Known && (h.Seq == 0 || c.DroppedBatches >= h.Seq || c.DroppedPackets > c.PacketsBefore) {
+		return fmt.Errorf("%w: run counts %d/%d/%d: want dropped batches below seq %d and dropped packets at most packets before",
+			ErrMalformed, c.PacketsBefore, c.DroppedBatches, c.DroppedPackets, h.Seq)
+	}
 	return nil
 }
 
@@ -238,6 +281,17 @@ func DecodeBatchHeader(hdr nats.Header) (BatchHeader, error) {
 			d.err = fmt.Errorf("%w: header %s: %s, want one value \"true\" or none", ErrMalformed, HeaderLast, quote(strings.Join(v, ",")))
 		}
 		h.Last = true
+	}
+	_, p := hdr[HeaderPacketsBefore]
+	_, b := hdr[HeaderDroppedBatches]
+	_, dp := hdr[HeaderDroppedPackets]
+	if p || b || dp {
+		h.Counts = RunCounts{
+			Known:          true,
+			PacketsBefore:  d.uint(HeaderPacketsBefore, math.MaxUint64),
+			DroppedBatches: d.uint(HeaderDroppedBatches, math.MaxUint64),
+			DroppedPackets: d.uint(HeaderDroppedPackets, math.MaxUint64),
+		}
 	}
 	if d.err != nil {
 		return BatchHeader{}, fmt.Errorf("decode batch header: %w", d.err)

@@ -83,6 +83,14 @@ func TestBatchHeaderRoundTrip(t *testing.T) {
 		"linux cooked": func(h *BatchHeader) { h.LinkType = LinkTypeLinuxSLL },
 		"last":         func(h *BatchHeader) { h.Last = true },
 		"last empty":   func(h *BatchHeader) { h.Last = true; h.Packets = 0 },
+		"counts": func(h *BatchHeader) {
+			h.Counts = RunCounts{Known: true, PacketsBefore: 4100, DroppedBatches: 3, DroppedPackets: 12}
+		},
+		"counts zero": func(h *BatchHeader) { h.Counts = RunCounts{Known: true} },
+		"counts max": func(h *BatchHeader) {
+			h.Seq = math.MaxUint64
+			h.Counts = RunCounts{Known: true, PacketsBefore: math.MaxUint64, DroppedBatches: math.MaxUint64 - 1, DroppedPackets: math.MaxUint64}
+		},
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -98,6 +106,42 @@ func TestBatchHeaderRoundTrip(t *testing.T) {
 				t.Errorf("round trip (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// withCounts encodes the valid header (Seq 42) carrying c.
+func withCounts(c RunCounts) nats.Header {
+	h := validBatchHeader()
+	h.Counts = c
+	hdr := nats.Header{}
+	h.Encode(hdr)
+	return hdr
+}
+
+func TestBatchHeaderCountsOptional(t *testing.T) {
+	// A batch of an older producer has no counts: it decodes with
+	// Counts.Known unset; encoding without counts removes stale ones.
+	hdr := withCounts(RunCounts{Known: true, PacketsBefore: 7})
+	h := validBatchHeader()
+	h.Encode(hdr)
+	for _, k := range []string{HeaderPacketsBefore, HeaderDroppedBatches, HeaderDroppedPackets} {
+		if v, ok := hdr[k]; ok {
+			t.Errorf("header %s = %q after encoding without counts, want none", k, v)
+		}
+	}
+	got, err := DecodeBatchHeader(hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Counts.Known {
+		t.Errorf("counts of a batch without them: %+v, want unknown", got.Counts)
+	}
+	hdr = withCounts(RunCounts{Known: true, PacketsBefore: 4100, DroppedBatches: 3, DroppedPackets: 12})
+	want := map[string]string{HeaderPacketsBefore: "4100", HeaderDroppedBatches: "3", HeaderDroppedPackets: "12"}
+	for k, v := range want {
+		if got := hdr[k]; len(got) != 1 || got[0] != v {
+			t.Errorf("header %s = %q, want [%s]", k, got, v)
+		}
 	}
 }
 
@@ -170,6 +214,19 @@ func TestDecodeBatchHeaderErrors(t *testing.T) {
 		"producer empty":     {withField(func(h *BatchHeader) { h.Producer = "" }), ErrMalformed},
 		"producer colon":     {withField(func(h *BatchHeader) { h.Producer = "a:b" }), ErrMalformed},
 		"producer long":      {withField(func(h *BatchHeader) { h.Producer = strings.Repeat("p", 65) }), ErrMalformed},
+		"counts partial": {func() nats.Header {
+			hdr := withCounts(RunCounts{Known: true, PacketsBefore: 10})
+			hdr.Del(HeaderDroppedPackets)
+			return hdr
+		}(), ErrMalformed},
+		"counts not decimal": {func() nats.Header { h := withCounts(RunCounts{Known: true}); h.Set(HeaderPacketsBefore, "x"); return h }(), ErrMalformed},
+		"counts twice": {func() nats.Header {
+			h := withCounts(RunCounts{Known: true})
+			h.Add(HeaderDroppedBatches, "0")
+			return h
+		}(), ErrMalformed},
+		"dropped batches at seq": {withCounts(RunCounts{Known: true, PacketsBefore: 100, DroppedBatches: 42}), ErrMalformed},
+		"dropped above before":   {withCounts(RunCounts{Known: true, PacketsBefore: 10, DroppedBatches: 1, DroppedPackets: 11}), ErrMalformed},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

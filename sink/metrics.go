@@ -16,6 +16,12 @@ type Metrics struct {
 	Pending prometheus.Gauge
 	// Panics counts batches whose handling panicked.
 	Panics prometheus.Counter
+	// Failures counts batches terminated for good, by schemas.Failure*
+	// reason.
+	Failures *prometheus.CounterVec
+	// LostBatches and LostPackets count what the stream's limits removed
+	// before the sink got it (gaps in the batch sequence).
+	LostBatches, LostPackets prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, component, batchesHelp, pendingHelp string) (*Metrics, error) {
@@ -26,6 +32,10 @@ func newMetrics(reg prometheus.Registerer, component, batchesHelp, pendingHelp s
 		AckErrs: ms.CounterVec("ack_errors_total", "Failed acknowledgements, by reason.", "reason"),
 		Pending: ms.Gauge("pending_batches", pendingHelp),
 		Panics:  ms.Counter("panics_total", "Batches whose handling panicked; each was terminated."),
+		Failures: ms.CounterVec("failures_total", "Batches terminated because they can never be stored, by reason "+
+			"(HandlerPanic, StorageRefused, DatabaseRefused, MalformedBatch).", "reason"),
+		LostBatches: ms.Counter("lost_batches_total", "Batches the producer published that the stream removed (MaxAge, MaxBytes) before the sink got them: gaps in the batch sequence."),
+		LostPackets: ms.Counter("lost_packets_total", "Packets of the lost batches, when their producer counts them (schemas.RunCounts)."),
 	}
 	return m, ms.Err()
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/capstream/capstream/schemas"
 )
 
 // Deps are a sink's collaborators, the same for both sinks.
@@ -57,6 +59,13 @@ type Handler interface {
 	Idle() bool
 }
 
+// Reporter is what a Handler implements to hear of a failure or a loss
+// the runner recorded in its Ledger for the capture and node of h (a
+// panic, a gap), so that it reports them. It runs on the loop goroutine.
+type Reporter interface {
+	Report(h *schemas.BatchHeader)
+}
+
 // RunnerConfig is what a Runner needs to know of its sink.
 type RunnerConfig struct {
 	// Name names the sink in errors ("pcap sink").
@@ -95,6 +104,10 @@ type Runner struct {
 	// retry spaces the sink's tries after a failed write; it lives on the
 	// loop goroutine, like the sink's state.
 	retry *backoff.ExponentialBackOff
+	// Ledger holds the failures and losses of each capture and node, for
+	// the sink's status reports.
+	Ledger Ledger
+	gaps   gaps
 
 	do       chan func()
 	finished chan struct{}
@@ -168,6 +181,19 @@ func (r *Runner) Nak(reply string, delay time.Duration) { r.count(r.acker.Nak(re
 
 // Term terminates a batch that can never be stored, counting a failure.
 func (r *Runner) Term(reply string) { r.count(r.acker.Term(reply), "term") }
+
+// Refused records that batches of the capture and node of h were
+// terminated for a permanent failure of reason (a schemas.Failure*
+// constant): in capstream_sink_<component>_failures_total, in the batches
+// metric and in the Ledger, with err as the message. The caller terminates
+// them, logs the occurrence and asks for a report. Ready reports err until
+// the next success, but the backoff is not raised: the sink goes on.
+func (r *Runner) Refused(h *schemas.BatchHeader, reason string, batches int, err error) {
+	r.M.Failures.WithLabelValues(reason).Add(float64(batches))
+	r.M.Batches.WithLabelValues("terminated").Add(float64(batches))
+	r.Ledger.Fail(KeyOf(h), reason, uint64(batches), err.Error())
+	r.health.SetErr(err)
+}
 
 func (r *Runner) count(err error, reason string) {
 	if err != nil {
@@ -271,8 +297,9 @@ func (r *Runner) loop(ctx context.Context, h Handler, in <-chan jetstream.Msg, a
 		case now := <-wake.C:
 			armed = time.Time{}
 			h.Tick(hctx, now)
-		case <-progress.C:
+		case now := <-progress.C:
 			h.Held(func(reply string) { r.count(r.acker.Progress(reply), "progress") })
+			r.gaps.prune(now, false)
 		case <-done:
 			done = nil
 			startGrace()
@@ -289,6 +316,7 @@ func (r *Runner) handle(ctx context.Context, h Handler, msg jetstream.Msg) {
 	d, err := Decode(msg)
 	if err != nil {
 		if IsPermanent(err) {
+			r.M.Failures.WithLabelValues(schemas.FailureMalformed).Inc()
 			r.M.Batches.WithLabelValues("terminated").Inc()
 			r.log.Warn("terminating malformed batch", "subject", msg.Subject(), "stream_seq", streamSeq(msg), "error", err)
 			r.Term(msg.Reply())
@@ -298,12 +326,28 @@ func (r *Runner) handle(ctx context.Context, h Handler, msg jetstream.Msg) {
 		r.Nak(msg.Reply(), time.Second)
 		return
 	}
+	rep, _ := h.(Reporter)
+	if lb, lp := r.gaps.see(&d, time.Now()); lb > 0 {
+		r.M.LostBatches.Add(float64(lb))
+		r.M.LostPackets.Add(float64(lp))
+		r.Ledger.Lose(KeyOf(&d.Header), lb, lp)
+		r.log.Warn("batches lost before the sink got them (stream limits)", "subject", msg.Subject(), "stream_seq", d.StreamSeq,
+			"interface", d.Header.Interface, "seq", d.Header.Seq, "lost_batches", lb, "lost_packets", lp)
+		if rep != nil {
+			rep.Report(&d.Header)
+		}
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			r.M.Panics.Inc()
-			r.M.Batches.WithLabelValues("terminated").Inc()
 			r.log.Error("terminating a batch whose handling panicked", "subject", msg.Subject(), "stream_seq", d.StreamSeq, "panic", p)
+			r.M.Failures.WithLabelValues(schemas.FailurePanic).Inc()
+			r.M.Batches.WithLabelValues("terminated").Inc()
+			r.Ledger.Fail(KeyOf(&d.Header), schemas.FailurePanic, 1, fmt.Sprintf("handling batch %d panicked: %v", d.StreamSeq, p))
 			r.Term(d.Reply)
+			if rep != nil {
+				rep.Report(&d.Header)
+			}
 		}
 	}()
 	h.Handle(ctx, d)

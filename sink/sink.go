@@ -38,6 +38,9 @@ type Delivery struct {
 	// Delivered is how many times the server has delivered the batch; more
 	// than one means an earlier delivery may already be durable.
 	Delivered uint64
+	// ConsumerSeq is the consumer's delivery sequence: one per delivery,
+	// redeliveries included, over every process bound to the durable.
+	ConsumerSeq uint64
 	// Reply is the ack subject.
 	Reply string
 }
@@ -69,11 +72,12 @@ func Decode(msg jetstream.Msg) (Delivery, error) {
 		return Delivery{}, fmt.Errorf("%w: batch %d holds %d records, header says %d", schemas.ErrMalformed, md.Sequence.Stream, n, h.Packets)
 	}
 	return Delivery{
-		Header:    h,
-		Body:      msg.Data(),
-		StreamSeq: md.Sequence.Stream,
-		Delivered: md.NumDelivered,
-		Reply:     msg.Reply(),
+		Header:      h,
+		Body:        msg.Data(),
+		StreamSeq:   md.Sequence.Stream,
+		Delivered:   md.NumDelivered,
+		ConsumerSeq: md.Sequence.Consumer,
+		Reply:       msg.Reply(),
 	}, nil
 }
 

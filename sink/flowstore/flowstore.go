@@ -65,6 +65,9 @@ type Sink struct {
 	// hook, when set (tests only), is called at the points of a flush
 	// where a crash matters: "staged" and "committed".
 	hook func(point string)
+	// handleHook, when set (tests only), is called with every batch
+	// before it is handled, inside the runner's panic boundary.
+	handleHook func(d *sink.Delivery)
 }
 
 // commit is a committed flush: its records are the first n of s.unsent,
@@ -126,7 +129,7 @@ func (s *Sink) pendingBatches() int { return int(s.npendAtomic.Load()) }
 
 // Run consumes until ctx ends, then flushes within GracePeriod. It may be
 // called once.
-func (s *Sink) Run(ctx context.Context) error { return s.run.Run(ctx, (*handler)(s)) }
+func (s *Sink) Run(ctx context.Context) error { return s.run.Run(ctx, (*handler)(s), s.reporter) }
 
 // handler is the Sink as the runner sees it; its methods run on the
 // runner's loop goroutine.
@@ -183,6 +186,9 @@ func (h *handler) Held(fn func(reply string)) {
 func (h *handler) Handle(ctx context.Context, d sink.Delivery) {
 	s := (*Sink)(h)
 	batches := s.run.M.Batches
+	if s.handleHook != nil {
+		s.handleHook(&d)
+	}
 	k := StreamKey{CaptureUID: d.Header.CaptureUID, Node: d.Header.Node, Interface: d.Header.Interface}
 	var skip int64
 	if d.Delivered > 1 {
@@ -195,6 +201,16 @@ func (h *handler) Handle(ctx context.Context, d sink.Delivery) {
 		}
 		var err error
 		skip, err = s.recover(ctx, k, d.StreamSeq)
+		if reason, ok := sink.Permanent(err); ok {
+			// Its ledger cannot be read or its flushes published again,
+			// ever: aggregating it again could count packets twice.
+			s.m.insertErrs.WithLabelValues("flow_commits").Inc()
+			s.run.Refused(&d.Header, reason, 1, err)
+			s.run.Logger().Warn("terminating a redelivered batch: clickhouse refuses its recovery for good", "reason", reason,
+				"namespace", d.Header.Namespace, "capture", d.Header.Capture, "stream_seq", d.StreamSeq, "error", err)
+			s.run.Term(d.Reply)
+			return
+		}
 		if err != nil {
 			s.m.insertErrs.WithLabelValues("flow_commits").Inc()
 			batches.WithLabelValues("retried").Inc()
@@ -413,6 +429,10 @@ func (s *Sink) at(point string) {
 }
 
 func (s *Sink) fail(table string, err error) {
+	if reason, ok := sink.Permanent(err); ok {
+		s.refuse(table, reason, err)
+		return
+	}
 	s.m.insertErrs.WithLabelValues(table).Inc()
 	wait := s.run.Failed(err)
 	s.retryAt = time.Now().Add(wait)

@@ -13,6 +13,7 @@ type metrics struct {
 	openFlows   prometheus.Gauge
 	flushTime   prometheus.Histogram
 	recordsSize prometheus.Histogram
+	statusErrs  prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -25,6 +26,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		flushTime: ms.Histogram("capstream_sink_flows_flush_seconds", "Time to stage, commit and publish a flush of records.",
 			prometheus.ExponentialBuckets(0.001, 2, 14)),
 		recordsSize: ms.Histogram("capstream_sink_flows_flush_records", "Records per flush.", prometheus.ExponentialBuckets(1, 4, 10)),
+		statusErrs:  ms.Counter("capstream_sink_flows_status_errors_total", "Status reports that could not be published."),
 	}
 	return m, ms.Err()
 }

@@ -137,6 +137,18 @@ func (h *handler) Handle(ctx context.Context, d sink.Delivery) {
 			return
 		}
 		dup, err := s.isDuplicate(ctx, keyOf(&d.Header), &d.Header)
+		if reason, ok := sink.Permanent(err); ok {
+			// The bucket is gone or closed to the sink: the lookup will
+			// never succeed, and neither would the upload.
+			s.m.errs.WithLabelValues("dedup").Inc()
+			s.run.Refused(&d.Header, reason, 1, err)
+			s.log.Warn("terminating a redelivered batch: the object store refuses its lookup for good", "reason", reason,
+				"namespace", d.Header.Namespace, "capture", d.Header.Capture, "stream_seq", d.StreamSeq, "error", err)
+			s.run.Term(d.Reply)
+			s.queueReport(d.Header)
+			s.dispatch()
+			return
+		}
 		if err != nil {
 			s.m.errs.WithLabelValues("dedup").Inc()
 			batches.WithLabelValues("retried").Inc()
@@ -250,6 +262,30 @@ func (s *Sink) gauges() {
 	s.run.M.Pending.Set(float64(len(s.core.bySeq)))
 }
 
+// refuse drops an object that the object store or the index refused for
+// good: its batches are terminated and counted, its memory released, and
+// the capture's report carries the failure. The other objects go on.
+func (s *Sink) refuse(o *object, reason string, err error) {
+	s.run.Refused(&o.hdr, reason, len(o.batches), err)
+	s.log.Warn("dropping an object refused for good; terminating its batches", "reason", reason, "key", o.name,
+		"namespace", o.hdr.Namespace, "capture", o.hdr.Capture, "node", o.hdr.Node, "first_stream_seq", o.firstSeq,
+		"batches", len(o.batches), "packets", o.packets, "error", err)
+	for _, b := range o.batches {
+		s.run.Term(b.reply)
+	}
+	s.core.release(o)
+	s.queueReport(o.hdr)
+	s.gauges()
+}
+
+// Report asks for a report of the capture and node of h: the runner
+// recorded a failure or a loss for it.
+func (h *handler) Report(b *schemas.BatchHeader) {
+	s := (*Sink)(h)
+	s.queueReport(*b)
+	s.dispatch()
+}
+
 // queueReport asks for a status report of the capture and node of h,
 // unless one is queued already: every report is complete, so one covers
 // all the objects completed before it starts.
@@ -269,10 +305,15 @@ func (s *Sink) queueReport(h schemas.BatchHeader) {
 // The tick (at most 1s) wakes the loop to send them.
 const reportDelay = time.Second
 
-// finish acks the batches of an uploaded object, or schedules a retry.
+// finish acks the batches of an uploaded object, drops an object refused
+// for good, or schedules a retry.
 func (s *Sink) finish(o *object, err error) {
 	s.inflight--
 	defer s.dispatch()
+	if reason, ok := sink.Permanent(err); ok {
+		s.refuse(o, reason, err)
+		return
+	}
 	if err != nil {
 		wait := s.run.Failed(err)
 		s.retryAt = time.Now().Add(wait)

@@ -13,10 +13,11 @@ import (
 // status subject, for the router to copy into PacketCapture.status.files.
 // Totals and the recent object names are read from pcap_objects rather
 // than counted here, so they stay totals across restarts and replicas
-// (each report is complete; the latest wins). It runs in the reporter
-// goroutine after an object is indexed and its batches acked, h being the
-// header of that object's first batch; a failure is logged and the next
-// object reports again.
+// (each report is complete; the latest wins); the failures and losses are
+// this process's since it started (sink.Ledger). It runs in the reporter
+// goroutine after an object is indexed and its batches acked, or after a
+// failure or a loss, h being the header of a batch of the capture and
+// node; a failure is logged and the next object reports again.
 func (s *Sink) publishStatus(ctx context.Context, h *schemas.BatchHeader) error {
 	dir := fmt.Sprintf("%s/%s/%s/%s/", s.cfg.Prefix, h.Namespace, h.Capture, h.Node)
 	st := schemas.Status{
@@ -24,8 +25,13 @@ func (s *Sink) publishStatus(ctx context.Context, h *schemas.BatchHeader) error 
 		Node: h.Node, State: schemas.StateCapturing, Directory: "s3://" + s.cfg.S3.Bucket + "/" + dir,
 		Time: time.Now().UTC(),
 	}
-	row := s.deps.ClickHouse.QueryRow(ctx, "SELECT sum(packets), sum(size) FROM pcap_objects FINAL WHERE capture_uid = ? AND node = ?", h.CaptureUID, h.Node)
-	if err := row.Scan(&st.Packets, &st.Bytes); err != nil {
+	if len(st.Directory) > schemas.MaxObjectNameLength {
+		st.Directory = "" // a long prefix and long names; the objects still say where
+	}
+	// Failures and losses are this process's, since it started.
+	s.run.Ledger.Fill(&st)
+	row := s.deps.ClickHouse.QueryRow(ctx, "SELECT sum(packets), sum(size), count() FROM pcap_objects FINAL WHERE capture_uid = ? AND node = ?", h.CaptureUID, h.Node)
+	if err := row.Scan(&st.Packets, &st.Bytes, &st.ObjectCount); err != nil {
 		return fmt.Errorf("read totals of %s/%s on %s: %w", h.Namespace, h.Capture, h.Node, err)
 	}
 	rows, err := s.deps.ClickHouse.Query(ctx, fmt.Sprintf("SELECT key FROM pcap_objects FINAL WHERE capture_uid = ? AND node = ? ORDER BY first_time DESC, first_ns DESC LIMIT %d", schemas.MaxStatusObjects), h.CaptureUID, h.Node)
@@ -38,7 +44,9 @@ func (s *Sink) publishStatus(ctx context.Context, h *schemas.BatchHeader) error 
 		if err := rows.Scan(&key); err != nil {
 			return fmt.Errorf("read objects: %w", err)
 		}
-		st.Objects = append(st.Objects, strings.TrimPrefix(key, dir))
+		if name := strings.TrimPrefix(key, dir); len(name) <= schemas.MaxObjectNameLength {
+			st.Objects = append(st.Objects, name)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read objects: %w", err)

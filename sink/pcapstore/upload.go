@@ -10,6 +10,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/capstream/capstream/schemas"
+	"github.com/capstream/capstream/sink"
 )
 
 // uploader is one of the sink's uploader goroutines: it asks the loop for a
@@ -62,6 +63,11 @@ func (s *Sink) reporter(ctx context.Context) error {
 // upload runs in an uploader goroutine: it writes the object and its index
 // row. It reads only what the loop no longer changes once o is sealed.
 func (s *Sink) upload(ctx context.Context, o *object) error {
+	if len(o.name) > schemas.MaxObjectNameLength {
+		// minio-go refuses it before asking the server, with an error of
+		// its own: name the refusal here.
+		return fmt.Errorf("put object %s: key of %d bytes, more than %d: %w", o.name, len(o.name), schemas.MaxObjectNameLength, sink.ErrStorageRefused)
+	}
 	sum := o.buf.Sum()
 	// One PutObject with the full metadata: user metadata is fixed when an
 	// upload starts, and it must describe the whole object. minio-go

@@ -262,14 +262,19 @@ func Header(ns, capture, uid, node, pod, iface string) schemas.BatchHeader {
 }
 
 // Batches cuts packets into batch bodies of at most maxBytes, numbering
-// them from h.Seq+1.
+// them from h.Seq+1, with the run's counts as a producer sends them
+// (schemas.RunCounts, from h.Counts.PacketsBefore).
 func Batches(h schemas.BatchHeader, pkts []Packet, maxBytes int) []Batch {
 	var out []Batch
 	var body []byte
 	var n uint32
+	h.Counts.Known = true
 	flush := func() {
 		if n == 0 {
 			return
+		}
+		if len(out) > 0 {
+			h.Counts.PacketsBefore += uint64(h.Packets)
 		}
 		h.Seq++
 		h.Packets = n
@@ -293,6 +298,7 @@ func Batches(h schemas.BatchHeader, pkts []Packet, maxBytes int) []Batch {
 func EndRun(batches []Batch, empty bool) []Batch {
 	if empty {
 		b := batches[len(batches)-1]
+		b.Header.Counts.PacketsBefore += uint64(b.Header.Packets)
 		b.Header.Seq++
 		b.Header.Packets, b.Body = 0, nil
 		batches = append(batches, b)

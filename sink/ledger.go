@@ -1,0 +1,142 @@
+package sink
+
+import (
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/capstream/capstream/schemas"
+)
+
+// CaptureKey names one capture on one node, the unit of a status report.
+type CaptureKey struct {
+	Namespace, Name, UID, Node string
+}
+
+// KeyOf is the capture and node of a batch.
+func KeyOf(h *schemas.BatchHeader) CaptureKey {
+	return CaptureKey{Namespace: h.Namespace, Name: h.Capture, UID: h.CaptureUID, Node: h.Node}
+}
+
+// maxLedgerKeys bounds the captures a Ledger remembers; beyond it the one
+// that changed least recently is forgotten (its metrics stay).
+const maxLedgerKeys = 4096
+
+// Ledger is what a sink reports on each capture and node besides what it
+// stored: its failures by reason and the batches and packets lost to the
+// stream's limits, since the process started (the metrics are the durable
+// counters). The loop goroutine records; reporters read from theirs.
+type Ledger struct {
+	mu sync.Mutex
+	m  map[CaptureKey]*ledgerEntry
+}
+
+type ledgerEntry struct {
+	failures     map[string]*schemas.Failure
+	lostBatches  uint64
+	lostPackets  uint64
+	changed      time.Time
+	version      uint64 // bumped by every change
+	reported     uint64 // version of the last report made by Due
+	lastReported time.Time
+}
+
+func (l *Ledger) entry(k CaptureKey) *ledgerEntry {
+	if l.m == nil {
+		l.m = map[CaptureKey]*ledgerEntry{}
+	}
+	e := l.m[k]
+	if e == nil {
+		if len(l.m) >= maxLedgerKeys {
+			var oldest CaptureKey
+			var at time.Time
+			for k, e := range l.m {
+				if at.IsZero() || e.changed.Before(at) {
+					oldest, at = k, e.changed
+				}
+			}
+			delete(l.m, oldest)
+		}
+		e = &ledgerEntry{failures: map[string]*schemas.Failure{}}
+		l.m[k] = e
+	}
+	e.changed = time.Now()
+	e.version++
+	return e
+}
+
+// Fail records batches lost to a failure of reason, with its message.
+func (l *Ledger) Fail(k CaptureKey, reason string, batches uint64, msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entry(k)
+	f := e.failures[reason]
+	if f == nil {
+		if len(e.failures) >= schemas.MaxFailures {
+			return // cannot happen with the four reasons; a bound all the same
+		}
+		f = &schemas.Failure{Reason: reason}
+		e.failures[reason] = f
+	}
+	f.Batches += batches
+	f.Message = boundMessage(msg)
+}
+
+// Lose records batches and packets the stream lost.
+func (l *Ledger) Lose(k CaptureKey, batches, packets uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entry(k)
+	e.lostBatches += batches
+	e.lostPackets += packets
+}
+
+// Fill sets the failures and losses of the report st from what the ledger
+// holds for its capture and node, and reports whether there are any.
+func (l *Ledger) Fill(st *schemas.Status) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.m[CaptureKey{Namespace: st.Namespace, Name: st.Name, UID: st.UID, Node: st.Node}]
+	if e == nil {
+		return false
+	}
+	st.Failures = st.Failures[:0]
+	for _, f := range e.failures {
+		st.Failures = append(st.Failures, *f)
+	}
+	sort.Slice(st.Failures, func(i, j int) bool { return st.Failures[i].Reason < st.Failures[j].Reason })
+	st.LostBatches, st.LostPackets = e.lostBatches, e.lostPackets
+	return true
+}
+
+// Due returns the captures whose failures or losses changed since their
+// last report and whose last report is at least every old, and counts
+// them as reported now: at most one report per capture and node per
+// every.
+func (l *Ledger) Due(now time.Time, every time.Duration) []CaptureKey {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []CaptureKey
+	for k, e := range l.m {
+		if e.version != e.reported && now.Sub(e.lastReported) >= every {
+			e.reported, e.lastReported = e.version, now
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// boundMessage keeps a message valid UTF-8 of at most MaxErrorLength bytes.
+func boundMessage(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= schemas.MaxErrorLength {
+		return s
+	}
+	s = s[:schemas.MaxErrorLength]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
