@@ -35,20 +35,30 @@ type manager struct {
 	pub      *publisher
 	flushCtx context.Context // lives until the grace period ends
 
+	// captures holds every capture whose subject holds a command: running,
+	// scheduled, failed, or finished by a stop still in the stream (kept so
+	// the same UID resumes its totals). A capture leaves (expire) when a
+	// resync finds its subject empty: the stop expired, nothing can follow.
 	captures map[schemas.Key]*capture
-	// seqs keeps each (capture UID, interface) batch sequence across
-	// restarts of its loop within this process, so Msg-IDs never repeat.
-	seqs    map[string]*uint64
+	// seqs keeps each capture UID's batch sequence per interface across
+	// restarts of its loops, so Msg-IDs never repeat; it is dropped with
+	// the capture.
+	seqs    map[string]map[string]*uint64
 	changed chan struct{}
 	timers  chan schemas.Key
+	resyncs chan liveCommands
 	done    chan struct{}
 	wg      sync.WaitGroup
+	// held is len(captures), for tests and the memory bound.
+	held atomic.Int64
 }
 
 // capture is one capture on this node.
 type capture struct {
 	key       schemas.Key
 	cmd       *schemas.Command
+	seq       uint64 // stream sequence of the last command applied
+	cmdSub    string // the command subject
 	filter    []bpf.RawInstruction
 	snap      int
 	subject   string
@@ -75,9 +85,10 @@ func newManager(p *Producer, js jetstream.JetStream, pub *publisher, flushCtx co
 	return &manager{
 		p: p, js: js, pub: pub, flushCtx: flushCtx,
 		captures: map[schemas.Key]*capture{},
-		seqs:     map[string]*uint64{},
+		seqs:     map[string]map[string]*uint64{},
 		changed:  make(chan struct{}, 1),
 		timers:   make(chan schemas.Key, 16),
+		resyncs:  make(chan liveCommands, 1),
 		done:     make(chan struct{}),
 	}
 }
@@ -101,6 +112,8 @@ func (m *manager) run(ctx context.Context, cmds <-chan jetstream.Msg) {
 			return
 		case msg := <-cmds:
 			m.handle(msg)
+		case live := <-m.resyncs:
+			m.resync(live)
 		case k := <-m.timers:
 			if c := m.captures[k]; c != nil {
 				m.evaluate(c)
@@ -121,6 +134,20 @@ func (m *manager) run(ctx context.Context, cmds <-chan jetstream.Msg) {
 }
 
 func (m *manager) handle(msg jetstream.Msg) {
+	var seq uint64
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
+	if schemas.IsDeleteMarker(msg.Headers()) {
+		// The server removed the subject's last message (only on a stream
+		// with subject delete markers): the subject is empty, a stop.
+		if key, err := schemas.ParseCommandSubject(msg.Subject()); err == nil && key.Node == m.p.cfg.Node {
+			if c := m.captures[key]; c != nil {
+				m.expire(c, "subject delete marker")
+			}
+		}
+		return
+	}
 	cmd, err := m.p.decodeCommand(msg)
 	if err != nil {
 		m.p.m.commands.WithLabelValues("invalid").Inc()
@@ -132,11 +159,16 @@ func (m *manager) handle(msg jetstream.Msg) {
 	log := m.p.logger.With("namespace", cmd.Namespace, "capture", cmd.Name, "uid", cmd.UID, "generation", cmd.Generation)
 	if cmd.Action == schemas.ActionStop {
 		m.p.m.commands.WithLabelValues("stop").Inc()
-		if old != nil && !old.finished {
-			log.Info("stopping capture")
-			m.finish(old)
-			m.report(old, false)
+		if old != nil {
+			old.seq = seq
+			if !old.finished {
+				log.Info("stopping capture")
+				m.finish(old)
+				m.report(old, false)
+				m.gauges()
+			}
 		}
+		// A stop of a capture this process never ran leaves no state.
 		return
 	}
 	// A refused command becomes a capture in Error (newCapture).
@@ -148,7 +180,7 @@ func (m *manager) handle(msg jetstream.Msg) {
 	}
 	if refused == nil && old != nil && old.cmd.UID == cmd.UID && sameSpec(old.cmd, cmd) && old.failed == "" && !old.finished {
 		log.Info("updating capture endpoints", "endpoints", len(cmd.Endpoints))
-		old.cmd = cmd
+		old.cmd, old.seq = cmd, seq
 		if !old.scheduled {
 			m.syncIfaces(old)
 		}
@@ -160,13 +192,17 @@ func (m *manager) handle(msg jetstream.Msg) {
 		m.stop(old)
 		if old.cmd.UID == cmd.UID {
 			ctr = old.ctr // same capture, new spec: totals carry on
-		} else if old.ran && !old.finished {
-			old.finished = true
-			m.report(old, false)
+		} else {
+			if old.ran && !old.finished {
+				old.finished = true
+				m.report(old, false)
+			}
+			delete(m.seqs, old.cmd.UID) // a UID never comes back
 		}
 	}
 	log.Info("starting capture", "endpoints", len(cmd.Endpoints), "filters", len(cmd.Filters))
 	c := m.newCapture(key, cmd, ctr, refused)
+	c.seq, c.cmdSub = seq, msg.Subject()
 	m.captures[key] = c
 	m.evaluate(c)
 	m.gauges()
@@ -268,11 +304,15 @@ func (m *manager) syncIfaces(c *capture) {
 		l := &ifaceLoop{ep: ep, cancel: cancel, done: make(chan struct{})}
 		c.ifaces[name] = l
 		uid := c.cmd.UID // c.cmd is the manager's to replace; loops get a copy
-		seqKey := uid + "/" + name
-		seq := m.seqs[seqKey]
+		bySeq := m.seqs[uid]
+		if bySeq == nil {
+			bySeq = map[string]*uint64{}
+			m.seqs[uid] = bySeq
+		}
+		seq := bySeq[name]
 		if seq == nil {
 			seq = new(uint64)
-			m.seqs[seqKey] = seq
+			bySeq[name] = seq
 		}
 		m.wg.Go(func() {
 			defer close(l.done)
@@ -300,6 +340,37 @@ func (m *manager) finish(c *capture) {
 	m.stop(c)
 	c.finished = true
 	c.scheduled = false
+}
+
+// resync applies what a resync found: every capture whose command is at or
+// below the sequence the resync read and whose subject no longer holds a
+// message gets no more commands, so it is stopped and forgotten. Captures
+// applied after that sequence are left to the next resync.
+func (m *manager) resync(live liveCommands) {
+	for _, c := range m.captures {
+		if _, ok := live.subjects[c.cmdSub]; ok || c.seq > live.lastSeq {
+			continue
+		}
+		m.expire(c, "command gone from the stream")
+	}
+}
+
+// expire handles a capture whose subject is empty: one still running
+// missed its stop (it expired while the producer was away) and is
+// finished now, counted as commands_total{result="expired"}; then its
+// state is dropped, counters and batch sequences included.
+func (m *manager) expire(c *capture, why string) {
+	if !c.finished && c.failed == "" {
+		m.p.m.commands.WithLabelValues("expired").Inc()
+		m.p.logger.Warn("stopping capture: its stop expired before this producer saw it",
+			"namespace", c.key.Namespace, "capture", c.key.Name, "uid", c.cmd.UID, "reason", why)
+		m.finish(c)
+		m.report(c, false)
+	}
+	m.stop(c) // timers and loops of a failed capture
+	delete(m.captures, c.key)
+	delete(m.seqs, c.cmd.UID)
+	m.gauges()
 }
 
 // stopAll stops every capture at shutdown, without marking them finished
@@ -333,6 +404,7 @@ func (m *manager) gauges() {
 		}
 	}
 	m.p.m.captures.Set(float64(active))
+	m.held.Store(int64(len(m.captures)))
 	for i, name := range ifStateNames {
 		m.p.m.interfaces.WithLabelValues(name).Set(float64(n[i]))
 	}

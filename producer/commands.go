@@ -19,7 +19,10 @@ import (
 // consumer on gaps and reconnects, resuming after the last message seen.
 // Messages go to out in stream order. Creating the consumer is retried
 // with backoff (the stream may not exist yet, or JetStream may be away).
-func (p *Producer) consume(ctx context.Context, js jetstream.JetStream, out chan<- jetstream.Msg) {
+// Every consumer error (a missed heartbeat, a deleted consumer) kicks a
+// resync: the consumer resumes after the last message it saw, so it never
+// shows a stop that expired meanwhile.
+func (p *Producer) consume(ctx context.Context, js jetstream.JetStream, out chan<- jetstream.Msg, kick chan<- struct{}) {
 	cfg, err := schemas.ProducerConsumer(p.cfg.Node)
 	if err != nil {
 		// New validated the node, so this cannot happen.
@@ -39,6 +42,10 @@ func (p *Producer) consume(ctx context.Context, js jetstream.JetStream, out chan
 				}
 			}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				p.logger.Debug("command consumer", "error", err)
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
 			}))
 		}
 		if err != nil {
@@ -99,3 +106,89 @@ func (p *Producer) checkEndpoints(cmd *schemas.Command) error {
 
 // errRefused marks a command the producer will not carry out.
 var errRefused = errors.New("command refused")
+
+// liveCommands is what a resync learned: the command subjects of this node
+// that hold a message, and the stream's last sequence read before them.
+type liveCommands struct {
+	subjects map[string]uint64
+	lastSeq  uint64
+}
+
+// resync sends the manager the node's live command subjects every
+// ResyncPeriod, after every reconnect of the connection (polled each
+// second) and after every consumer error. A capture whose subject is empty
+// gets no more commands: its stop expired (router stopTTL) while the
+// producer was away, or an operator purged it. The manager stops it and
+// drops its state. A failed look-up is counted, logged and retried with
+// backoff.
+func (p *Producer) resync(ctx context.Context, js jetstream.JetStream, out chan<- liveCommands, kick <-chan struct{}) {
+	filter, err := schemas.CommandFilterForNode(p.cfg.Node)
+	if err != nil {
+		// New validated the node, so this cannot happen.
+		p.logger.Error("resync filter", "error", err)
+		return
+	}
+	tick := time.NewTicker(p.cfg.ResyncPeriod)
+	defer tick.Stop()
+	watch := time.NewTicker(time.Second)
+	defer watch.Stop()
+	reconnects := p.nc.Stats().Reconnects
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(min(5*time.Second, p.cfg.ResyncPeriod)), backoff.WithMaxElapsedTime(0))
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-kick:
+		case <-retry:
+		case <-watch.C:
+			r := p.nc.Stats().Reconnects
+			if r == reconnects {
+				continue
+			}
+			reconnects = r
+		}
+		live, err := p.readLive(ctx, js, filter)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d := b.NextBackOff()
+			p.m.commands.WithLabelValues("resync_error").Inc()
+			log := p.logger.Warn
+			if !p.nc.IsConnected() {
+				log = p.logger.Debug // the disconnect is logged already
+			}
+			log("resync commands", "stream", schemas.StreamCommands, "error", err, "retry_in", d)
+			retry = time.After(d)
+			continue
+		}
+		b.Reset()
+		retry = nil
+		select {
+		case out <- live:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// readLive lists the node's command subjects that hold a message. The
+// stream's last sequence is read first, so every command at or below it
+// that is not listed was removed before the listing.
+func (p *Producer) readLive(ctx context.Context, js jetstream.JetStream, filter string) (liveCommands, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, schemas.StreamCommands)
+	if err != nil {
+		return liveCommands{}, err
+	}
+	lastSeq := stream.CachedInfo().State.LastSeq
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return liveCommands{}, err
+	}
+	return liveCommands{subjects: info.State.Subjects, lastSeq: lastSeq}, nil
+}

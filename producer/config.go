@@ -68,6 +68,13 @@ type Config struct {
 	// StatusInterval is the period of status reports; a state change is
 	// reported at once. Default 5s.
 	StatusInterval time.Duration `yaml:"statusInterval"`
+	// ResyncPeriod is how often the producer checks its captures against
+	// the commands stream, besides after every reconnect and consumer
+	// error: a capture whose subject is empty (its stop expired while the
+	// producer was away, see the router's stopTTL) is stopped, and the
+	// state of a finished capture is dropped once its stop has expired.
+	// One stream info request per period. Default 5m.
+	ResyncPeriod time.Duration `yaml:"resyncPeriod"`
 	// InterfaceRetry is the longest wait between attempts to open a
 	// missing interface. Default 1s.
 	InterfaceRetry time.Duration `yaml:"interfaceRetry"`
@@ -92,6 +99,7 @@ func DefaultConfig() Config {
 		PublishWait:        20 * time.Millisecond,
 		AckTimeout:         5 * time.Second,
 		StatusInterval:     5 * time.Second,
+		ResyncPeriod:       5 * time.Minute,
 		InterfaceRetry:     time.Second,
 		GracePeriod:        10 * time.Second,
 	}
@@ -143,7 +151,7 @@ func (c Config) Validate() error {
 		d    time.Duration
 	}{
 		{"publishWait", c.PublishWait}, {"ackTimeout", c.AckTimeout}, {"statusInterval", c.StatusInterval},
-		{"interfaceRetry", c.InterfaceRetry}, {"gracePeriod", c.GracePeriod},
+		{"interfaceRetry", c.InterfaceRetry}, {"gracePeriod", c.GracePeriod}, {"resyncPeriod", c.ResyncPeriod},
 	} {
 		if d.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.d))

@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inFlightBytes: r.Gauge("in_flight_bytes", "Batch bytes published and not yet acknowledged."),
 		captures:      r.Gauge("captures", "Captures running or scheduled on this node."),
 		interfaces:    r.GaugeVec("interfaces", "Capture interfaces by state.", "state"),
-		commands:      r.CounterVec("commands_total", "Commands received, by result (capture, stop, invalid, refused: an interface outside interfacePrefix or an endpoint of another namespace).", "result"),
+		commands:      r.CounterVec("commands_total", "Commands received, by result (capture, stop, invalid, refused: an interface outside interfacePrefix or an endpoint of another namespace; expired: a capture stopped by a resync because its command left the stream; resync_error: a failed resync look-up).", "result"),
 		statusErrors:  r.Counter("status_publish_errors_total", "Status reports that could not be published."),
 		ringBytes:     r.Gauge("ring_bytes", "Kernel memory reserved by the open capture rings, against maxRingBytes."),
 		ringRefusals:  r.Counter("ring_budget_waits_total", "Times an interface could not open because its ring did not fit maxRingBytes."),

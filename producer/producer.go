@@ -5,8 +5,8 @@
 //
 // Lifecycle: New only validates and allocates. Run uses the connection in
 // Deps (the caller dials it through internal/clients with ConnOptions), owns
-// every goroutine (command consumer, one capture loop per (capture,
-// interface), the ack settler, the status reporter) and waits for all of
+// every goroutine (command consumer, command resync, one capture loop per
+// (capture, interface), the ack settler, the status reporter) and waits for all of
 // them before it returns. When its context ends, Run stops consuming,
 // stops the captures (each flushes its open batch), waits for pending acks
 // and publishes a final status, all under GracePeriod on a fresh context.
@@ -60,6 +60,8 @@ type Producer struct {
 
 	nc    *nats.Conn
 	bound atomic.Bool
+	// mgr is the running manager, for tests.
+	mgr atomic.Pointer[manager]
 	// rings is the node's ring budget; ringBytes what one interface takes
 	// from it (0 for sources without a kernel ring).
 	rings     rings
@@ -137,10 +139,13 @@ func (p *Producer) Run(ctx context.Context) error {
 	defer graceCancel()
 	pub := newPublisher(js, p.cfg, p.m, p.logger)
 	mgr := newManager(p, js, pub, graceCtx)
+	p.mgr.Store(mgr)
 	var wg sync.WaitGroup
 	wg.Go(func() { pub.run(graceCtx) })
 	cmds := make(chan jetstream.Msg, 64)
-	wg.Go(func() { p.consume(ctx, js, cmds) })
+	kick := make(chan struct{}, 1)
+	wg.Go(func() { p.consume(ctx, js, cmds, kick) })
+	wg.Go(func() { p.resync(ctx, js, mgr.resyncs, kick) })
 
 	mgr.run(ctx, cmds)
 

@@ -29,6 +29,13 @@ type Config struct {
 	// reconciled again this often, which is a no-op unless something was
 	// missed. Default 10m; 0 disables resync.
 	ResyncPeriod time.Duration `yaml:"resyncPeriod"`
+	// StopTTL is how long a stop command stays in CAPSTREAM_COMMANDS
+	// before the server removes it (a per-message TTL, whole seconds).
+	// Every producer connected, or disconnected for less, sees the stop
+	// from the stream; one away for longer finds its subject empty when it
+	// resyncs (at reconnect and every producer.resyncPeriod) and stops the
+	// capture then. Capture commands never expire. Default 24h.
+	StopTTL time.Duration `yaml:"stopTTL"`
 	// StatusFlushDelay coalesces status writes: reports for one capture that
 	// arrive within this delay end up in one status update. Default 1s.
 	StatusFlushDelay time.Duration `yaml:"statusFlushDelay"`
@@ -122,6 +129,7 @@ func DefaultConfig() Config {
 		SnapLength:       schemas.MaxSnapLength,
 		Workers:          2,
 		ResyncPeriod:     10 * time.Minute,
+		StopTTL:          schemas.DefaultStopTTL,
 		StatusFlushDelay: time.Second,
 		RetryBaseDelay:   100 * time.Millisecond,
 		RetryMaxDelay:    time.Minute,
@@ -173,6 +181,9 @@ func (c Config) Validate() error {
 	}
 	if c.ResyncPeriod < 0 {
 		errs = append(errs, fmt.Errorf("router.resyncPeriod %s: must not be negative", c.ResyncPeriod))
+	}
+	if c.StopTTL < schemas.MinMsgTTL || c.StopTTL%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("router.stopTTL %s: want whole seconds, at least %s", c.StopTTL, schemas.MinMsgTTL))
 	}
 	for _, d := range []struct {
 		name string

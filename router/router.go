@@ -129,12 +129,14 @@ func New(cfg Config, deps Deps) (*Router, error) {
 	if now == nil {
 		now = time.Now
 	}
+	pub := newPublisher(deps.JetStream, m)
+	pub.stopTTL = cfg.StopTTL
 	return &Router{
 		cfg:       cfg,
 		deps:      deps,
 		log:       deps.Logger.With("component", "router"),
 		metrics:   m,
-		pub:       newPublisher(deps.JetStream, m),
+		pub:       pub,
 		book:      newBook(),
 		scheme:    scheme,
 		now:       now,

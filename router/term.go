@@ -143,6 +143,7 @@ func (r *Router) lead(ctx context.Context) error {
 	if r.cfg.ResyncPeriod > 0 {
 		wg.Go(func() { r.reloadCommands(ctx, queue) })
 	}
+	wg.Go(func() { r.expireStops(ctx) })
 	// Bound the bytes in flight well under the client's 64 MiB slow
 	// consumer limit; reports are small.
 	cc, err := cons.Consume(r.onStatus, jetstream.PullMaxBytes(8<<20))
@@ -193,6 +194,27 @@ func (r *Router) reloadCommands(ctx context.Context, queue workqueue.TypedRateLi
 			if r.inScope(k.Namespace) {
 				queue.Add(k)
 			}
+		}
+	}
+}
+
+// expireStops forgets, a few times per stop TTL (at most every minute, at
+// least every second), the stops the server has removed, so the published
+// commands the router holds shrink back to the live subjects between
+// reloads. A deleted capture whose stops expired then has no state left in
+// the router, and no later pass republishes its stops: a producer that
+// missed them finds its subject empty when it resyncs and stops.
+func (r *Router) expireStops(ctx context.Context) {
+	tick := time.NewTicker(min(max(r.cfg.StopTTL/4, time.Second), time.Minute))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n := r.pub.expire(time.Now()); n > 0 {
+			r.log.Debug("forgot expired stop commands", "count", n)
 		}
 	}
 }

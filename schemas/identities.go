@@ -79,6 +79,10 @@ func ProducerIdentity(node string) (Identity, error) {
 		jsAPI+"CONSUMER.INFO."+c+".*",
 		jsAPI+"CONSUMER.DELETE."+c+".*",
 		jsAPI+"DIRECT.GET."+c+"."+commandPrefix+t+".>",
+		// The resync lists the node's live command subjects with a
+		// subject-filtered stream info (the server does not hold the
+		// filter to the node: see DESIGN.md).
+		jsAPI+"STREAM.INFO."+c,
 	), nil
 }
 

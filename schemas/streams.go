@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -53,12 +54,31 @@ const (
 	StatusMaxMsgsPerSubject = 8
 )
 
+// Lifetime of stop commands in StreamCommands.
+const (
+	// DefaultStopTTL is how long a stop command stays in StreamCommands by
+	// default: far longer than a producer is normally disconnected, so
+	// every producer sees the stop from the stream; a producer away for
+	// longer finds the subject empty when it resyncs and stops then.
+	DefaultStopTTL = 24 * time.Hour
+	// MinMsgTTL is the server's per-message TTL granularity: TTLs are
+	// whole seconds and at least one.
+	MinMsgTTL = time.Second
+)
+
 // CommandsStream returns the configuration of StreamCommands.
 //
 // It is a last-value store, like a KV bucket: one message per subject, i.e.
 // per (node, capture), holding that capture's whole desired state on that
-// node. Limits retention with no MaxAge keeps it forever, so a producer that
-// restarts replays one message per capture and is back in the desired state.
+// node. Limits retention with no MaxAge keeps capture commands forever, so
+// a producer that restarts replays one message per capture and is back in
+// the desired state. Stop commands carry a per-message TTL (AllowMsgTTL,
+// nats-server 2.11+), so the stops of deleted captures leave the stream
+// once every producer can have seen them; a subject with no message means
+// "nothing to capture", exactly like a stop. No subject delete markers are
+// configured: producers detect an emptied subject by resyncing, and a
+// marker would only be one more message to load. AllowMsgTTL can be turned
+// on in place on a stream created without it (and never off again).
 // Rollups are allowed so the router can reset a subject, and deletes and
 // purges so it can clean up after a stopped capture.
 func CommandsStream() jetstream.StreamConfig {
@@ -74,7 +94,38 @@ func CommandsStream() jetstream.StreamConfig {
 		DenyDelete:        false,
 		DenyPurge:         false,
 		MaxMsgSize:        maxJSONBytes,
+		AllowMsgTTL:       true,
 	}
+}
+
+// MsgTTL returns the per-message TTL a stored message carries in its
+// Nats-TTL header, and false when it has none ("never", absent or
+// unparsable: the server then keeps the message). The server accepts a Go
+// duration or a number of seconds.
+func MsgTTL(h nats.Header) (time.Duration, bool) {
+	v := h.Get(jetstream.MsgTTLHeader)
+	if v == "" {
+		return 0, false
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < MinMsgTTL {
+			return 0, false
+		}
+		return d, true
+	}
+	n, ok := parseDecimal(v, 1<<33)
+	if !ok || n == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * time.Second, true
+}
+
+// IsDeleteMarker reports whether a message is a subject delete marker the
+// server leaves when a subject's last message is removed by age or TTL (only
+// on streams with SubjectDeleteMarkerTTL). It has no body; for
+// StreamCommands it means the subject is empty, i.e. a stop.
+func IsDeleteMarker(h nats.Header) bool {
+	return h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
 // PacketsStreamLimits bounds StreamPackets. The values come from the

@@ -98,11 +98,12 @@ func TestEnsureStreams(t *testing.T) {
 		MaxMsgSize        int32
 		Duplicates        time.Duration
 		Storage           jetstream.StorageType
+		AllowMsgTTL       bool
 	}
 	want := map[string]summary{
-		StreamCommands: {[]string{CommandSubjectsAll}, jetstream.LimitsPolicy, jetstream.DiscardOld, 1, -1, 0, maxJSONBytes, 2 * time.Minute, jetstream.FileStorage},
-		StreamPackets:  {[]string{PacketSubjectsAll}, jetstream.InterestPolicy, jetstream.DiscardNew, -1, 1 << 30, time.Hour, MaxBatchBytes, 2 * time.Minute, jetstream.FileStorage},
-		StreamStatus:   {[]string{StatusSubjectsAll}, jetstream.LimitsPolicy, jetstream.DiscardOld, 8, -1, 24 * time.Hour, maxJSONBytes, 2 * time.Minute, jetstream.FileStorage},
+		StreamCommands: {[]string{CommandSubjectsAll}, jetstream.LimitsPolicy, jetstream.DiscardOld, 1, -1, 0, maxJSONBytes, 2 * time.Minute, jetstream.FileStorage, true},
+		StreamPackets:  {[]string{PacketSubjectsAll}, jetstream.InterestPolicy, jetstream.DiscardNew, -1, 1 << 30, time.Hour, MaxBatchBytes, 2 * time.Minute, jetstream.FileStorage, false},
+		StreamStatus:   {[]string{StatusSubjectsAll}, jetstream.LimitsPolicy, jetstream.DiscardOld, 8, -1, 24 * time.Hour, maxJSONBytes, 2 * time.Minute, jetstream.FileStorage, false},
 	}
 	for name, w := range want {
 		s, err := js.Stream(ctx, name)
@@ -110,7 +111,7 @@ func TestEnsureStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := s.CachedInfo().Config
-		got := summary{c.Subjects, c.Retention, c.Discard, c.MaxMsgsPerSubject, c.MaxBytes, c.MaxAge, c.MaxMsgSize, c.Duplicates, c.Storage}
+		got := summary{c.Subjects, c.Retention, c.Discard, c.MaxMsgsPerSubject, c.MaxBytes, c.MaxAge, c.MaxMsgSize, c.Duplicates, c.Storage, c.AllowMsgTTL}
 		if diff := cmp.Diff(w, got); diff != "" {
 			t.Errorf("stream %s as stored by the server (-want +got):\n%s", name, diff)
 		}
@@ -400,5 +401,121 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
 			t.Fatal("condition not met in time")
 		case <-tick.C:
 		}
+	}
+}
+
+// TestCommandsStreamUpgrade: a CAPSTREAM_COMMANDS created by a release
+// without stop TTLs is updated in place by EnsureStreams, keeping every
+// command, and then expires stops published with a TTL while capture
+// commands, published without one, stay.
+func TestCommandsStreamUpgrade(t *testing.T) {
+	js := startJetStream(t)
+	ctx := t.Context()
+	old := CommandsStream()
+	old.AllowMsgTTL = false
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(name string, action Action, opts ...jetstream.PublishOpt) (string, uint64) {
+		t.Helper()
+		c := validCommand()
+		c.Name, c.Action = name, action
+		b, err := EncodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subj, err := CommandSubject(c.Node, c.Namespace, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := js.Publish(ctx, subj, b, opts...)
+		if err != nil {
+			t.Fatalf("publish %s %s: %v", action, name, err)
+		}
+		return subj, ack.Sequence
+	}
+	oldCapture, oldCaptureSeq := publish("old-capture", ActionCapture)
+	oldStop, oldStopSeq := publish("old-stop", ActionStop)
+	// The old stream refuses TTLs: this is what the upgrade changes.
+	c := validCommand()
+	c.Name, c.Action = "refused", ActionStop
+	b, _ := EncodeCommand(c)
+	subj, _ := CommandSubject(c.Node, c.Namespace, c.Name)
+	if _, err := js.Publish(ctx, subj, b, jetstream.WithMsgTTL(time.Second)); err == nil {
+		t.Fatal("the old stream accepted a TTL")
+	}
+
+	if err := EnsureStreams(ctx, js, DefaultPacketsStreamLimits()); err != nil {
+		t.Fatalf("EnsureStreams over the old stream: %v", err)
+	}
+	s, err := js.Stream(ctx, StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.CachedInfo().Config.AllowMsgTTL {
+		t.Fatal("AllowMsgTTL not set by the update")
+	}
+	for subj, seq := range map[string]uint64{oldCapture: oldCaptureSeq, oldStop: oldStopSeq} {
+		m, err := s.GetLastMsgForSubject(ctx, subj)
+		if err != nil || m.Sequence != seq {
+			t.Fatalf("%s after the update: %v, %v; want sequence %d kept", subj, m, err, seq)
+		}
+	}
+
+	stop, _ := publish("new-stop", ActionStop, jetstream.WithMsgTTL(time.Second))
+	capture, _ := publish("new-capture", ActionCapture)
+	m, err := s.GetLastMsgForSubject(ctx, stop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl, ok := MsgTTL(m.Header); !ok || ttl != time.Second {
+		t.Errorf("stored stop TTL %s, %v; want 1s", ttl, ok)
+	}
+	eventually(t, 10*time.Second, func() bool {
+		_, err := s.GetLastMsgForSubject(ctx, stop)
+		return errors.Is(err, jetstream.ErrMsgNotFound)
+	})
+	// Everything without a TTL is still there after the stop expired.
+	for _, subj := range []string{oldCapture, oldStop, capture} {
+		m, err := s.GetLastMsgForSubject(ctx, subj)
+		if err != nil {
+			t.Fatalf("%s after the stop expired: %v", subj, err)
+		}
+		if _, ok := MsgTTL(m.Header); ok {
+			t.Errorf("%s carries a TTL", subj)
+		}
+	}
+}
+
+func TestMsgTTL(t *testing.T) {
+	cases := map[string]struct {
+		want time.Duration
+		ok   bool
+	}{
+		"":                        {0, false},
+		"never":                   {0, false},
+		"2s":                      {2 * time.Second, true},
+		"24h0m0s":                 {24 * time.Hour, true},
+		"90":                      {90 * time.Second, true},
+		"0":                       {0, false},
+		"500ms":                   {0, false},
+		"-5":                      {0, false},
+		"x":                       {0, false},
+		"99999999999999999999999": {0, false},
+	}
+	for v, c := range cases {
+		h := nats.Header{}
+		if v != "" {
+			h.Set(jetstream.MsgTTLHeader, v)
+		}
+		if got, ok := MsgTTL(h); got != c.want || ok != c.ok {
+			t.Errorf("MsgTTL(%q) = %s, %v; want %s, %v", v, got, ok, c.want, c.ok)
+		}
+	}
+	if IsDeleteMarker(nats.Header{}) {
+		t.Error("an empty header is a delete marker")
+	}
+	if !IsDeleteMarker(nats.Header{jetstream.MarkerReasonHeader: []string{"MaxAge"}}) {
+		t.Error("a MaxAge marker is not a delete marker")
 	}
 }
