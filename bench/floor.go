@@ -186,6 +186,6 @@ func floorBatches(path string) ([]*nats.Msg, error) {
 // dir, for the phases that measure the broker without the pipeline.
 func startNATS(dir string) (*server.Server, error) {
 	c := assembly.DefaultServerConfig()
-	c.Plaintext = true                        // the floor measures JetStream alone
+	c.Plaintext = true                       // the floor measures JetStream alone
 	return assembly.StartServer(c, dir, nil) // and anonymous
 }

@@ -4,24 +4,52 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
-// TestPublisher checks the publisher against a real stream: it loads the
-// last values, publishes only differences, stops nodes that left, and
-// recovers when another writer changed a subject behind its back.
-func TestPublisher(t *testing.T) {
+// publisherEnv is a JetStream with capstream's streams and the router's
+// metrics, for the publisher's tests.
+func publisherEnv(t *testing.T) (*testenv.NATSServer, *metrics) {
+	t.Helper()
 	n := testenv.NATS(t)
-	ctx := t.Context()
-	if err := schemas.EnsureStreams(ctx, n.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
+	if err := schemas.EnsureStreams(t.Context(), n.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
 		t.Fatal(err)
 	}
 	m, err := newMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n, m
+}
+
+// lastCommand reads and decodes the command stored on subj.
+func lastCommand(t *testing.T, js jetstream.JetStream, subj string) (*schemas.Command, *jetstream.RawStreamMsg) {
+	t.Helper()
+	s, err := js.Stream(t.Context(), schemas.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := s.GetLastMsgForSubject(t.Context(), subj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := schemas.DecodeCommand(last.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, last
+}
+
+// TestPublisher checks the publisher against a real stream: it loads the
+// last values, publishes only differences, stops nodes that left, and
+// recovers when another writer changed a subject behind its back.
+func TestPublisher(t *testing.T) {
+	n, m := publisherEnv(t)
+	ctx := t.Context()
 	k := captureKey{"ns", "cap.v1"}
 	cmd := func(node, pod string) *schemas.Command {
 		return &schemas.Command{Version: schemas.Version, Action: schemas.ActionCapture, Namespace: k.Namespace, Name: k.Name,
@@ -92,15 +120,7 @@ func TestPublisher(t *testing.T) {
 	if err := p.sync(ctx, k, desired, time.Now()); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
-	s, _ := n.JS.Stream(ctx, schemas.StreamCommands)
-	last, err := s.GetLastMsgForSubject(ctx, subj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := schemas.DecodeCommand(last.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got, _ := lastCommand(t, n.JS, subj)
 	if !SameCommand(got, desired["a"]) {
 		t.Errorf("subject holds %+v, want p3", got.Endpoints)
 	}

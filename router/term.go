@@ -175,27 +175,20 @@ func (r *Router) lead(ctx context.Context) error {
 // (a purged stream, a lost store), which comparing against memory alone
 // would never notice.
 func (r *Router) reloadCommands(ctx context.Context, queue workqueue.TypedRateLimitingInterface[captureKey]) {
-	tick := time.NewTicker(r.cfg.ResyncPeriod)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, r.cfg.ResyncPeriod, func() {
 		changed, err := r.pub.load(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("reload commands", "error", err)
 			}
-			continue
+			return
 		}
 		for _, k := range changed {
 			if r.inScope(k.Namespace) {
 				queue.Add(k)
 			}
 		}
-	}
+	})
 }
 
 // expireStops forgets, a few times per stop TTL (at most every minute, at
@@ -205,7 +198,16 @@ func (r *Router) reloadCommands(ctx context.Context, queue workqueue.TypedRateLi
 // the router, and no later pass republishes its stops: a producer that
 // missed them finds its subject empty when it resyncs and stops.
 func (r *Router) expireStops(ctx context.Context) {
-	tick := time.NewTicker(min(max(r.cfg.StopTTL/4, time.Second), time.Minute))
+	every(ctx, min(max(r.cfg.StopTTL/4, time.Second), time.Minute), func() {
+		if n := r.pub.expire(time.Now()); n > 0 {
+			r.log.Debug("forgot expired stop commands", "count", n)
+		}
+	})
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	tick := time.NewTicker(d)
 	defer tick.Stop()
 	for {
 		select {
@@ -213,9 +215,7 @@ func (r *Router) expireStops(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if n := r.pub.expire(time.Now()); n > 0 {
-			r.log.Debug("forgot expired stop commands", "count", n)
-		}
+		fn()
 	}
 }
 

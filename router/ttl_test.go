@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/capstream/capstream/internal/testenv"
@@ -169,15 +168,8 @@ func TestStopChurn(t *testing.T) {
 // TestLegacyStopGetsTTL: a stop stored before stops had a TTL is published
 // again once with the TTL, so streams of an older release drain too.
 func TestLegacyStopGetsTTL(t *testing.T) {
-	nsrv := testenv.NATS(t)
+	nsrv, m := publisherEnv(t)
 	ctx := t.Context()
-	if err := schemas.EnsureStreams(ctx, nsrv.JS, schemas.DefaultPacketsStreamLimits()); err != nil {
-		t.Fatal(err)
-	}
-	m, err := newMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := captureKey{"ns", "old"}
 	stop := StopCommand(k.Namespace, k.Name, "u", 3, "node-1", time.Now())
 	data, err := schemas.EncodeCommand(stop)
@@ -198,20 +190,13 @@ func TestLegacyStopGetsTTL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	got, last := lastCommand(t, nsrv.JS, subj)
+	if ttl, ok := schemas.MsgTTL(last.Header); !ok || ttl != testStopTTL || last.Sequence != 2 || !SameCommand(got, stop) || got.Generation != 3 {
+		t.Errorf("rewritten stop: sequence %d, TTL %s %v, %+v; want sequence 2, TTL %s, the same stop", last.Sequence, ttl, ok, got, testStopTTL)
+	}
 	s, err := nsrv.JS.Stream(ctx, schemas.StreamCommands)
 	if err != nil {
 		t.Fatal(err)
-	}
-	last, err := s.GetLastMsgForSubject(ctx, subj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := schemas.DecodeCommand(last.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ttl, ok := schemas.MsgTTL(last.Header); !ok || ttl != testStopTTL || last.Sequence != 2 || !SameCommand(got, stop) || got.Generation != 3 {
-		t.Errorf("rewritten stop: sequence %d, TTL %s %v, %+v; want sequence 2, TTL %s, the same stop", last.Sequence, ttl, ok, got, testStopTTL)
 	}
 	testenv.Eventually(t, waitFor, func() error {
 		if _, err := s.GetLastMsgForSubject(ctx, subj); !errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -40,19 +40,13 @@ const (
 	SourceFlowSink Source = "sink-flows"
 )
 
-// Failure reasons a sink reports in Status.Failures.
+// Failure reasons a sink reports in Status.Failures. Each cost the batches
+// it names, which were terminated.
 const (
-	// FailurePanic: handling a batch panicked; the batch was terminated.
-	FailurePanic = "HandlerPanic"
-	// FailureStorageRefused: the object store refused an object for good
-	// (key too long, access denied, no such bucket); its batches were
-	// terminated.
-	FailureStorageRefused = "StorageRefused"
-	// FailureDatabaseRefused: ClickHouse refused rows for good (a schema
-	// or type error); their batches were terminated.
-	FailureDatabaseRefused = "DatabaseRefused"
-	// FailureMalformed: a batch could not be decoded; it was terminated.
-	FailureMalformed = "MalformedBatch"
+	FailurePanic           = "HandlerPanic"    // handling a batch panicked
+	FailureStorageRefused  = "StorageRefused"  // the object store refused an object for good (key too long, access denied, no such bucket)
+	FailureDatabaseRefused = "DatabaseRefused" // ClickHouse refused rows for good (a schema or type error)
+	FailureMalformed       = "MalformedBatch"  // a batch could not be decoded
 )
 
 // Failure is one kind of failure a sink had with one (capture, node).

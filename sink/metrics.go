@@ -24,9 +24,14 @@ type Metrics struct {
 	LostBatches, LostPackets prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, component, batchesHelp, pendingHelp string) (*Metrics, error) {
+// newMetrics registers the runner's metrics and, with extra, the sink's own,
+// all under capstream_sink_<component>_.
+func newMetrics(reg prometheus.Registerer, component, batchesHelp, pendingHelp string, extra func(*run.Registrar)) (*Metrics, error) {
 	prefix := "capstream_sink_" + component + "_"
 	ms := run.NewRegistrar(reg, prefix)
+	if extra != nil {
+		extra(ms)
+	}
 	m := &Metrics{
 		Batches: ms.CounterVec("batches_total", batchesHelp, "result"),
 		AckErrs: ms.CounterVec("ack_errors_total", "Failed acknowledgements, by reason.", "reason"),

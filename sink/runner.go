@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/capstream/capstream/internal/run"
 	"github.com/capstream/capstream/schemas"
 )
 
@@ -85,6 +86,10 @@ type RunnerConfig struct {
 	// BatchesHelp and PendingHelp describe the batches and pending
 	// metrics, whose results and meaning differ per sink.
 	BatchesHelp, PendingHelp string
+	// Metrics, when set, registers the sink's own metrics with the
+	// runner's registrar (names get the capstream_sink_<component>_
+	// prefix); NewRunner fails if any registration does.
+	Metrics func(*run.Registrar)
 }
 
 // Runner is the consumer loop both sinks share: it binds the durable
@@ -131,7 +136,7 @@ func NewRunner(cfg RunnerConfig, deps Deps) (*Runner, error) {
 		}
 		return nil, fmt.Errorf("%s: %s are required", cfg.Name, need)
 	}
-	m, err := newMetrics(deps.Registerer, cfg.Component, cfg.BatchesHelp, cfg.PendingHelp)
+	m, err := newMetrics(deps.Registerer, cfg.Component, cfg.BatchesHelp, cfg.PendingHelp, cfg.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("%s sink metrics: %w", cfg.Component, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capstream/capstream/internal/testenv"
@@ -15,51 +14,6 @@ import (
 	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/sinktest"
 )
-
-// statusWatch collects the flow sink's reports on one capture's status
-// subject.
-type statusWatch struct {
-	sub *nats.Subscription
-}
-
-func watchStatus(t *testing.T, srv *testenv.NATSServer, h schemas.BatchHeader) *statusWatch {
-	t.Helper()
-	subj, err := schemas.StatusSubject(h.Namespace, h.Capture, h.Node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := srv.Conn.SubscribeSync(subj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	return &statusWatch{sub: sub}
-}
-
-// wait returns the first report from the flow sink that ok accepts.
-func (w *statusWatch) wait(t *testing.T, ok func(*schemas.Status) error) *schemas.Status {
-	t.Helper()
-	var got *schemas.Status
-	testenv.Eventually(t, 15*time.Second, func() error {
-		msg, err := w.sub.NextMsg(100 * time.Millisecond)
-		if err != nil {
-			return fmt.Errorf("no matching report yet: %w", err)
-		}
-		st, err := schemas.DecodeStatus(msg.Data)
-		if err != nil {
-			return err
-		}
-		if st.Source != schemas.SourceFlowSink {
-			return fmt.Errorf("report from %s", st.Source)
-		}
-		if err := ok(st); err != nil {
-			return err
-		}
-		got = st
-		return nil
-	})
-	return got
-}
 
 func failure(st *schemas.Status, reason string) (schemas.Failure, bool) {
 	for _, f := range st.Failures {
@@ -94,12 +48,12 @@ func TestFunctionalFlowsDatabaseRefused(t *testing.T) {
 		a[i].Header.Capture, a[i].Header.CaptureUID = "refused", "uid-refused"
 	}
 	a = sinktest.EndRun(a, false)
-	w := watchStatus(t, srv, a[0].Header)
+	w := sinktest.WatchReports(t, srv.Conn, a[0].Header)
 	in := start(t, srv, db, testConfig())
 	if err := sinktest.Publish(t.Context(), srv.JS, a); err != nil {
 		t.Fatal(err)
 	}
-	st := w.wait(t, func(st *schemas.Status) error {
+	st := w.Wait(t, schemas.SourceFlowSink, func(st *schemas.Status) error {
 		if f, ok := failure(st, schemas.FailureDatabaseRefused); !ok || f.Batches != uint64(len(a)) {
 			return fmt.Errorf("failures %+v, want %s for %d batches", st.Failures, schemas.FailureDatabaseRefused, len(a))
 		}
@@ -159,7 +113,7 @@ func TestFunctionalFlowsPanicReported(t *testing.T) {
 	bad := pkts[:1]
 	bad[0].Header.Capture, bad[0].Header.CaptureUID = "boom", "uid-boom"
 	good := sinktest.EndRun(pkts[1:4], false)
-	w := watchStatus(t, srv, bad[0].Header)
+	w := sinktest.WatchReports(t, srv.Conn, bad[0].Header)
 	c := sinktest.Connect(t, &sinktest.Env{NATS: srv, DB: db}, db.Addr, slog.LevelError)
 	s, err := New(testConfig(), c.Deps)
 	if err != nil {
@@ -175,7 +129,7 @@ func TestFunctionalFlowsPanicReported(t *testing.T) {
 	if err := sinktest.Publish(t.Context(), srv.JS, append(bad, good...)); err != nil {
 		t.Fatal(err)
 	}
-	st := w.wait(t, func(st *schemas.Status) error {
+	st := w.Wait(t, schemas.SourceFlowSink, func(st *schemas.Status) error {
 		if f, ok := failure(st, schemas.FailurePanic); !ok || f.Batches != 1 {
 			return fmt.Errorf("failures %+v, want one %s", st.Failures, schemas.FailurePanic)
 		}
@@ -218,7 +172,7 @@ func TestFunctionalFlowsLostBatches(t *testing.T) {
 	run = append(run[:8:8], run[9])
 	run[8].Header.Counts.DroppedBatches, run[8].Header.Counts.DroppedPackets = 1, uint64(dropped.Header.Packets)
 	run = sinktest.EndRun(run, false)
-	w := watchStatus(t, srv, run[0].Header)
+	w := sinktest.WatchReports(t, srv.Conn, run[0].Header)
 	// Stream sequences 1 to 8 are Seq 1 to 8; 9 is Seq 3 again, stored
 	// past the de-duplication window; 10 is Seq 10, the last.
 	if err := sinktest.Publish(t.Context(), srv.JS, run[:8]); err != nil {
@@ -241,7 +195,7 @@ func TestFunctionalFlowsLostBatches(t *testing.T) {
 		lostPackets += uint64(run[i].Header.Packets)
 	}
 	in := start(t, srv, db, testConfig())
-	st := w.wait(t, func(st *schemas.Status) error {
+	st := w.Wait(t, schemas.SourceFlowSink, func(st *schemas.Status) error {
 		if st.LostBatches != 2 || st.LostPackets != lostPackets {
 			return fmt.Errorf("lost %d batches, %d packets, want 2, %d", st.LostBatches, st.LostPackets, lostPackets)
 		}

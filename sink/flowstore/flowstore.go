@@ -23,7 +23,6 @@ package flowstore
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -95,29 +94,27 @@ type pendingBatch struct {
 
 // New checks cfg and allocates the sink; it does no I/O.
 func New(cfg Config, deps sink.Deps) (*Sink, error) {
-	run, err := sink.NewRunner(sink.RunnerConfig{
-		Name: "flow sink", Config: cfg, NeedClickHouse: true, Component: "flows", Durable: schemas.FlowSinkConsumer(), RunConfig: cfg.RunConfig,
-		BatchesHelp: "Packet batches handled, by result (aggregated, duplicate, empty: a last batch with no packets, terminated, retried).",
-		PendingHelp: "Batches held unacked until their records are inserted.",
-	}, deps)
-	if err != nil {
-		return nil, err
-	}
-	m, err := newMetrics(deps.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("flow sink metrics: %w", err)
-	}
-	return &Sink{
+	s := &Sink{
 		cfg:     cfg,
 		deps:    deps,
-		run:     run,
-		m:       m,
+		m:       &metrics{},
 		table:   NewTable(TableConfig{Window: cfg.ActiveTimeout, Idle: cfg.IdleTimeout, MaxFlows: cfg.MaxFlows}),
 		pending: map[StreamKey][]*pendingBatch{},
 		bySeq:   map[uint64]*pendingBatch{},
 
 		republished: map[uint64]bool{},
-	}, nil
+	}
+	var err error
+	s.run, err = sink.NewRunner(sink.RunnerConfig{
+		Name: "flow sink", Config: cfg, NeedClickHouse: true, Component: "flows", Durable: schemas.FlowSinkConsumer(), RunConfig: cfg.RunConfig,
+		BatchesHelp: "Packet batches handled, by result (aggregated, duplicate, empty: a last batch with no packets, terminated, retried).",
+		PendingHelp: "Batches held unacked until their records are inserted.",
+		Metrics:     s.m.register,
+	}, deps)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Ready reports whether the consumer is bound, NATS connected and the last

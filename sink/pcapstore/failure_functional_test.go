@@ -15,39 +15,12 @@ import (
 )
 
 // waitReport returns the first pcap sink report on h's status subject that
-// ok accepts.
+// ok accepts, watching from before publish.
 func waitReport(t *testing.T, e *env, h schemas.BatchHeader, publish func(), ok func(*schemas.Status) error) *schemas.Status {
 	t.Helper()
-	subj, err := schemas.StatusSubject(h.Namespace, h.Capture, h.Node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := e.NATS.Conn.SubscribeSync(subj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
+	w := sinktest.WatchReports(t, e.NATS.Conn, h)
 	publish()
-	var got *schemas.Status
-	testenv.Eventually(t, 15*time.Second, func() error {
-		msg, err := sub.NextMsg(100 * time.Millisecond)
-		if err != nil {
-			return fmt.Errorf("no matching report yet: %w", err)
-		}
-		st, err := schemas.DecodeStatus(msg.Data)
-		if err != nil {
-			return err
-		}
-		if st.Source != schemas.SourcePcapSink {
-			return fmt.Errorf("report from %s", st.Source)
-		}
-		if err := ok(st); err != nil {
-			return err
-		}
-		got = st
-		return nil
-	})
-	return got
+	return w.Wait(t, schemas.SourcePcapSink, ok)
 }
 
 func storageRefused(batches int) func(*schemas.Status) error {

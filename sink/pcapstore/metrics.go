@@ -16,17 +16,14 @@ type metrics struct {
 	objectBytes prometheus.Histogram
 }
 
-func newMetrics(r prometheus.Registerer) (*metrics, error) {
-	ms := run.NewRegistrar(r, "")
-	m := &metrics{
-		packets:  ms.Counter("capstream_sink_pcap_packets_total", "Packets written into completed objects."),
-		objects:  ms.CounterVec("capstream_sink_pcap_objects_total", "Objects completed, by reason (size, age, stop, shutdown, memory, rotate).", "reason"),
-		errs:     ms.CounterVec("capstream_sink_pcap_errors_total", "Failed dependency operations, by operation.", "op"),
-		open:     ms.Gauge("capstream_sink_pcap_open_objects", "Objects being filled."),
-		buffered: ms.Gauge("capstream_sink_pcap_buffered_bytes", "Bytes held in open objects."),
-		putTime: ms.Histogram("capstream_sink_pcap_complete_seconds", "Time from sealing an object to its batches being acked (queue, upload, index).",
-			prometheus.ExponentialBuckets(0.005, 2, 14)),
-		objectBytes: ms.Histogram("capstream_sink_pcap_object_bytes", "Size of completed objects.", prometheus.ExponentialBuckets(4096, 4, 10)),
-	}
-	return m, ms.Err()
+// register registers the pcap sink's metrics; the runner's registrar adds
+// the capstream_sink_pcap_ prefix.
+func (m *metrics) register(ms *run.Registrar) {
+	m.packets = ms.Counter("packets_total", "Packets written into completed objects.")
+	m.objects = ms.CounterVec("objects_total", "Objects completed, by reason (size, age, stop, shutdown, memory, rotate).", "reason")
+	m.errs = ms.CounterVec("errors_total", "Failed dependency operations, by operation.", "op")
+	m.open = ms.Gauge("open_objects", "Objects being filled.")
+	m.buffered = ms.Gauge("buffered_bytes", "Bytes held in open objects.")
+	m.putTime = ms.Histogram("complete_seconds", "Time from sealing an object to its batches being acked (queue, upload, index).", prometheus.ExponentialBuckets(0.005, 2, 14))
+	m.objectBytes = ms.Histogram("object_bytes", "Size of completed objects.", prometheus.ExponentialBuckets(4096, 4, 10))
 }

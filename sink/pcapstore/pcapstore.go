@@ -21,7 +21,6 @@ package pcapstore
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -75,17 +74,15 @@ type Sink struct {
 
 // New checks cfg and allocates the sink; it does no I/O.
 func New(cfg Config, deps sink.Deps) (*Sink, error) {
+	m := &metrics{}
 	run, err := sink.NewRunner(sink.RunnerConfig{
 		Name: "pcap sink", Config: cfg, NeedClickHouse: true, NeedS3: true, Component: "pcap", Durable: schemas.PcapSinkConsumer(), RunConfig: cfg.RunConfig,
 		BatchesHelp: "Packet batches handled, by result (buffered, duplicate, empty: a last batch with nothing to complete, terminated, retried).",
 		PendingHelp: "Batches held unacked in open objects.",
+		Metrics:     m.register,
 	}, deps)
 	if err != nil {
 		return nil, err
-	}
-	m, err := newMetrics(deps.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("pcap sink metrics: %w", err)
 	}
 	return &Sink{
 		cfg:       cfg,

@@ -221,3 +221,51 @@ func (in *Instance) Kill(closeClickHouse bool) {
 func (in *Instance) Metric(name string, labels map[string]string) float64 {
 	return testenv.Metric(in.t, in.Reg, name, labels)
 }
+
+// ReportWatch reads the status reports published on one (capture, node)'s
+// subject, for tests of what a sink reports.
+type ReportWatch struct {
+	sub *nats.Subscription
+}
+
+// WatchReports subscribes to the status subject of h's capture and node
+// until the test ends.
+func WatchReports(t *testing.T, nc *nats.Conn, h schemas.BatchHeader) *ReportWatch {
+	t.Helper()
+	subj, err := schemas.StatusSubject(h.Namespace, h.Capture, h.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.SubscribeSync(subj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return &ReportWatch{sub: sub}
+}
+
+// Wait returns the first report from source that ok accepts, failing the
+// test after 15s.
+func (w *ReportWatch) Wait(t *testing.T, source schemas.Source, ok func(*schemas.Status) error) *schemas.Status {
+	t.Helper()
+	var got *schemas.Status
+	testenv.Eventually(t, 15*time.Second, func() error {
+		msg, err := w.sub.NextMsg(100 * time.Millisecond)
+		if err != nil {
+			return fmt.Errorf("no matching report yet: %w", err)
+		}
+		st, err := schemas.DecodeStatus(msg.Data)
+		if err != nil {
+			return err
+		}
+		if st.Source != source {
+			return fmt.Errorf("report from %s", st.Source)
+		}
+		if err := ok(st); err != nil {
+			return err
+		}
+		got = st
+		return nil
+	})
+	return got
+}
