@@ -131,9 +131,10 @@ wait_for() {
 }
 
 start_clickhouse() {
-	local d="$DEV_DIR/clickhouse" tcp http inter
+	local d="$DEV_DIR/clickhouse" tcp secure http inter tls="$DEV_DIR/tls"
 	mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas" "$d/log"
 	tcp=$(free_port)
+	secure=$(free_port)
 	http=$(free_port)
 	inter=$(free_port)
 	cat >"$d/config.xml" <<EOF
@@ -142,6 +143,10 @@ start_clickhouse() {
     <logger><level>warning</level><log>$d/log/server.log</log><errorlog>$d/log/error.log</errorlog><size>100M</size><count>2</count></logger>
     <listen_host>127.0.0.1</listen_host>
     <tcp_port>$tcp</tcp_port>
+    <!-- The secure native port, with the dev CA's certificate (certs.sh):
+         capstream-dev, the demo and the end-to-end tests use it. -->
+    <tcp_port_secure>$secure</tcp_port_secure>
+    <openSSL><server><certificateFile>$tls/server.pem</certificateFile><privateKeyFile>$tls/server-key.pem</privateKeyFile><verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols><preferServerCiphers>true</preferServerCiphers></server></openSSL>
     <http_port>$http</http_port>
     <interserver_http_port>$inter</interserver_http_port>
     <path>$d/data/</path>
@@ -172,7 +177,11 @@ EOF
 EOF
 	start clickhouse /usr/sbin/clickhouse-server --config-file="$d/config.xml"
 	wait_for clickhouse 150 /usr/bin/clickhouse-client --host 127.0.0.1 --port "$tcp" -q 'SELECT 1'
-	echo "CAPSTREAM_TEST_CLICKHOUSE_ADDR=127.0.0.1:$tcp" >>"$ENV_FILE.tmp"
+	{
+		echo "CAPSTREAM_TEST_CLICKHOUSE_ADDR=127.0.0.1:$tcp"
+		echo "CAPSTREAM_TEST_CLICKHOUSE_SECURE_ADDR=127.0.0.1:$secure"
+		echo "CAPSTREAM_TEST_TLS_CA=$tls/ca.pem"
+	} >>"$ENV_FILE.tmp"
 }
 
 start_s3() {
@@ -251,9 +260,9 @@ running() {
 }
 
 cmd_up() {
-	# The dev CA and certificates (capstream-dev's TLS), kept while valid.
-	bash "$(dirname "${BASH_SOURCE[0]}")/certs.sh" "$DEV_DIR/tls" >&2
-	if running && [ -f "$ENV_FILE" ]; then
+	# Services started by an earlier version of this script, without the
+	# secure ClickHouse port, are restarted.
+	if running && [ -f "$ENV_FILE" ] && grep -q '^CAPSTREAM_TEST_CLICKHOUSE_SECURE_ADDR=' "$ENV_FILE"; then
 		log "already running; env file $ENV_FILE"
 		return 0
 	fi
@@ -261,6 +270,9 @@ cmd_up() {
 	install_all
 	mkdir -p "$PID_DIR" "$DEV_DIR/clickhouse" "$DEV_DIR/s3" "$DEV_DIR/etcd" "$DEV_DIR/kube-apiserver"
 	: >"$ENV_FILE.tmp"
+	# The dev CA and certificates: ClickHouse's secure port and
+	# capstream-dev's NATS use them.
+	bash "$(dirname "${BASH_SOURCE[0]}")/certs.sh" "$DEV_DIR/tls" >&2
 	# Anything that fails after this point stops what was started.
 	trap 'cmd_down >/dev/null 2>&1 || true' ERR
 	start_clickhouse

@@ -169,3 +169,35 @@ func TestTLSValidate(t *testing.T) {
 		t.Errorf("s3 TLS without secure: %v", err)
 	}
 }
+
+// TestClickHouseTLS checks the ClickHouse client against the dev server's
+// secure native port: with the dev CA it queries; with another CA it fails
+// naming the setting and the CA file; a plain client there gets nowhere.
+func TestClickHouseTLS(t *testing.T) {
+	db := testenv.ClickHouse(t)
+	good := db.SecureConfig(t)
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := good.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var one uint8
+	if err := conn.QueryRow(t.Context(), "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("query over TLS: %d, %v", one, err)
+	}
+	files := testenv.TLS(t)
+	wrong := good
+	wrong.TLS.CAFile = files.OtherCA
+	if err := wrong.Check(t.Context()); err == nil || !strings.Contains(err.Error(), "clickhouse.tls") || !strings.Contains(err.Error(), files.OtherCA) {
+		t.Errorf("wrong CA: %v; want an error naming clickhouse.tls and %s", err, files.OtherCA)
+	}
+	plain := good
+	plain.Secure, plain.TLS = false, clients.TLSConfig{}
+	plain.DialTimeout = 2 * time.Second
+	if err := plain.Check(t.Context()); err == nil {
+		t.Error("a plain client queried the secure port")
+	}
+}

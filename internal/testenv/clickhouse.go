@@ -10,12 +10,17 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/capstream/capstream/internal/clients"
 )
 
 // ClickHouseDB is a private database on the real ClickHouse server.
 type ClickHouseDB struct {
 	Addr     string
 	Database string
+	// SecureAddr is the server's TLS port and CAFile the CA of its
+	// certificate (deps.sh's dev CA); empty with an older deps.sh.
+	SecureAddr, CAFile string
 	// Conn uses Database as its default database.
 	Conn driver.Conn
 }
@@ -80,7 +85,21 @@ func ClickHouse(t testing.TB) *ClickHouseDB {
 		}
 		admin.Close()
 	})
-	return &ClickHouseDB{Addr: addr, Database: db, Conn: conn}
+	return &ClickHouseDB{Addr: addr, Database: db, Conn: conn, SecureAddr: Getenv(EnvClickHouseSecureAddr), CAFile: Getenv(EnvTLSCA)}
+}
+
+// SecureConfig is how a component reaches the test database over TLS,
+// verifying the server against the dev CA. The test fails when the
+// services were started without the secure port (restart them with
+// deploy/dev/deps.sh up).
+func (db *ClickHouseDB) SecureConfig(t testing.TB) clients.ClickHouseConfig {
+	t.Helper()
+	if db.SecureAddr == "" || db.CAFile == "" {
+		t.Fatalf("ClickHouse has no secure port in %s (%s, %s): run deploy/dev/deps.sh up", EnvFilePath(), EnvClickHouseSecureAddr, EnvTLSCA)
+	}
+	c := clients.DefaultClickHouseConfig()
+	c.Addr, c.Database, c.Secure, c.TLS.CAFile = db.SecureAddr, db.Database, true, db.CAFile
+	return c
 }
 
 func randomHex(n int) string {

@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/schemas"
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/capstream/capstream/schemas"
 )
 
 // TestS3RoundTrip puts a small object and a multipart object on the real S3

@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/capstream/capstream/schemas/v3"
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 // KubeEnv is a client of the real kube-apiserver with the PacketCapture CRD

@@ -31,14 +31,18 @@ const (
 	EnvDevEnvFile     = "CAPSTREAM_DEV_ENV"
 	EnvDevDir         = "CAPSTREAM_DEV_DIR"
 	EnvClickHouseAddr = "CAPSTREAM_TEST_CLICKHOUSE_ADDR"
-	EnvS3Endpoint     = "CAPSTREAM_TEST_S3_ENDPOINT"
-	EnvS3AccessKey    = "CAPSTREAM_TEST_S3_ACCESS_KEY"
-	EnvS3SecretKey    = "CAPSTREAM_TEST_S3_SECRET_KEY"
-	EnvKubeconfig     = "CAPSTREAM_TEST_KUBECONFIG"
-	defaultDevDir     = "/tmp/capstream-dev"
-	defaultClickHouse = "127.0.0.1:9000"
-	cleanupTimeout    = 30 * time.Second
-	probeTimeout      = 5 * time.Second
+	// EnvClickHouseSecureAddr is the server's TLS native port, whose
+	// certificate EnvTLSCA signs.
+	EnvClickHouseSecureAddr = "CAPSTREAM_TEST_CLICKHOUSE_SECURE_ADDR"
+	EnvTLSCA                = "CAPSTREAM_TEST_TLS_CA"
+	EnvS3Endpoint           = "CAPSTREAM_TEST_S3_ENDPOINT"
+	EnvS3AccessKey          = "CAPSTREAM_TEST_S3_ACCESS_KEY"
+	EnvS3SecretKey          = "CAPSTREAM_TEST_S3_SECRET_KEY"
+	EnvKubeconfig           = "CAPSTREAM_TEST_KUBECONFIG"
+	defaultDevDir           = "/tmp/capstream-dev"
+	defaultClickHouse       = "127.0.0.1:9000"
+	cleanupTimeout          = 30 * time.Second
+	probeTimeout            = 5 * time.Second
 )
 
 var (
