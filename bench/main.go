@@ -323,7 +323,8 @@ func openStorage(ctx context.Context, o options) (storage, func(), error) {
 		return fail(fmt.Errorf("s3 client %s: %w", endpoint, err))
 	}
 	st.s3Client = client
-	st.s3 = clients.S3Config{Endpoint: endpoint, Bucket: o.Bucket, AccessKey: testenv.Getenv(testenv.EnvS3AccessKey), SecretKey: testenv.Getenv(testenv.EnvS3SecretKey)}
+	st.s3 = testenv.S3Config()
+	st.s3.Bucket = o.Bucket
 	if st.s3.Bucket == "" {
 		st.s3.Bucket = "bench-" + suffix
 		if err := client.MakeBucket(ctx, st.s3.Bucket, minio.MakeBucketOptions{}); err != nil {

@@ -44,7 +44,7 @@ func (e *memEnv) startSink(ctx context.Context, name string, mem *sinkMemory) (*
 	envs := []string{}
 	if name == "pcap" {
 		prefix, gauge = "CAPSTREAM_SINK_PCAP_", "capstream_sink_pcap_open_objects"
-		fmt.Fprintf(&cfg, "s3:\n  endpoint: %q\n  bucket: %q\n  secure: %t\n", e.st.s3.Endpoint, e.st.s3.Bucket, e.st.s3.Secure)
+		fmt.Fprintf(&cfg, "s3:\n  endpoint: %q\n  bucket: %q\n  secure: %t\n  tls:\n    caFile: %q\n", e.st.s3.Endpoint, e.st.s3.Bucket, e.st.s3.Secure, e.st.s3.TLS.CAFile)
 		envs = append(envs, prefix+"S3_ACCESSKEY="+e.st.s3.AccessKey, prefix+"S3_SECRETKEY="+e.st.s3.SecretKey)
 		if e.o.MemoryStopAfter > 0 {
 			fmt.Fprintf(&cfg, "pcap:\n  stopAfter: %s\n", e.o.MemoryStopAfter)

@@ -135,7 +135,7 @@ func TestRealClients(t *testing.T) {
 
 	t.Run("s3cmd", func(t *testing.T) {
 		args := []string{"--access_key=" + bucket.AccessKey, "--secret_key=" + bucket.SecretKey,
-			"--host=" + bucket.Endpoint, "--host-bucket=" + bucket.Endpoint, "--no-ssl", "--region=us-east-1"}
+			"--host=" + bucket.Endpoint, "--host-bucket=" + bucket.Endpoint, "--ssl", "--ca-certs=" + bucket.Config().TLS.CAFile, "--region=us-east-1"}
 		out := runTool(t, s3cmd, append(args, "ls", "--recursive", "s3://"+bucket.Bucket+"/")...)
 		if !strings.Contains(out, keys[0]) {
 			t.Fatalf("s3cmd ls lacks %s:\n%s", keys[0], out)

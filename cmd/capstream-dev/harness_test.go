@@ -43,7 +43,7 @@ func devTestSettings(t *testing.T, ch *testenv.ClickHouseDB, bucket *testenv.S3B
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Kube.Kubeconfig = k.Kubeconfig
 	cfg.ClickHouse = ch.SecureConfig(t) // over TLS, as a deployment should
-	cfg.S3.Endpoint, cfg.S3.AccessKey, cfg.S3.SecretKey, cfg.S3.Bucket = bucket.Endpoint, bucket.AccessKey, bucket.SecretKey, bucket.Bucket
+	cfg.S3 = bucket.Config()
 	cfg.CreateStorage = false
 	cfg.Nodes = []string{node}
 	cfg.Router.Namespace = ns

@@ -323,6 +323,8 @@ func TestCapturedPacketsCopyLongName(t *testing.T) {
 func s3Bucket(t *testing.T, accessKeyVar, secretKeyVar string) *testenv.S3Bucket {
 	b := testenv.S3(t)
 	t.Setenv("CAPSTREAM_S3_ENDPOINT", b.Endpoint)
+	t.Setenv("CAPSTREAM_S3_SECURE", "true")
+	t.Setenv("CAPSTREAM_S3_TLS_CAFILE", b.Config().TLS.CAFile)
 	t.Setenv(accessKeyVar, b.AccessKey)
 	t.Setenv(secretKeyVar, b.SecretKey)
 	t.Setenv("CAPSTREAM_S3_BUCKET", b.Bucket)

@@ -185,18 +185,21 @@ EOF
 }
 
 start_s3() {
-	local d="$DEV_DIR/s3" port key secret
+	local d="$DEV_DIR/s3" port key secret tls="$DEV_DIR/tls"
 	mkdir -p "$d/data"
 	port=$(free_port)
 	key="capstream$(openssl rand -hex 4)"
 	secret="$(openssl rand -hex 20)"
 	ROOT_ACCESS_KEY="$key" ROOT_SECRET_KEY="$secret" \
-		start s3 "$CACHE_DIR/versitygw-$VERSITYGW_VERSION/versitygw" --port "127.0.0.1:$port" --health /health posix "$d/data"
-	wait_for s3 100 curl -sf "http://127.0.0.1:$port/health"
+		start s3 "$CACHE_DIR/versitygw-$VERSITYGW_VERSION/versitygw" --port "127.0.0.1:$port" \
+		--cert "$tls/server.pem" --key "$tls/server-key.pem" --health /health posix "$d/data"
+	# HTTPS only, with the dev CA's certificate.
+	wait_for s3 100 curl -sf --cacert "$tls/ca.pem" "https://127.0.0.1:$port/health"
 	{
 		echo "CAPSTREAM_TEST_S3_ENDPOINT=127.0.0.1:$port"
 		echo "CAPSTREAM_TEST_S3_ACCESS_KEY=$key"
 		echo "CAPSTREAM_TEST_S3_SECRET_KEY=$secret"
+		echo "CAPSTREAM_TEST_S3_TLS=1"
 	} >>"$ENV_FILE.tmp"
 }
 
@@ -260,9 +263,9 @@ running() {
 }
 
 cmd_up() {
-	# Services started by an earlier version of this script, without the
-	# secure ClickHouse port, are restarted.
-	if running && [ -f "$ENV_FILE" ] && grep -q '^CAPSTREAM_TEST_CLICKHOUSE_SECURE_ADDR=' "$ENV_FILE"; then
+	# Services started by an earlier version of this script, without TLS
+	# on S3, are restarted.
+	if running && [ -f "$ENV_FILE" ] && grep -q '^CAPSTREAM_TEST_S3_TLS=1' "$ENV_FILE"; then
 		log "already running; env file $ENV_FILE"
 		return 0
 	fi

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/capstream/capstream/internal/clients"
 )
@@ -21,14 +20,19 @@ type S3Bucket struct {
 
 var s3Probe probe
 
-// S3Client connects minio-go to the test S3 server over plain HTTP.
+// S3Config is how a component reaches the test S3 server: over HTTPS,
+// verified against the dev CA (deps.sh serves versitygw with TLS only).
+func S3Config() clients.S3Config {
+	return clients.S3Config{Endpoint: Getenv(EnvS3Endpoint), AccessKey: Getenv(EnvS3AccessKey), SecretKey: Getenv(EnvS3SecretKey),
+		Secure: true, TLS: clients.TLSConfig{CAFile: Getenv(EnvTLSCA)}}
+}
+
+// S3Client connects minio-go to the test S3 server as S3Config says.
 func S3Client() (*minio.Client, string, error) {
-	endpoint := Getenv(EnvS3Endpoint)
-	c, err := minio.New(endpoint, &minio.Options{
-		Creds:  credentials.NewStaticV4(Getenv(EnvS3AccessKey), Getenv(EnvS3SecretKey), ""),
-		Secure: false,
-	})
-	return c, endpoint, err
+	c := S3Config()
+	c.Bucket = "probe"
+	cl, err := c.Client()
+	return cl, c.Endpoint, err
 }
 
 // S3 creates a bucket with a random name and removes it, with everything in
@@ -83,5 +87,7 @@ func removeBucket(ctx context.Context, t testing.TB, c *minio.Client, bucket str
 
 // Config is how a component reaches the bucket.
 func (b *S3Bucket) Config() clients.S3Config {
-	return clients.S3Config{Endpoint: b.Endpoint, Bucket: b.Bucket, AccessKey: b.AccessKey, SecretKey: b.SecretKey}
+	c := S3Config()
+	c.Endpoint, c.Bucket, c.AccessKey, c.SecretKey = b.Endpoint, b.Bucket, b.AccessKey, b.SecretKey
+	return c
 }
