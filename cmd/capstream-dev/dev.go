@@ -114,7 +114,7 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 // together.
 func (s *devSettings) Validate() error {
 	s.Pcap.S3 = s.S3
-	errs := []error{s.Log.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Pcap.Validate(), s.Flows.Validate(), s.Router.Validate()}
+	errs := []error{s.Log.Validate(), s.HTTP.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Pcap.Validate(), s.Flows.Validate(), s.Router.Validate()}
 	if s.Kube.Kubeconfig == "" {
 		errs = append(errs, errors.New("kube.kubeconfig: required (dev never runs in-cluster)"))
 	}

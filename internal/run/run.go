@@ -9,6 +9,7 @@ package run
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,33 @@ type HTTPConfig struct {
 	// Listen is the host:port for /healthz, /readyz and /metrics; empty
 	// disables the server. Default ":8080".
 	Listen string `yaml:"listen"`
+	// CertFile and KeyFile, when set, serve HTTPS with this certificate
+	// (PEM; a mounted Secret): Prometheus then scrapes with the CA, and
+	// nothing on the path reads the metrics. Both or neither. Default
+	// empty: plain HTTP, as the kubelet's probes expect.
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+}
+
+// Validate checks the certificate pair, when one is set.
+func (c HTTPConfig) Validate() error {
+	_, err := c.tlsConfig()
+	return err
+}
+
+// tlsConfig loads the server certificate; nil when plain HTTP.
+func (c HTTPConfig) tlsConfig() (*tls.Config, error) {
+	switch {
+	case c.CertFile == "" && c.KeyFile == "":
+		return nil, nil
+	case c.CertFile == "" || c.KeyFile == "":
+		return nil, errors.New("http: set both certFile and keyFile, or neither")
+	}
+	pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("http.certFile %s, keyFile %s: %w", c.CertFile, c.KeyFile, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // DefaultHTTPConfig listens on :8080, the port the manifests probe.
@@ -142,15 +170,22 @@ func (s *Server) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
+	tc, err := s.cfg.tlsConfig()
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
 	}
 	s.ready <- ln.Addr()
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	s.logger.Info("serving health and metrics", "addr", ln.Addr().String())
+	s.logger.Info("serving health and metrics", "addr", ln.Addr().String(), "tls", tc != nil)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
@@ -240,4 +275,6 @@ func DefaultServiceSettings(name string) ServiceSettings {
 }
 
 // Validate checks the shared sections.
-func (s ServiceSettings) Validate() error { return errors.Join(s.Log.Validate(), s.NATS.Validate()) }
+func (s ServiceSettings) Validate() error {
+	return errors.Join(s.Log.Validate(), s.HTTP.Validate(), s.NATS.Validate())
+}

@@ -1,10 +1,13 @@
 package run
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -76,5 +79,45 @@ func TestLogConfigValidate(t *testing.T) {
 	err := (LogConfig{Level: "loud", Format: "xml"}).Validate()
 	if err == nil || !strings.Contains(err.Error(), "log.level") || !strings.Contains(err.Error(), "log.format") {
 		t.Errorf("Validate = %v, want both problems", err)
+	}
+}
+
+// TestServerTLS: with a certificate the listener speaks HTTPS only; a
+// client with the CA gets /healthz, a plain HTTP client gets nothing.
+func TestServerTLS(t *testing.T) {
+	files := testenv.TLS(t)
+	cfg := HTTPConfig{Listen: "127.0.0.1:0", CertFile: files.ServerCert, KeyFile: files.ServerKey}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(cfg, NewRegistry(), nil, testenv.Logger(t))
+	testenv.Start(t, "https", s.Run)
+	addr, err := s.Addr(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(files.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	resp, err := hc.Get("https://" + addr.String() + "/healthz")
+	if err != nil {
+		t.Fatalf("https /healthz: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("https /healthz = %d", resp.StatusCode)
+	}
+	if resp, err := http.Get("http://" + addr.String() + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP got the metrics")
+		}
+	}
+	if err := (HTTPConfig{Listen: ":1", CertFile: files.ServerCert}).Validate(); err == nil {
+		t.Error("a certificate without a key validated")
 	}
 }
