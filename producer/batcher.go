@@ -87,9 +87,7 @@ func (c *counters) setError(s string) {
 		c.parent.setError(s)
 		return
 	}
-	if len(s) > schemas.MaxErrorLength {
-		s = s[:schemas.MaxErrorLength]
-	}
+	s = schemas.ClipText(s, schemas.MaxErrorLength)
 	c.mu.Lock()
 	c.lastErr = s
 	c.mu.Unlock()

@@ -2,8 +2,10 @@ package producer
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
@@ -85,5 +87,22 @@ func TestBatcherRunCounts(t *testing.T) {
 	}
 	if ctr.lastError() == "" {
 		t.Error("the interface's drop left no error on the capture")
+	}
+}
+
+// TestSetErrorKeepsReportValid: an error longer than a report allows is cut
+// on a rune boundary, so the producer's next report still encodes (a byte
+// cut split a multi-byte rune and made every later report invalid).
+func TestSetErrorKeepsReportValid(t *testing.T) {
+	var c counters
+	c.setError("open: " + strings.Repeat("€", 2000))
+	got := c.lastError()
+	if len(got) > schemas.MaxErrorLength || !utf8.ValidString(got) {
+		t.Fatalf("last error: %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
+	}
+	st := schemas.Status{Source: schemas.SourceProducer, Namespace: "ns", Name: "cap", UID: "u", Node: testNode,
+		State: schemas.StateError, LastError: got, Time: time.Now()}
+	if _, err := schemas.EncodeStatus(&st); err != nil {
+		t.Errorf("report with the last error: %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/capstream/capstream/schemas"
 	v3 "github.com/capstream/capstream/schemas/v3"
@@ -165,11 +164,5 @@ func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	cut := n - 3
-	for cut > 0 && !utf8RuneStart(s[cut]) {
-		cut--
-	}
-	return strings.ToValidUTF8(s[:cut], "") + "..."
+	return schemas.ClipText(s, n-3) + "..."
 }
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }

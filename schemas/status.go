@@ -239,6 +239,22 @@ func (f Failure) validate() error {
 	return nil
 }
 
+// ClipText makes s fit a bounded text field of a report: invalid UTF-8
+// becomes U+FFFD, and the text is cut on a rune boundary to at most n
+// bytes. Producers and sinks pass every error through it before it goes
+// into a report, so a long or odd error never makes a report invalid.
+func ClipText(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	cut := max(n, 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
 // checkObjectName bounds an object key or prefix and rejects control
 // characters and invalid UTF-8, which S3 tolerates but kubectl output and
 // shell copy-paste do not.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func validStatus() *Status {
@@ -124,4 +125,56 @@ func FuzzDecodeStatus(f *testing.F) {
 	f.Add([]byte(`{"version":1,"source":"producer","namespace":"a","name":"b","uid":"u","node":"n","state":"Error","time":"2025-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"version":"1"}`))
 	f.Fuzz(statusCodec.fuzz)
+}
+
+func TestClipText(t *testing.T) {
+	euro := strings.Repeat("€", 2000) // 3 bytes each: a byte cut at 4096 splits one
+	tests := map[string]struct {
+		in   string
+		n    int
+		want string
+	}{
+		"short":         {"interface gone", 64, "interface gone"},
+		"exact":         {"abcd", 4, "abcd"},
+		"ascii cut":     {"abcdef", 4, "abcd"},
+		"rune boundary": {"a€b", 3, "a"},
+		"invalid":       {"bad \xff utf-8", 64, "bad \uFFFD utf-8"},
+		"zero":          {"abc", 0, ""},
+		"long euros":    {euro, MaxErrorLength, strings.Repeat("€", MaxErrorLength/3)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := ClipText(tc.in, tc.n); got != tc.want {
+				t.Errorf("ClipText(%.20q, %d) = %.40q, want %.40q", tc.in, tc.n, got, tc.want)
+			}
+		})
+	}
+	// What it returns is always a valid report field.
+	s := validStatus()
+	s.LastError = ClipText(euro, MaxErrorLength)
+	s.Failures = []Failure{{Reason: FailurePanic, Message: ClipText("\xff"+euro, MaxErrorLength)}}
+	if _, err := EncodeStatus(s); err != nil {
+		t.Errorf("a clipped error makes the report invalid: %v", err)
+	}
+}
+
+// FuzzClipText: whatever the input, the result is valid UTF-8 of at most
+// n bytes, and valid input that fits comes back unchanged.
+func FuzzClipText(f *testing.F) {
+	f.Add("interface gone", 8)
+	f.Add(strings.Repeat("€", 5), 4)
+	f.Add("bad \xff utf-8", 5)
+	f.Fuzz(func(t *testing.T, s string, n int) {
+		n = n % (2 * MaxErrorLength)
+		if n < 0 {
+			n = -n
+		}
+		got := ClipText(s, n)
+		if len(got) > n || !utf8.ValidString(got) {
+			t.Fatalf("ClipText(%q, %d) = %q: %d bytes, valid %v", s, n, got, len(got), utf8.ValidString(got))
+		}
+		if utf8.ValidString(s) && len(s) <= n && got != s {
+			t.Fatalf("ClipText(%q, %d) = %q, want it unchanged", s, n, got)
+		}
+	})
 }

@@ -2,10 +2,8 @@ package sink
 
 import (
 	"sort"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/capstream/capstream/schemas"
 )
@@ -81,7 +79,7 @@ func (l *Ledger) Fail(k CaptureKey, reason string, batches uint64, msg string) {
 		e.failures[reason] = f
 	}
 	f.Batches += batches
-	f.Message = boundMessage(msg)
+	f.Message = schemas.ClipText(msg, schemas.MaxErrorLength)
 }
 
 // Lose records batches and packets the stream lost.
@@ -126,17 +124,4 @@ func (l *Ledger) Due(now time.Time, every time.Duration) []CaptureKey {
 		}
 	}
 	return out
-}
-
-// boundMessage keeps a message valid UTF-8 of at most MaxErrorLength bytes.
-func boundMessage(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= schemas.MaxErrorLength {
-		return s
-	}
-	s = s[:schemas.MaxErrorLength]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
 }
