@@ -64,11 +64,13 @@ func (c *Credentials) users() []*server.User {
 	return out
 }
 
-// Client is how the identity user connects to the server at url.
-func (c *Credentials) Client(url, user string) (clients.NATSConfig, error) {
+// Client is base (the server's address and TLS) logged in as the identity
+// user: its name, password and inbox prefix.
+func (c *Credentials) Client(base clients.NATSConfig, user string) (clients.NATSConfig, error) {
 	id, ok := c.ids[user]
 	if !ok {
 		return clients.NATSConfig{}, fmt.Errorf("nats credentials: no user %s", user)
 	}
-	return clients.NATSConfig{URL: url, Name: user, User: user, Password: c.passwords[user], InboxPrefix: id.InboxPrefix}, nil
+	base.Name, base.User, base.Password, base.InboxPrefix = user, user, c.passwords[user], id.InboxPrefix
+	return base, nil
 }

@@ -79,12 +79,10 @@ func (v *violations) has(s string) error {
 // permission errors.
 func (a *authServer) connect(user string) (*violations, jetstream.JetStream) {
 	a.t.Helper()
-	id, err := a.creds.Client(a.url, user)
+	nconf, err := a.creds.Client(a.server.client(a.url), user)
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	nconf := a.server.client(a.url)
-	nconf.Name, nconf.User, nconf.Password, nconf.InboxPrefix = id.Name, id.User, id.Password, id.InboxPrefix
 	v := &violations{}
 	opts, err := nconf.Options(nats.ErrorHandler(v.handler), nats.RetryOnFailedConnect(false))
 	if err != nil {
@@ -280,14 +278,17 @@ func TestMonitorIdentity(t *testing.T) {
 // nowhere, and a client with the wrong CA fails at once naming it.
 func TestPlaintextRefused(t *testing.T) {
 	a := newAuthServer(t)
-	id, _ := a.creds.Client(a.url, schemas.UserRouter)
+	id, err := a.creds.Client(a.server.client(a.url), schemas.UserRouter)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if nc, err := nats.Connect(a.url, nats.UserInfo(id.User, id.Password), nats.RetryOnFailedConnect(false), nats.Timeout(2*time.Second)); err == nil {
 		nc.Close()
 		t.Fatal("a client without TLS connected")
 	}
 	files := testenv.TLS(t) // another CA
-	wrong := a.server.client(a.url)
-	wrong.User, wrong.Password, wrong.TLS.CAFile = id.User, id.Password, files.OtherCA
+	wrong := id
+	wrong.TLS.CAFile = files.OtherCA
 	if nc, err := wrong.Connect(); err == nil {
 		nc.Close()
 		t.Fatal("connected with the wrong CA")

@@ -413,16 +413,11 @@ func StartServer(c ServerConfig, dir string, creds *Credentials) (*server.Server
 // is anonymous.
 func (p *Pipeline) Client(user string) (clients.NATSConfig, error) {
 	c := p.server.client(p.URL())
-	c.Name = user
 	if p.creds == nil {
+		c.Name = user
 		return c, nil
 	}
-	id, err := p.creds.Client(p.URL(), user)
-	if err != nil {
-		return clients.NATSConfig{}, err
-	}
-	c.User, c.Password, c.InboxPrefix = id.User, id.Password, id.InboxPrefix
-	return c, nil
+	return p.creds.Client(c, user)
 }
 
 // writeMonitorPassword leaves the monitor identity's password where the
