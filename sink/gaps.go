@@ -26,9 +26,13 @@ type runState struct {
 
 // Bounds of the gap tracker: runs quiet for runIdle are forgotten, and at
 // most maxRuns are kept (a run forgotten early only loses gap detection).
+// When full, at least runsFreed are dropped at once, so a storm of new runs
+// (forged producer IDs) costs one scan of the map per runsFreed batches,
+// not one per batch.
 const (
-	runIdle = time.Hour
-	maxRuns = 1 << 16
+	runIdle   = time.Hour
+	maxRuns   = 1 << 16
+	runsFreed = maxRuns / 16
 )
 
 // gaps finds batches the stream lost: gaps in the Seq of one run that the
@@ -103,18 +107,21 @@ func (g *gaps) see(d *Delivery, now time.Time) (lostBatches, lostPackets uint64)
 }
 
 // prune forgets runs idle for runIdle, and with full, also every run idle
-// for a minute (or, failing that, one run) to make room.
+// for a minute, then any runs until runsFreed places are free.
 func (g *gaps) prune(now time.Time, full bool) {
 	for k, st := range g.runs {
 		if now.Sub(st.used) >= runIdle || full && now.Sub(st.used) >= time.Minute {
 			delete(g.runs, k)
 		}
 	}
-	if full && len(g.runs) >= maxRuns {
-		for k := range g.runs {
-			delete(g.runs, k)
+	if !full {
+		return
+	}
+	for k := range g.runs {
+		if len(g.runs) <= maxRuns-runsFreed {
 			break
 		}
+		delete(g.runs, k)
 	}
 }
 

@@ -81,6 +81,11 @@ func TestGapsBounded(t *testing.T) {
 	if len(g.runs) > maxRuns {
 		t.Errorf("%d runs kept, want at most %d", len(g.runs), maxRuns)
 	}
+	// Overflowing made room in bulk: the next runs are added without
+	// another scan of the whole map each.
+	if len(g.runs) > maxRuns-runsFreed+10 {
+		t.Errorf("%d runs kept after overflowing, want at most %d", len(g.runs), maxRuns-runsFreed+10)
+	}
 	g.prune(now.Add(runIdle), false)
 	if len(g.runs) != 0 {
 		t.Errorf("%d runs kept after %s idle, want 0", len(g.runs), runIdle)

@@ -18,9 +18,14 @@ func KeyOf(h *schemas.BatchHeader) CaptureKey {
 	return CaptureKey{Namespace: h.Namespace, Name: h.Capture, UID: h.CaptureUID, Node: h.Node}
 }
 
-// maxLedgerKeys bounds the captures a Ledger remembers; beyond it the one
-// that changed least recently is forgotten (its metrics stay).
-const maxLedgerKeys = 4096
+// maxLedgerKeys bounds the captures a Ledger remembers; beyond it the
+// ledgerFreed that changed least recently are forgotten at once (their
+// metrics stay), so forged captures cost one sort per ledgerFreed new
+// keys rather than a scan per key.
+const (
+	maxLedgerKeys = 4096
+	ledgerFreed   = maxLedgerKeys / 16
+)
 
 // Ledger is what a sink reports on each capture and node besides what it
 // stored: its failures by reason and the batches and packets lost to the
@@ -48,14 +53,7 @@ func (l *Ledger) entry(k CaptureKey) *ledgerEntry {
 	e := l.m[k]
 	if e == nil {
 		if len(l.m) >= maxLedgerKeys {
-			var oldest CaptureKey
-			var at time.Time
-			for k, e := range l.m {
-				if at.IsZero() || e.changed.Before(at) {
-					oldest, at = k, e.changed
-				}
-			}
-			delete(l.m, oldest)
+			l.evict()
 		}
 		e = &ledgerEntry{failures: map[string]*schemas.Failure{}}
 		l.m[k] = e
@@ -63,6 +61,18 @@ func (l *Ledger) entry(k CaptureKey) *ledgerEntry {
 	e.changed = time.Now()
 	e.version++
 	return e
+}
+
+// evict forgets the ledgerFreed entries that changed least recently.
+func (l *Ledger) evict() {
+	keys := make([]CaptureKey, 0, len(l.m))
+	for k := range l.m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return l.m[keys[i]].changed.Before(l.m[keys[j]].changed) })
+	for _, k := range keys[:min(ledgerFreed, len(keys))] {
+		delete(l.m, k)
+	}
 }
 
 // Fail records batches lost to a failure of reason, with its message.
