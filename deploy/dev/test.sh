@@ -23,6 +23,21 @@ cleanup() {
 trap cleanup EXIT
 echo "test: services ready after $(($(date +%s) - start))s"
 
+# failures prints, for each failing top-level test in a go test -v log,
+# its lines from "=== RUN" to "--- FAIL" without the services' log lines
+# (at most 200 lines each, the last ones).
+failures() {
+	local name
+	for name in $(grep -oE '^--- FAIL: [^ ]+' "$1" | cut -d' ' -f3 | sort -u); do
+		echo "--- output of $name"
+		awk -v n="$name" '
+			$0 == "=== RUN   " n { on = 1 }
+			on && $0 !~ /level=(DEBUG|INFO)/ { print }
+			on && index($0, "--- FAIL: " n " ") == 1 { on = 0 }
+		' "$1" | tail -n 200
+	done
+}
+
 export CAPSTREAM_TEST_REQUIRE_DEPS=1
 export CAPSTREAM_DEV_ENV="$(deploy/dev/deps.sh env)"
 
@@ -46,6 +61,10 @@ summary="test: $passed passed, $failed failed, $skipped skipped"
 if [ "$rc" != 0 ]; then
 	echo "test: go test failed; full output follows"
 	cat "$log"
+	# CI keeps the head and the tail of this output: the failing tests'
+	# own lines come last, so a truncated log still says why they failed.
+	echo "test: output of the failing tests"
+	failures "$log"
 	exit "$rc"
 fi
 
