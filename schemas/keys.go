@@ -34,3 +34,19 @@ func Shorten(s string, max int) string {
 	sum := sha256.Sum256([]byte(s))
 	return s[:max-1-keyHashLen] + "~" + hex.EncodeToString(sum[:])[:keyHashLen]
 }
+
+// CaptureDir is the "directory" of one capture's pcap objects, with a
+// trailing slash: <prefix>/<namespace>/<name>/<uid>/, each segment through
+// KeySegment. The pcap sink writes under it and the CLI lists it, so both
+// build it here. The UID keeps a capture deleted and re-created under the
+// same name apart from its predecessor: their objects never share a
+// directory, and each stays reachable by its UID. With uid empty it is the
+// directory above, <prefix>/<namespace>/<name>/, which holds every UID that
+// capture name ever had.
+func CaptureDir(prefix, namespace, name, uid string) string {
+	d := prefix + "/" + KeySegment(namespace) + "/" + KeySegment(name) + "/"
+	if uid != "" {
+		d += KeySegment(uid) + "/"
+	}
+	return d
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/capstream/capstream/internal/netsim"
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/producer"
+	"github.com/capstream/capstream/schemas"
 	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
@@ -39,11 +40,11 @@ func TestDevPipelineLive(t *testing.T) {
 
 	var sim *netsim.Simulator
 	stop, _ := startDev(t, cfg, func(s *netsim.Simulator) { sim = s })
-	applySample(t, k, ns)
+	uid := applySample(t, k, ns)
 
 	// Objects: completed pcaps under the capture's prefix, for both
 	// selected pods and not for the third.
-	keys := waitObjects(t, bucket, cfg.Pcap.Prefix+"/"+ns+"/sample-capture/dev-test-node/")
+	keys := waitObjects(t, bucket, schemas.CaptureDir(cfg.Pcap.Prefix, ns, "sample-capture", uid)+"dev-test-node/")
 	ports := map[uint16]int{}
 	for _, key := range keys {
 		if strings.Contains(key, "sample-web_") {

@@ -95,10 +95,11 @@ func natsArgs(c clients.NATSConfig) []string {
 	return []string{"--server", c.URL, "--tlsca", c.TLS.CAFile, "--user", c.User, "--password", c.Password, "--inbox-prefix", c.InboxPrefix}
 }
 
-// applySample creates the seed's sample capture in ns.
-func applySample(t *testing.T, k *testenv.KubeEnv, ns string) {
+// applySample creates the seed's sample capture in ns and returns its
+// UID, which the pcap objects' keys hold.
+func applySample(t *testing.T, k *testenv.KubeEnv, ns string) string {
 	t.Helper()
-	k.CreateCapture(t, ns, "sample-capture", `k8s-app == "sample-app"`)
+	return string(k.CreateCapture(t, ns, "sample-capture", `k8s-app == "sample-app"`).GetUID())
 }
 
 // waitObjects waits for completed pcap objects under prefix for both
@@ -184,9 +185,9 @@ type replay struct {
 
 // startReplay creates the sample pods on node with addresses net.2 and up
 // (and a third, unselected pod when other is set), runs the pipeline with
-// the file source, applies the sample capture and waits for its first
-// objects.
-func startReplay(t *testing.T, node, net string, other bool) *replay {
+// the file source (its settings changed by each of opts), applies the
+// sample capture and waits for its first objects.
+func startReplay(t *testing.T, node, net string, other bool, opts ...func(*devSettings)) *replay {
 	t.Helper()
 	r := &replay{ch: testenv.ClickHouse(t), bucket: testenv.S3(t), k: testenv.Kube(t), node: node}
 	r.ns = r.k.Namespace(t, nil)
@@ -202,9 +203,12 @@ func startReplay(t *testing.T, node, net string, other bool) *replay {
 	r.cfg = devTestSettings(t, r.ch, r.bucket, r.k, r.ns, node)
 	r.cfg.Producer.Source = producer.SourceFile
 	r.cfg.Producer.File.Default = path
+	for _, o := range opts {
+		o(r.cfg)
+	}
 	_, r.monitor = startDev(t, r.cfg, nil)
-	applySample(t, r.k, r.ns)
-	r.keys = waitObjects(t, r.bucket, r.cfg.Pcap.Prefix+"/"+r.ns+"/sample-capture/"+node+"/")
+	uid := applySample(t, r.k, r.ns)
+	r.keys = waitObjects(t, r.bucket, schemas.CaptureDir(r.cfg.Pcap.Prefix, r.ns, "sample-capture", uid)+node+"/")
 	return r
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,9 +18,12 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/capstream/capstream/internal/pcapmerge"
 	"github.com/capstream/capstream/schemas"
+	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
 // Object metadata the pcap sink writes (read back canonicalised).
@@ -42,6 +46,10 @@ func newCapturedPacketsCmd() *cobra.Command {
 	return c
 }
 
+// mergeFanIn is how many objects copy --merge reads at once; more are
+// merged in rounds (pcapmerge.MergeFiles). Tests lower it.
+var mergeFanIn = pcapmerge.MaxOpen
+
 // pcapObject is one object of a capture.
 type pcapObject struct {
 	key       string
@@ -51,12 +59,11 @@ type pcapObject struct {
 	sha256hex string
 }
 
-// listObjects lists a capture's completed objects, oldest first, keeping
+// listObjects lists the completed objects under dir, oldest first, keeping
 // those that overlap [since, until] when either is set.
-func listObjects(ctx context.Context, cl *minio.Client, s3 *s3Flags, namespace, name, node string, since, until time.Time) ([]pcapObject, error) {
-	prefix := s3.captureDir(namespace, name, node)
+func listObjects(ctx context.Context, cl *minio.Client, s3 *s3Flags, dir string, since, until time.Time) ([]pcapObject, error) {
 	var objs []pcapObject
-	for info := range cl.ListObjects(ctx, s3.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+	for info := range cl.ListObjects(ctx, s3.cfg.Bucket, minio.ListObjectsOptions{Prefix: dir, Recursive: true}) {
 		if info.Err != nil {
 			return nil, s3Error(info.Err, s3)
 		}
@@ -92,6 +99,165 @@ func listObjects(ctx context.Context, cl *minio.Client, s3 *s3Flags, namespace, 
 	return objs, nil
 }
 
+// maxUIDLength is the longest capture UID the pipeline accepts (schemas
+// checks batch headers the same way): 1 to 128 letters, digits and '-'.
+const maxUIDLength = 128
+
+func isUID(s string) bool {
+	if s == "" || len(s) > maxUIDLength {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// captureUID picks the capture UID whose objects copy and clean act on: uid
+// (--uid) when given; otherwise the live PacketCapture's, read through the
+// kubeconfig; otherwise (no API server to ask, or no such capture) the one
+// UID that has objects under the name. Several UIDs and no live capture to
+// choose by is a usage error listing them: taking them all is how the
+// objects of an earlier capture with the same name went along.
+func captureUID(ctx context.Context, stderr io.Writer, kube *kubeFlags, cl *minio.Client, s3 *s3Flags, name, uid string) (string, error) {
+	ns := kube.namespace
+	if uid != "" {
+		if !isUID(uid) {
+			return "", usageError{Err: fmt.Errorf("invalid --uid %q: want 1 to %d letters, digits or '-'", uid, maxUIDLength)}
+		}
+		return uid, nil
+	}
+	live, why := liveUID(ctx, kube, name)
+	if live != "" {
+		return live, nil
+	}
+	uids, err := listUIDs(ctx, cl, s3, ns, name)
+	if err != nil {
+		return "", err
+	}
+	switch len(uids) {
+	case 0:
+		return "", fmt.Errorf("no pcap objects for capture %s/%s under s3://%s/%s: %w", ns, name, s3.cfg.Bucket, s3.captureDir(ns, name, "", ""), errNotFound)
+	case 1:
+		fmt.Fprintf(stderr, "capstream: %s; using uid %s, the only one with objects under the name\n", why, uids[0])
+		return uids[0], nil
+	}
+	return "", ambiguousUIDs(ctx, cl, s3, ns, name, why, uids)
+}
+
+// liveUID is the UID of the PacketCapture in the API server, or "" and why
+// there is none to go by.
+func liveUID(ctx context.Context, kube *kubeFlags, name string) (uid, why string) {
+	dyn, err := kube.dynamic()
+	if err != nil {
+		return "", fmt.Sprintf("no API server to ask (%v)", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	u, err := dyn.Resource(v3.Resource).Namespace(kube.namespace).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", fmt.Sprintf("no PacketCapture %s/%s in the API server", kube.namespace, name)
+	case err != nil:
+		return "", fmt.Sprintf("the API server cannot say which capture is live (%v)", kubeError(err, "packetcapture "+kube.namespace+"/"+name))
+	case !isUID(string(u.GetUID())):
+		return "", fmt.Sprintf("PacketCapture %s/%s has an unusable uid %q", kube.namespace, name, u.GetUID())
+	}
+	return string(u.GetUID()), ""
+}
+
+// listUIDs lists the UIDs that have a directory under the capture name,
+// sorted; segments that cannot be a UID (objects of another layout, or
+// put there by someone else) are ignored.
+func listUIDs(ctx context.Context, cl *minio.Client, s3 *s3Flags, namespace, name string) ([]string, error) {
+	dir := s3.captureDir(namespace, name, "", "")
+	var uids []string
+	for info := range cl.ListObjects(ctx, s3.cfg.Bucket, minio.ListObjectsOptions{Prefix: dir}) {
+		if info.Err != nil {
+			return nil, s3Error(info.Err, s3)
+		}
+		seg, ok := strings.CutSuffix(strings.TrimPrefix(info.Key, dir), "/")
+		if ok && isUID(seg) {
+			uids = append(uids, seg)
+		}
+	}
+	sort.Strings(uids)
+	return uids, nil
+}
+
+// maxListedUIDs bounds how many UIDs an ambiguity error details: each
+// costs a listing of that UID's objects.
+const maxListedUIDs = 20
+
+// ambiguousUIDs is the usage error for several UIDs under one name: each
+// UID with its object count and when its objects start (from the keys, so
+// no object is read).
+func ambiguousUIDs(ctx context.Context, cl *minio.Client, s3 *s3Flags, namespace, name, why string, uids []string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "capture %s/%s: objects of %d captures with this name under s3://%s/%s, and %s: pass --uid with one of",
+		namespace, name, len(uids), s3.cfg.Bucket, s3.captureDir(namespace, name, "", ""), why)
+	for i, uid := range uids {
+		if i == maxListedUIDs {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(uids)-i)
+			break
+		}
+		n := 0
+		var first, last time.Time
+		for info := range cl.ListObjects(ctx, s3.cfg.Bucket, minio.ListObjectsOptions{Prefix: s3.captureDir(namespace, name, uid, ""), Recursive: true}) {
+			if info.Err != nil {
+				return s3Error(info.Err, s3)
+			}
+			if !strings.HasSuffix(info.Key, ".pcap") {
+				continue
+			}
+			n++
+			if t, ok := keyStart(info.Key); ok {
+				if first.IsZero() || t.Before(first) {
+					first = t
+				}
+				if t.After(last) {
+					last = t
+				}
+			}
+		}
+		fmt.Fprintf(&b, "\n  %s  %d objects", uid, n)
+		if !first.IsZero() {
+			fmt.Fprintf(&b, ", starting %s to %s", first.Format(time.RFC3339), last.Format(time.RFC3339))
+		}
+	}
+	return usageError{Err: errors.New(b.String())}
+}
+
+// keyStart is the first packet time the sink puts in an object's name,
+// "<start UTC>-<first stream seq>.pcap".
+func keyStart(key string) (time.Time, bool) {
+	base := key[strings.LastIndexByte(key, '/')+1:]
+	stamp, _, ok := strings.Cut(base, "-")
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("20060102T150405.000000000Z", stamp)
+	return t, err == nil
+}
+
+// noObjects is the error for a capture UID without objects; it names the
+// other UIDs of the name, whose objects --uid reaches.
+func noObjects(ctx context.Context, cl *minio.Client, s3 *s3Flags, namespace, name, uid, dir string) error {
+	msg := fmt.Sprintf("no pcap objects for capture %s/%s (uid %s) under s3://%s/%s", namespace, name, uid, s3.cfg.Bucket, dir)
+	if uids, err := listUIDs(ctx, cl, s3, namespace, name); err == nil {
+		others := slices.DeleteFunc(uids, func(u string) bool { return u == uid })
+		if len(others) > maxListedUIDs {
+			others = append(others[:maxListedUIDs], "...")
+		}
+		if len(others) > 0 {
+			msg += fmt.Sprintf("; earlier captures with this name have objects under uid %s (pass --uid)", strings.Join(others, ", "))
+		}
+	}
+	return fmt.Errorf("%s: %w", msg, errNotFound)
+}
+
 // s3Error classifies an S3 failure for the exit code.
 func s3Error(err error, s3 *s3Flags) error {
 	var op *net.OpError
@@ -120,20 +286,28 @@ func parseTimeFlag(name, v string) (time.Time, error) {
 
 func newCopyCmd() *cobra.Command {
 	var s3 s3Flags
-	var namespace, node, sinceS, untilS, dir string
+	var kube kubeFlags
+	var uidFlag, node, sinceS, untilS, dir string
 	var merge, quiet bool
 	c := &cobra.Command{
-		Use:   "copy NAME [-n NAMESPACE] [--node N] [--since T] [--until T] [--merge] -d DIR",
+		Use:   "copy NAME [-n NAMESPACE] [--uid UID] [--node N] [--since T] [--until T] [--merge] -d DIR",
 		Short: "Download a capture's pcaps from S3",
 		Long: `copy downloads the completed pcap objects of a capture into DIR, keeping the
 <node>/<pod>_<iface>/ layout of the object store. With --merge it writes
-one time-ordered pcap, DIR/<namespace>_<name>.pcap, instead. --since and
+one time-ordered pcap, DIR/<namespace>_<name>.pcap, instead, and checks
+that it can write that file before downloading anything. --since and
 --until take RFC 3339 times or durations ago (15m) and keep the objects
 whose packets overlap that window. Checksums recorded by the sink are
-verified. Progress goes to stderr.`,
+verified. Progress goes to stderr.
+
+Objects are kept per capture UID, so a capture deleted and re-created
+under the same name does not take its predecessor's objects along. Without
+--uid, copy takes the live PacketCapture's UID (through the kubeconfig);
+when there is none to ask, the only UID with objects under the name; with
+several, it lists them and asks for --uid.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			name := args[0]
+			name, namespace := args[0], kube.namespace
 			if err := checkCaptureName(namespace, name); err != nil {
 				return err
 			}
@@ -152,26 +326,37 @@ verified. Progress goes to stderr.`,
 			if err != nil {
 				return err
 			}
-			objs, err := listObjects(c.Context(), cl, &s3, namespace, name, node, since, until)
+			uid, err := captureUID(c.Context(), c.ErrOrStderr(), &kube, cl, &s3, name, uidFlag)
+			if err != nil {
+				return err
+			}
+			listed := s3.captureDir(namespace, name, uid, node)
+			objs, err := listObjects(c.Context(), cl, &s3, listed, since, until)
 			if err != nil {
 				return err
 			}
 			if len(objs) == 0 {
-				return fmt.Errorf("no pcap objects for capture %s/%s under s3://%s/%s: %w", namespace, name, s3.cfg.Bucket, s3.captureDir(namespace, name, node), errNotFound)
+				return noObjects(c.Context(), cl, &s3, namespace, name, uid, listed)
 			}
 			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return err
+				return usageError{Err: fmt.Errorf("-d %s: %w", dir, err)}
 			}
-			// Named before anything is downloaded, and bounded like a key
-			// segment: a 253-byte name plus its namespace is longer than
-			// a file name may be.
+			// Named and checked before anything is downloaded: bounded
+			// like a key segment (a 253-byte name plus its namespace is
+			// longer than a file name may be), not a directory, in a
+			// directory that takes files.
 			out := filepath.Join(dir, schemas.Shorten(namespace+"_"+name, 255-len(".pcap"))+".pcap")
+			if merge {
+				if err := pcapmerge.CheckOutput(out); err != nil {
+					return usageError{Err: fmt.Errorf("--merge: %w", err)}
+				}
+			}
 			var total int64
 			for _, o := range objs {
 				total += o.size
 			}
 			p := newProgress(c.ErrOrStderr(), total, len(objs), quiet)
-			base := s3.captureDir(namespace, name, "")
+			base := s3.captureDir(namespace, name, uid, "")
 			var files []string
 			partsDir := dir
 			if merge {
@@ -194,19 +379,20 @@ verified. Progress goes to stderr.`,
 			}
 			p.done()
 			if !merge {
-				fmt.Fprintf(c.OutOrStdout(), "downloaded %d objects (%s) to %s\n", len(files), humanBytes(total), dir)
+				fmt.Fprintf(c.OutOrStdout(), "downloaded %d objects (%s) of capture uid %s to %s\n", len(files), humanBytes(total), uid, dir)
 				return nil
 			}
-			st, err := pcapmerge.MergeFiles(out, files, pcapmerge.MaxOpen)
+			st, err := pcapmerge.MergeFiles(out, files, mergeFanIn)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.OutOrStdout(), "merged %d objects, %d packets, into %s\n", len(files), st.Packets, out)
+			fmt.Fprintf(c.OutOrStdout(), "merged %d objects, %d packets, of capture uid %s into %s\n", len(files), st.Packets, uid, out)
 			return nil
 		},
 	}
 	s3.add(c.Flags())
-	c.Flags().StringVarP(&namespace, "namespace", "n", "default", "the capture's namespace")
+	kube.add(c.Flags())
+	c.Flags().StringVar(&uidFlag, "uid", "", "the capture UID whose objects to take (default: the live capture's, else the only one with objects)")
 	c.Flags().StringVar(&node, "node", "", "only this node's objects")
 	c.Flags().StringVar(&sinceS, "since", "", "only objects with packets at or after this time (RFC 3339 or duration ago)")
 	c.Flags().StringVar(&untilS, "until", "", "only objects with packets at or before this time")
@@ -253,13 +439,19 @@ func download(ctx context.Context, cl *minio.Client, bucket string, o pcapObject
 
 func newCleanCmd() *cobra.Command {
 	var s3 s3Flags
-	var namespace string
+	var kube kubeFlags
+	var uidFlag string
 	c := &cobra.Command{
-		Use:   "clean NAME [-n NAMESPACE]",
+		Use:   "clean NAME [-n NAMESPACE] [--uid UID]",
 		Short: "Delete a capture's pcaps from S3",
-		Args:  cobra.ExactArgs(1),
+		Long: `clean deletes the pcap objects of one capture UID: the live PacketCapture's
+(through the kubeconfig), or with none to ask the only UID with objects
+under the name, or --uid. Objects of other captures that had the same name
+stay; with several UIDs and no live capture, clean lists them and asks for
+--uid.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			name := args[0]
+			name, namespace := args[0], kube.namespace
 			if err := checkCaptureName(namespace, name); err != nil {
 				return err
 			}
@@ -267,7 +459,11 @@ func newCleanCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			prefix := s3.captureDir(namespace, name, "")
+			uid, err := captureUID(c.Context(), c.ErrOrStderr(), &kube, cl, &s3, name, uidFlag)
+			if err != nil {
+				return err
+			}
+			prefix := s3.captureDir(namespace, name, uid, "")
 			keys := make(chan minio.ObjectInfo)
 			var listErr error
 			found := 0
@@ -293,14 +489,15 @@ func newCleanCmd() *cobra.Command {
 				return err
 			}
 			if found == 0 {
-				return fmt.Errorf("no pcap objects for capture %s/%s under s3://%s/%s: %w", namespace, name, s3.cfg.Bucket, prefix, errNotFound)
+				return noObjects(c.Context(), cl, &s3, namespace, name, uid, prefix)
 			}
-			fmt.Fprintf(c.OutOrStdout(), "deleted %d objects under s3://%s/%s\n", found, s3.cfg.Bucket, prefix)
+			fmt.Fprintf(c.OutOrStdout(), "deleted %d objects of capture uid %s under s3://%s/%s\n", found, uid, s3.cfg.Bucket, prefix)
 			return nil
 		},
 	}
 	s3.add(c.Flags())
-	c.Flags().StringVarP(&namespace, "namespace", "n", "default", "the capture's namespace")
+	kube.add(c.Flags())
+	c.Flags().StringVar(&uidFlag, "uid", "", "the capture UID whose objects to delete (default: the live capture's, else the only one with objects)")
 	return c
 }
 

@@ -196,10 +196,12 @@ func (s *s3Flags) client() (*minio.Client, error) {
 }
 
 // captureDir is the key prefix of one capture's objects, as the pcap sink
-// lays them out: <prefix>/<namespace>/<capture>/<node>/<pod>_<iface>/...
-func (s *s3Flags) captureDir(namespace, name, node string) string {
-	p := s.prefix + "/" + schemas.KeySegment(namespace) + "/" + schemas.KeySegment(name) + "/"
-	if node != "" {
+// lays them out (schemas.CaptureDir): <prefix>/<namespace>/<capture>/<uid>/,
+// then <node>/ when node is set. With uid empty it is the prefix of every
+// UID the name ever had, <prefix>/<namespace>/<capture>/.
+func (s *s3Flags) captureDir(namespace, name, uid, node string) string {
+	p := schemas.CaptureDir(s.prefix, namespace, name, uid)
+	if uid != "" && node != "" {
 		p += schemas.KeySegment(node) + "/"
 	}
 	return p

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -134,20 +135,56 @@ func (h *head) next() (bool, error) {
 	return true, nil
 }
 
-// MaxOpen is how many files MergeFiles keeps open at once by default: far
+// MaxOpen is how many files MergeFiles reads at once by default: far
 // below the usual limit of 1024 open files, whatever the number of
 // objects a capture has.
 const MaxOpen = 256
 
+// openInput opens one input of a round; tests count what is open through
+// it.
+var openInput = func(name string) (io.ReadCloser, error) { return os.Open(name) }
+
+// CheckOutput reports whether MergeFiles can write out, without reading
+// any input: out is not a directory, its directory takes new files (the
+// rounds' temporary files go there), and the file system accepts its name
+// (some take less than 255 bytes). An existing file is fine: the merge
+// replaces it once complete. Nothing it creates is left behind.
+func CheckOutput(out string) error {
+	if fi, err := os.Stat(out); err == nil && fi.IsDir() {
+		return fmt.Errorf("output %s: is a directory", out)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), ".merge-*")
+	if err != nil {
+		return fmt.Errorf("output %s: %w", out, err)
+	}
+	_ = tmp.Close()
+	_ = os.Remove(tmp.Name())
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	switch {
+	case err == nil:
+		_ = f.Close()
+		_ = os.Remove(out)
+	case errors.Is(err, fs.ErrExist):
+	default:
+		return fmt.Errorf("output %s: %w", out, err)
+	}
+	return nil
+}
+
 // MergeFiles merges the pcap files into the file out, written as a
 // temporary file in out's directory and renamed into place once complete.
-// It keeps at most fanIn files open at once (MaxOpen when fanIn < 2): more
-// files are first merged in consecutive groups of fanIn into temporary
-// files, round after round, which keeps Merge's order exactly (ties go to
-// the earlier file). Temporary files are removed whatever happens.
+// It reads at most fanIn files at once (MaxOpen when fanIn < 2), so it
+// holds fanIn inputs and one output open: more files are first merged in
+// consecutive groups of fanIn into temporary files, round after round,
+// which keeps Merge's order exactly (ties go to the earlier file).
+// Temporary files are removed whatever happens. out is checked
+// (CheckOutput) before any input is read.
 func MergeFiles(out string, files []string, fanIn int) (Stats, error) {
 	if fanIn < 2 {
 		fanIn = MaxOpen
+	}
+	if err := CheckOutput(out); err != nil {
+		return Stats{}, err
 	}
 	dir := filepath.Dir(out)
 	var temps []string
@@ -189,7 +226,7 @@ func MergeFiles(out string, files []string, fanIn int) (Stats, error) {
 func mergeToTemp(dir string, files []string) (string, Stats, error) {
 	var inputs []Input
 	for _, f := range files {
-		fh, err := os.Open(f)
+		fh, err := openInput(f)
 		if err != nil {
 			return "", Stats{}, fmt.Errorf("merge: %w", err)
 		}

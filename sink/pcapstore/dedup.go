@@ -82,7 +82,9 @@ func (s *Sink) isDuplicate(ctx context.Context, k ifaceKey, h *schemas.BatchHead
 			continue
 		}
 		if row.UID != k.uid {
-			continue // an earlier capture with the same name
+			// The directory is the UID's (ifaceDir), so only an object
+			// put there by something else than this sink gets here.
+			continue
 		}
 		rows = append(rows, row)
 		c.add(doneObject{key: info.Key, at: st.LastModified, producer: row.Producer, seqs: row.Batches})

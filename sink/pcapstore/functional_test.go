@@ -207,7 +207,7 @@ func TestFunctionalPcapRoundTrip(t *testing.T) {
 		if got := st.UserMetadata["Capstream-Packets"]; got != strconv.FormatUint(want[k].Packets, 10) {
 			t.Errorf("%s: packets metadata %q, capinfos %d", k, got, want[k].Packets)
 		}
-		if !strings.HasPrefix(k, "pcaps/team-a/web.capture/node-1/web-0_cali1234567890a/20261127T1000") {
+		if !strings.HasPrefix(k, "pcaps/team-a/web.capture/0b1c2d3e-uid/node-1/web-0_cali1234567890a/20261127T1000") {
 			t.Errorf("key %s does not follow the layout", k)
 		}
 	}
@@ -233,7 +233,7 @@ func TestFunctionalPcapRoundTrip(t *testing.T) {
 		total += w.Packets
 	}
 	if st.Source != schemas.SourcePcapSink || st.Packets != total || len(st.Objects) != len(keys) ||
-		st.Directory != "s3://"+e.s3.Bucket+"/pcaps/team-a/web.capture/node-1/" || !cmp.Equal(st.Interfaces, []string{"cali1234567890a"}) {
+		st.Directory != "s3://"+e.s3.Bucket+"/pcaps/team-a/web.capture/0b1c2d3e-uid/node-1/" || !cmp.Equal(st.Interfaces, []string{"cali1234567890a"}) {
 		t.Errorf("status: %+v, want %d packets in %d objects", st, total, len(keys))
 	}
 }
@@ -377,7 +377,7 @@ func TestFunctionalPcapReplicas(t *testing.T) {
 func TestFunctionalPcapAbortsStaleUploads(t *testing.T) {
 	e := setup(t)
 	core := minio.Core{Client: e.s3.Client}
-	stale, err := core.NewMultipartUpload(t.Context(), e.s3.Bucket, "pcaps/ns/cap/node/pod_cali0/20261127T100000.000000000Z-1.pcap", minio.PutObjectOptions{})
+	stale, err := core.NewMultipartUpload(t.Context(), e.s3.Bucket, "pcaps/ns/cap/0b1c2d3e-uid/node/pod_cali0/20261127T100000.000000000Z-1.pcap", minio.PutObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,5 +512,69 @@ func TestFunctionalPcapLongPodName(t *testing.T) {
 	}
 	if rowPod != pod {
 		t.Errorf("pcap_objects pod %q, want the full name", rowPod)
+	}
+}
+
+// A capture deleted and re-created under the same name has a new UID, and
+// the same producer may number its batches from 1 again. Each capture's
+// objects land under its own UID's directory, hold its packets only, and
+// the status report of the new one points at its own directory.
+func TestFunctionalPcapKeysByUID(t *testing.T) {
+	e := setup(t)
+	const oldUID, newUID = "0b1c2d3e-old", "9f8e7d6c-new"
+	cfg := e.config()
+	cfg.MaxObjectBytes = 16 << 20
+	start(t, e, cfg)
+	inputs := map[string]string{}
+	for i, uid := range []string{oldUID, newUID} {
+		h := sinktest.Header("team-a", "web.capture", uid, "node-1", "web-0", "cali1234567890a")
+		g := sinktest.Mixed(time.Date(2026, 11, 27, 10, i, 0, 0, time.UTC), 2, 2000)
+		in, _ := sinktest.TrafficOf(t, g.Pkts)
+		inputs[uid] = in
+		if err := sinktest.Publish(t.Context(), e.NATS.JS, sinktest.EndRun(sinktest.Batches(h, g.Pkts, 16<<10), false)); err != nil {
+			t.Fatal(err)
+		}
+		waitDrained(t, e, 30*time.Second)
+	}
+	keys, paths := download(t, e, t.TempDir())
+	byUID := map[string][]string{}
+	for i, k := range keys {
+		rest, ok := strings.CutPrefix(k, schemas.CaptureDir("pcaps", "team-a", "web.capture", ""))
+		uid, _, _ := strings.Cut(rest, "/")
+		if !ok || !strings.HasPrefix(k, schemas.CaptureDir("pcaps", "team-a", "web.capture", uid)+"node-1/web-0_cali1234567890a/") {
+			t.Errorf("key %s does not follow <prefix>/<ns>/<capture>/<uid>/<node>/<pod>_<iface>/", k)
+		}
+		st, err := e.s3.Client.StatObject(t.Context(), e.s3.Bucket, k, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.UserMetadata["Capstream-Capture-Uid"]; got != uid {
+			t.Errorf("%s: uid metadata %q, key says %q", k, got, uid)
+		}
+		byUID[uid] = append(byUID[uid], paths[i])
+	}
+	if len(byUID) != 2 {
+		t.Fatalf("objects under %d UIDs (%v), want 2", len(byUID), keys)
+	}
+	for uid, in := range inputs {
+		if diff := cmp.Diff(packetsOf(t, in), packetsOf(t, byUID[uid]...)); diff != "" {
+			t.Errorf("packets of %s (-input +objects):\n%s", uid, diff)
+		}
+	}
+	stream, err := e.NATS.JS.Stream(t.Context(), schemas.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := schemas.StatusSubject("team-a", "web.capture", "node-1")
+	raw, err := stream.GetLastMsgForSubject(t.Context(), subj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := schemas.DecodeStatus(raw.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "s3://" + e.s3.Bucket + "/pcaps/team-a/web.capture/" + newUID + "/node-1/"; st.UID != newUID || st.Directory != want || len(st.Objects) != len(byUID[newUID]) {
+		t.Errorf("last status: uid %s directory %s, %d objects; want %s, %s, %d", st.UID, st.Directory, len(st.Objects), newUID, want, len(byUID[newUID]))
 	}
 }

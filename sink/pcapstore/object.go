@@ -125,11 +125,18 @@ type object struct {
 }
 
 // objectName is the key layout of DESIGN.md ("Pcap objects"):
-// <prefix>/<namespace>/<capture>/<node>/<pod>_<iface>/<start UTC>-<first stream seq>.pcap.
+// <prefix>/<namespace>/<capture>/<uid>/<node>/<pod>_<iface>/<start UTC>-<first stream seq>.pcap.
 // It depends only on the first batch, so the same batches rebuild the same
 // key after a crash.
 func objectName(prefix string, h *schemas.BatchHeader, start int64, firstSeq uint64) string {
 	return fmt.Sprintf("%s%s-%d.pcap", ifaceDir(prefix, h), time.Unix(0, start).UTC().Format("20060102T150405.000000000Z"), firstSeq)
+}
+
+// nodeDir is the "directory" of one capture's objects on one node, with a
+// trailing slash: under schemas.CaptureDir, so a capture re-created with
+// the same name (a new UID) never shares it with its predecessor.
+func nodeDir(prefix string, h *schemas.BatchHeader) string {
+	return schemas.CaptureDir(prefix, h.Namespace, h.Capture, h.CaptureUID) + schemas.KeySegment(h.Node) + "/"
 }
 
 // ifaceDir is the "directory" of one interface's objects, with a trailing
@@ -137,8 +144,7 @@ func objectName(prefix string, h *schemas.BatchHeader, start int64, firstSeq uin
 // would otherwise make a segment S3 servers on a file system refuse, and
 // the sink would retry that upload forever.
 func ifaceDir(prefix string, h *schemas.BatchHeader) string {
-	return fmt.Sprintf("%s/%s/%s/%s/%s/", prefix, schemas.KeySegment(h.Namespace), schemas.KeySegment(h.Capture),
-		schemas.KeySegment(h.Node), schemas.KeySegment(h.Pod+"_"+h.Interface))
+	return nodeDir(prefix, h) + schemas.KeySegment(h.Pod+"_"+h.Interface) + "/"
 }
 
 // User metadata keys. minio-go sends them as X-Amz-Meta-*; servers return

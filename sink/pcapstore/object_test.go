@@ -16,7 +16,7 @@ func TestObjectNameAndMetadata(t *testing.T) {
 	o := &object{hdr: h, name: objectName("capstream", &h, start, 17), firstSeq: 17, lastSeq: 40, firstTs: start, lastTs: start + 2e9, packets: 99, buf: newBuffer()}
 	o.buf.Write([]byte("pcap"))
 	o.seqs = o.seqs.add(1).add(2).add(4)
-	if want := "capstream/team-a/web.capture/node-1/web-0_cali0/20261127T100001.000000005Z-17.pcap"; o.name != want {
+	if want := "capstream/team-a/web.capture/uid-1/node-1/web-0_cali0/20261127T100001.000000005Z-17.pcap"; o.name != want {
 		t.Errorf("name %s, want %s", o.name, want)
 	}
 	sum := o.buf.Sum()

@@ -19,7 +19,9 @@ import (
 // failure or a loss, h being the header of a batch of the capture and
 // node; a failure is logged and the next object reports again.
 func (s *Sink) publishStatus(ctx context.Context, h *schemas.BatchHeader) error {
-	dir := fmt.Sprintf("%s/%s/%s/%s/", s.cfg.Prefix, h.Namespace, h.Capture, h.Node)
+	// The directory the objects are under (the capture's UID in it), so
+	// the names relative to it are "<pod>_<iface>/<file>.pcap".
+	dir := nodeDir(s.cfg.Prefix, h)
 	st := schemas.Status{
 		Source: schemas.SourcePcapSink, Namespace: h.Namespace, Name: h.Capture, UID: h.CaptureUID,
 		Node: h.Node, State: schemas.StateCapturing, Directory: "s3://" + s.cfg.S3.Bucket + "/" + dir,
