@@ -38,7 +38,10 @@ func (e *memEnv) startSink(ctx context.Context, name string, mem *sinkMemory) (*
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "log:\n  level: warn\n  format: text\nhttp:\n  listen: %s\n", addr)
 	fmt.Fprintf(&cfg, "nats:\n  url: %s\n  name: capstream-sink-%s\n", e.natsURL, name)
-	fmt.Fprintf(&cfg, "clickhouse:\n  addr: %q\n  database: %q\n  username: %q\n", e.st.ch.Addr, e.st.ch.Database, e.st.ch.Username)
+	fmt.Fprintf(&cfg, "clickhouse:\n  addr: %q\n  database: %q\n  username: %q\n  secure: %t\n", e.st.ch.Addr, e.st.ch.Database, e.st.ch.Username, e.st.ch.Secure)
+	if e.st.ch.TLS.CAFile != "" {
+		fmt.Fprintf(&cfg, "  tls:\n    caFile: %q\n", e.st.ch.TLS.CAFile)
+	}
 	prefix := "CAPSTREAM_SINK_FLOWS_"
 	gauge := "capstream_sink_flows_open_flows"
 	envs := []string{}

@@ -168,11 +168,16 @@ func TestRealClients(t *testing.T) {
 
 	t.Run("clickhouse-client", func(t *testing.T) {
 		sql := strings.ReplaceAll(readmeSQL(t), "sample-namespace", ns)
-		chHost, chPort, _ := strings.Cut(ch.Addr, ":")
+		// As the README says: the client config deps.sh writes holds the
+		// address, the dev CA and the password.
+		args := []string{"--config-file", testenv.Getenv(testenv.EnvClickHouseClientConfig)}
+		if args[1] == "" {
+			t.Fatalf("no %s in %s: restart the services with deploy/dev/deps.sh up", testenv.EnvClickHouseClientConfig, testenv.EnvFilePath())
+		}
+		args = append(args, "--database", ch.Database, "--format", "TSV", "--query", sql)
 		// Waiting for: README query returns the replay's flows.
 		testenv.Eventually(t, 60*time.Second, func() error {
-			out, err := exec.CommandContext(t.Context(), chClient, "--host", chHost, "--port", chPort, "--database", ch.Database,
-				"--format", "TSV", "--query", sql).CombinedOutput()
+			out, err := exec.CommandContext(t.Context(), chClient, args...).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("%v: %s", err, out)
 			}

@@ -11,7 +11,7 @@ import (
 // ClickHouse: the first run applies every migration, the second none.
 func TestMigrateCommand(t *testing.T) {
 	db := testenv.ClickHouse(t)
-	args := []string{"migrate", "--clickhouse-addr", db.Addr, "--database", db.Database}
+	args := append([]string{"migrate", "--database", db.Database}, clickhouseArgs(t, db)...)
 	code, out, errOut := runCmd(t, args...)
 	if code != exitOK || !strings.Contains(out, "applied migration 001") || !strings.Contains(out, "applied migration 002") {
 		t.Fatalf("first migrate = %d %q %q", code, out, errOut)

@@ -113,14 +113,14 @@ export CAPSTREAM_S3_SECURE=true CAPSTREAM_S3_TLS_CAFILE="$CAPSTREAM_TEST_TLS_CA"
 export CAPSTREAM_S3_ACCESSKEY="$CAPSTREAM_TEST_S3_ACCESS_KEY"
 export CAPSTREAM_S3_SECRETKEY="$CAPSTREAM_TEST_S3_SECRET_KEY"
 export CAPSTREAM_S3_BUCKET="$BUCKET" CAPSTREAM_PCAP_PREFIX="$PREFIX"
-# capstream (the user commands) and capstream-dev reach ClickHouse on its
-# secure port, verifying it against the dev CA; clickhouse-client, the
-# admin's tool, uses the plain port.
+# capstream (the user commands), capstream-dev and clickhouse-client reach
+# ClickHouse on its TLS port (it has no other), verifying it against the
+# dev CA, with the password deps.sh made; clickhouse-client reads both
+# from the config file deps.sh wrote.
 export CAPSTREAM_CLICKHOUSE_ADDR="$CAPSTREAM_TEST_CLICKHOUSE_SECURE_ADDR" CAPSTREAM_CLICKHOUSE_DATABASE="$DATABASE"
 export CAPSTREAM_CLICKHOUSE_SECURE=true CAPSTREAM_CLICKHOUSE_TLS_CAFILE="$CAPSTREAM_TEST_TLS_CA"
-CH_HOST="${CAPSTREAM_TEST_CLICKHOUSE_ADDR%:*}"
-CH_PORT="${CAPSTREAM_TEST_CLICKHOUSE_ADDR##*:}"
-ch() { clickhouse-client --host "$CH_HOST" --port "$CH_PORT" "$@"; }
+export CAPSTREAM_CLICKHOUSE_PASSWORD="$CAPSTREAM_TEST_CLICKHOUSE_PASSWORD"
+ch() { clickhouse-client --config-file "$CAPSTREAM_TEST_CLICKHOUSE_CLIENT_CONFIG" "$@"; }
 
 WORK="$(mktemp -d -t capstream-demo.XXXXXX)"
 log "services ready after $(($(date +%s) - start))s"
@@ -149,6 +149,7 @@ done
 export CAPSTREAM_DEV_KUBE_KUBECONFIG="$KUBECONFIG"
 export CAPSTREAM_DEV_CLICKHOUSE_ADDR="$CAPSTREAM_CLICKHOUSE_ADDR"
 export CAPSTREAM_DEV_CLICKHOUSE_SECURE=true CAPSTREAM_DEV_CLICKHOUSE_TLS_CAFILE="$CAPSTREAM_TEST_TLS_CA"
+export CAPSTREAM_DEV_CLICKHOUSE_PASSWORD="$CAPSTREAM_CLICKHOUSE_PASSWORD"
 export CAPSTREAM_DEV_S3_ENDPOINT="$CAPSTREAM_S3_ENDPOINT"
 export CAPSTREAM_DEV_S3_SECURE=true CAPSTREAM_DEV_S3_TLS_CAFILE="$CAPSTREAM_TEST_TLS_CA"
 export CAPSTREAM_DEV_S3_ACCESSKEY="$CAPSTREAM_S3_ACCESSKEY"

@@ -131,9 +131,13 @@ wait_for() {
 }
 
 start_clickhouse() {
-	local d="$DEV_DIR/clickhouse" tcp secure http inter tls="$DEV_DIR/tls"
+	local d="$DEV_DIR/clickhouse" secure http inter tls="$DEV_DIR/tls" password hash
 	mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas" "$d/log"
-	tcp=$(free_port)
+	# The default user needs a password, made here at random: every client
+	# (tests, capstream-dev, the demo) reads it from the env file, and
+	# clickhouse-client from $d/client.xml.
+	password="$(openssl rand -hex 16)"
+	hash="$(printf '%s' "$password" | sha256sum | cut -d' ' -f1)"
 	secure=$(free_port)
 	http=$(free_port)
 	inter=$(free_port)
@@ -142,9 +146,9 @@ start_clickhouse() {
 <yandex>
     <logger><level>warning</level><log>$d/log/server.log</log><errorlog>$d/log/error.log</errorlog><size>100M</size><count>2</count></logger>
     <listen_host>127.0.0.1</listen_host>
-    <tcp_port>$tcp</tcp_port>
-    <!-- The secure native port, with the dev CA's certificate (certs.sh):
-         capstream-dev, the demo and the end-to-end tests use it. -->
+    <!-- The native protocol over TLS only, with the dev CA's certificate
+         (certs.sh): there is no plain tcp_port. The HTTP ports below are
+         needed by the server itself and take no queries from capstream. -->
     <tcp_port_secure>$secure</tcp_port_secure>
     <openSSL><server><certificateFile>$tls/server.pem</certificateFile><privateKeyFile>$tls/server-key.pem</privateKeyFile><verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols><preferServerCiphers>true</preferServerCiphers></server></openSSL>
     <http_port>$http</http_port>
@@ -171,14 +175,27 @@ EOF
 <?xml version="1.0"?>
 <yandex>
     <profiles><default><max_memory_usage>4000000000</max_memory_usage>$lc</default></profiles>
-    <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+    <users><default><password_sha256_hex>$hash</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
     <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 EOF
+	# clickhouse-client --config-file client.xml: TLS verified against
+	# the dev CA, and the password, which then never shows in ps.
+	(umask 077 && cat >"$d/client.xml" <<EOF
+<config>
+    <host>127.0.0.1</host><port>$secure</port><secure>true</secure>
+    <user>default</user><password>$password</password>
+    <openSSL><client><loadDefaultCAFile>false</loadDefaultCAFile><caConfig>$tls/ca.pem</caConfig><verificationMode>strict</verificationMode><invalidCertificateHandler><name>RejectCertificateHandler</name></invalidCertificateHandler></client></openSSL>
+</config>
+EOF
+	)
 	start clickhouse /usr/sbin/clickhouse-server --config-file="$d/config.xml"
-	wait_for clickhouse 150 /usr/bin/clickhouse-client --host 127.0.0.1 --port "$tcp" -q 'SELECT 1'
+	wait_for clickhouse 150 /usr/bin/clickhouse-client --config-file "$d/client.xml" -q 'SELECT 1'
 	{
-		echo "CAPSTREAM_TEST_CLICKHOUSE_ADDR=127.0.0.1:$tcp"
+		echo "CAPSTREAM_TEST_CLICKHOUSE_ADDR=127.0.0.1:$secure"
+		echo "CAPSTREAM_TEST_CLICKHOUSE_SECURE=1"
+		echo "CAPSTREAM_TEST_CLICKHOUSE_PASSWORD=$password"
+		echo "CAPSTREAM_TEST_CLICKHOUSE_CLIENT_CONFIG=$d/client.xml"
 		echo "CAPSTREAM_TEST_CLICKHOUSE_SECURE_ADDR=127.0.0.1:$secure"
 		echo "CAPSTREAM_TEST_TLS_CA=$tls/ca.pem"
 	} >>"$ENV_FILE.tmp"
@@ -264,8 +281,9 @@ running() {
 
 cmd_up() {
 	# Services started by an earlier version of this script, without TLS
-	# on S3, are restarted.
-	if running && [ -f "$ENV_FILE" ] && grep -q '^CAPSTREAM_TEST_S3_TLS=1' "$ENV_FILE"; then
+	# on S3, or with a plain ClickHouse port or no password, are restarted.
+	if running && [ -f "$ENV_FILE" ] && grep -q '^CAPSTREAM_TEST_S3_TLS=1' "$ENV_FILE" &&
+		grep -q '^CAPSTREAM_TEST_CLICKHOUSE_SECURE=1' "$ENV_FILE"; then
 		log "already running; env file $ENV_FILE"
 		return 0
 	fi

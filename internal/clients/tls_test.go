@@ -195,9 +195,20 @@ func TestClickHouseTLS(t *testing.T) {
 		t.Errorf("wrong CA: %v; want an error naming clickhouse.tls and %s", err, files.OtherCA)
 	}
 	plain := good
-	plain.Secure, plain.TLS = false, clients.TLSConfig{}
+	// No password either: it would cross in clear text.
+	plain.Secure, plain.TLS, plain.Password = false, clients.TLSConfig{}, ""
 	plain.DialTimeout = 2 * time.Second
 	if err := plain.Check(t.Context()); err == nil {
 		t.Error("a plain client queried the secure port")
+	}
+	// The dev server's user has a password: without it, TLS alone gets
+	// nowhere.
+	if good.Password == "" {
+		t.Fatalf("no ClickHouse password in %s: restart the services with deploy/dev/deps.sh up", testenv.EnvFilePath())
+	}
+	nopw := good
+	nopw.Password = ""
+	if err := nopw.Check(t.Context()); err == nil || !strings.Contains(err.Error(), "assword") {
+		t.Errorf("no password: %v; want the server's refusal", err)
 	}
 }

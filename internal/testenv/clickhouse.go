@@ -3,8 +3,10 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,13 +21,23 @@ type ClickHouseDB struct {
 	Addr     string
 	Database string
 	// SecureAddr is the server's TLS port and CAFile the CA of its
-	// certificate (deps.sh's dev CA); empty with an older deps.sh.
+	// certificate (deps.sh's dev CA); empty with an older deps.sh. With
+	// the current one, Addr is that TLS port too: the server has no
+	// plain port.
 	SecureAddr, CAFile string
 	// Conn uses Database as its default database.
 	Conn driver.Conn
 }
 
-var clickhouseProbe probe
+var (
+	clickhouseProbe probe
+	clickhouseTLS   = sync.OnceValues(func() (*tls.Config, error) {
+		if Getenv(EnvClickHouseSecure) != "1" {
+			return nil, nil
+		}
+		return clients.TLSConfig{CAFile: Getenv(EnvTLSCA)}.Config("clickhouse.tls")
+	})
+)
 
 // ClickHouseAddr is the native-protocol address of the test server.
 func ClickHouseAddr() string {
@@ -35,13 +47,33 @@ func ClickHouseAddr() string {
 	return defaultClickHouse
 }
 
-// ClickHouseOptions are the client options tests and the dev pipeline use.
-// They send no settings: 18.16 and current servers disagree on several.
+// ClickHousePassword is the test server's password for its default user.
+func ClickHousePassword() string { return Getenv(EnvClickHousePassword) }
+
+// ClickHouseConfig is how a component reaches database on the test
+// server, as the default user with its password, over TLS verified
+// against the dev CA (deps.sh's server has no plain port).
+func ClickHouseConfig(database string) clients.ClickHouseConfig {
+	c := clients.DefaultClickHouseConfig()
+	c.Addr, c.Database, c.Password = ClickHouseAddr(), database, ClickHousePassword()
+	if Getenv(EnvClickHouseSecure) == "1" {
+		c.Secure, c.TLS.CAFile = true, Getenv(EnvTLSCA)
+	}
+	return c
+}
+
+// ClickHouseOptions are the client options tests use for the server at
+// addr (the test server, or a proxy to it), as ClickHouseConfig. They send
+// no settings: 18.16 and current servers disagree on several.
 func ClickHouseOptions(addr, database string) *clickhouse.Options {
+	// A CA that cannot be read leaves TLS off: the server then refuses
+	// the connection, and the probe reports why.
+	tc, _ := clickhouseTLS()
 	return &clickhouse.Options{
 		Addr:        []string{addr},
-		Auth:        clickhouse.Auth{Database: database, Username: "default"},
+		Auth:        clickhouse.Auth{Database: database, Username: "default", Password: ClickHousePassword()},
 		DialTimeout: probeTimeout,
+		TLS:         tc,
 	}
 }
 
@@ -52,6 +84,9 @@ func ClickHouse(t testing.TB) *ClickHouseDB {
 	skipShort(t, "ClickHouse")
 	addr := ClickHouseAddr()
 	if err := clickhouseProbe.check(func() error {
+		if _, err := clickhouseTLS(); err != nil {
+			return err
+		}
 		conn, err := clickhouse.Open(ClickHouseOptions(addr, "default"))
 		if err != nil {
 			return err
@@ -97,8 +132,8 @@ func (db *ClickHouseDB) SecureConfig(t testing.TB) clients.ClickHouseConfig {
 	if db.SecureAddr == "" || db.CAFile == "" {
 		t.Fatalf("ClickHouse has no secure port in %s (%s, %s): run deploy/dev/deps.sh up", EnvFilePath(), EnvClickHouseSecureAddr, EnvTLSCA)
 	}
-	c := clients.DefaultClickHouseConfig()
-	c.Addr, c.Database, c.Secure, c.TLS.CAFile = db.SecureAddr, db.Database, true, db.CAFile
+	c := ClickHouseConfig(db.Database)
+	c.Addr, c.Secure, c.TLS.CAFile = db.SecureAddr, true, db.CAFile
 	return c
 }
 

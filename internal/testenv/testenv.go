@@ -34,15 +34,24 @@ const (
 	// EnvClickHouseSecureAddr is the server's TLS native port, whose
 	// certificate EnvTLSCA signs.
 	EnvClickHouseSecureAddr = "CAPSTREAM_TEST_CLICKHOUSE_SECURE_ADDR"
-	EnvTLSCA                = "CAPSTREAM_TEST_TLS_CA"
-	EnvS3Endpoint           = "CAPSTREAM_TEST_S3_ENDPOINT"
-	EnvS3AccessKey          = "CAPSTREAM_TEST_S3_ACCESS_KEY"
-	EnvS3SecretKey          = "CAPSTREAM_TEST_S3_SECRET_KEY"
-	EnvKubeconfig           = "CAPSTREAM_TEST_KUBECONFIG"
-	defaultDevDir           = "/tmp/capstream-dev"
-	defaultClickHouse       = "127.0.0.1:9000"
-	cleanupTimeout          = 30 * time.Second
-	probeTimeout            = 5 * time.Second
+	// EnvClickHousePassword is the default user's password (empty with an
+	// older deps.sh, whose server has none).
+	EnvClickHousePassword = "CAPSTREAM_TEST_CLICKHOUSE_PASSWORD"
+	// EnvClickHouseSecure is 1 when EnvClickHouseAddr is a TLS port,
+	// whose certificate EnvTLSCA signs.
+	EnvClickHouseSecure = "CAPSTREAM_TEST_CLICKHOUSE_SECURE"
+	// EnvClickHouseClientConfig is a clickhouse-client --config-file with
+	// the address, TLS and password.
+	EnvClickHouseClientConfig = "CAPSTREAM_TEST_CLICKHOUSE_CLIENT_CONFIG"
+	EnvTLSCA                  = "CAPSTREAM_TEST_TLS_CA"
+	EnvS3Endpoint             = "CAPSTREAM_TEST_S3_ENDPOINT"
+	EnvS3AccessKey            = "CAPSTREAM_TEST_S3_ACCESS_KEY"
+	EnvS3SecretKey            = "CAPSTREAM_TEST_S3_SECRET_KEY"
+	EnvKubeconfig             = "CAPSTREAM_TEST_KUBECONFIG"
+	defaultDevDir             = "/tmp/capstream-dev"
+	defaultClickHouse         = "127.0.0.1:9000"
+	cleanupTimeout            = 30 * time.Second
+	probeTimeout              = 5 * time.Second
 )
 
 var (
