@@ -52,7 +52,7 @@ func runRouter(ctx context.Context, cfg *router.Settings) error {
 	// client-go (leader election, informers) logs through klog: send it
 	// to the same handler.
 	klog.SetSlogLogger(logger.With("component", "client-go"))
-	warnInsecure(logger, cfg.NATS.TLS.Warning("nats.tls"))
+	warnInsecure(logger, cfg.NATS.Warnings()...)
 	reg := svc.NewRegistry()
 	kube, dyn, err := cfg.Kube.Clients("capstream-router")
 	if err != nil {
@@ -98,7 +98,7 @@ spec.nodeName) and CAPSTREAM_PRODUCER_NATS_URL.`,
 // (SIGINT or SIGTERM) or one of them fails.
 func runProducer(ctx context.Context, cfg *producer.Settings) error {
 	logger := svc.NewLogger(cfg.Log)
-	warnInsecure(logger, cfg.NATS.TLS.Warning("nats.tls"))
+	warnInsecure(logger, cfg.NATS.Warnings()...)
 	reg := svc.NewRegistry()
 	nc, err := cfg.NATS.Connect(producer.ConnOptions(logger)...)
 	if err != nil {
@@ -134,7 +134,7 @@ CAPSTREAM_SINK_PCAP_S3_SECRETKEY, CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD.`,
 			}
 			return runSink(ctx, cfg.ServiceSettings, "sink-pcap",
 				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (svc.Component, error) {
-					warnInsecure(logger, cfg.S3.TLS.Warning("s3.tls"))
+					warnInsecure(logger, cfg.S3.Warnings()...)
 					return pcapstore.New(cfg.Pcap, sink.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
 				})
 		},
@@ -180,7 +180,7 @@ func warnInsecure(logger *slog.Logger, warnings ...string) {
 func runSink(ctx context.Context, c sink.ServiceSettings, name string,
 	build func(*slog.Logger, prometheus.Registerer, jetstream.JetStream, driver.Conn) (svc.Component, error)) error {
 	logger := svc.NewLogger(c.Log)
-	warnInsecure(logger, c.NATS.TLS.Warning("nats.tls"), c.ClickHouse.TLS.Warning("clickhouse.tls"))
+	warnInsecure(logger, append(c.NATS.Warnings(), c.ClickHouse.Warnings()...)...)
 	applyMemoryLimit(logger, c.MemoryLimit)
 	reg := svc.NewRegistry()
 	nc, js, err := clients.JetStream(c.NATS)

@@ -51,6 +51,32 @@ func TestRouterExampleConfig(t *testing.T) {
 	}
 }
 
+// TestServicesRefuseInsecureNATS: a service with the default NATS
+// settings (nats://, no credentials) does not start; it names both
+// missing pieces and the explicit settings that allow them, which then
+// load with a warning each.
+func TestServicesRefuseInsecureNATS(t *testing.T) {
+	cfg := router.DefaultSettings()
+	err := config.Load("", router.EnvPrefix, nil, cfg)
+	if err == nil || !strings.Contains(err.Error(), "is not TLS") || !strings.Contains(err.Error(), "nats.plaintext") ||
+		!strings.Contains(err.Error(), "no credentials") || !strings.Contains(err.Error(), "nats.anonymous") {
+		t.Fatalf("defaults: %v; want refusals naming nats.plaintext and nats.anonymous", err)
+	}
+	cfg = router.DefaultSettings()
+	if err := config.Load("", router.EnvPrefix, []string{"CAPSTREAM_ROUTER_NATS_PLAINTEXT=true", "CAPSTREAM_ROUTER_NATS_ANONYMOUS=true"}, cfg); err != nil {
+		t.Fatalf("explicit plaintext and anonymous: %v", err)
+	}
+	if w := strings.Join(cfg.NATS.Warnings(), "\n"); !strings.Contains(w, "clear text") || !strings.Contains(w, "without credentials") {
+		t.Errorf("warnings %q", w)
+	}
+	cfg = router.DefaultSettings()
+	err = config.Load("", router.EnvPrefix, []string{"CAPSTREAM_ROUTER_NATS_PLAINTEXT=true", "CAPSTREAM_ROUTER_NATS_URL=tls://h:4222",
+		"CAPSTREAM_ROUTER_NATS_ANONYMOUS=true", "CAPSTREAM_ROUTER_NATS_USER=u"}, cfg)
+	if err == nil || !strings.Contains(err.Error(), "nats.plaintext is set but") || !strings.Contains(err.Error(), "nats.anonymous is set together") {
+		t.Errorf("contradictions: %v", err)
+	}
+}
+
 func TestRouterConfigErrors(t *testing.T) {
 	cfg := router.DefaultSettings()
 	env := []string{"CAPSTREAM_ROUTER_ROUTER_INTERFACEPREFIX=toolong", "CAPSTREAM_ROUTER_NATS_TOKEN=t", "CAPSTREAM_ROUTER_NATS_USER=u"}
@@ -87,7 +113,9 @@ func TestRouterServes(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	path := filepath.Join(t.TempDir(), "router.yaml")
-	yaml := fmt.Sprintf("kube:\n  kubeconfig: %s\nnats:\n  url: %s\nlog:\n  level: warn\nhttp:\n  listen: %s\n"+
+	// The test server is plaintext and anonymous: the service must be
+	// told so explicitly.
+	yaml := fmt.Sprintf("kube:\n  kubeconfig: %s\nnats:\n  url: %s\n  plaintext: true\n  anonymous: true\nlog:\n  level: warn\nhttp:\n  listen: %s\n"+
 		"router:\n  namespace: %[4]s\n  leaderElection:\n    namespace: %[4]s\n    leaseDuration: 3s\n    renewDeadline: 2s\n    retryPeriod: 200ms\n",
 		kube.Kubeconfig, js.URL, addr, ns)
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
@@ -247,7 +275,7 @@ func TestSinkMemoryLimit(t *testing.T) {
 		}
 	}
 	cfg := flowstore.DefaultSettings()
-	if err := config.Load("", flowstore.EnvPrefix, []string{"CAPSTREAM_SINK_FLOWS_MEMORYLIMIT=0"}, cfg); err != nil || cfg.MemoryLimit != 0 {
+	if err := config.Load("", flowstore.EnvPrefix, []string{"CAPSTREAM_SINK_FLOWS_MEMORYLIMIT=0", "CAPSTREAM_SINK_FLOWS_NATS_PLAINTEXT=true", "CAPSTREAM_SINK_FLOWS_NATS_ANONYMOUS=true"}, cfg); err != nil || cfg.MemoryLimit != 0 {
 		t.Errorf("memoryLimit 0 (none): %d, %v", cfg.MemoryLimit, err)
 	}
 }

@@ -51,6 +51,45 @@ type NATSConfig struct {
 	// subjects, so a server can let each identity read its own replies
 	// only (schemas.Identity). Default empty: _INBOX.
 	InboxPrefix string `yaml:"inboxPrefix"`
+	// Plaintext lets a service connect without TLS (a nats:// URL and no
+	// tls section), so its credentials and the captured packets cross the
+	// network in clear text. Default false: a service refuses to start
+	// that way. It logs a warning.
+	Plaintext bool `yaml:"plaintext"`
+	// Anonymous lets a service connect without credentials. Default
+	// false: a service refuses to start without credsFile, user/password
+	// or token. It logs a warning.
+	Anonymous bool `yaml:"anonymous"`
+}
+
+// Secured reports what a service's connection lacks of TLS and
+// credentials, unless Plaintext or Anonymous allow it explicitly.
+func (c NATSConfig) Secured() error {
+	var errs []error
+	if !c.secure() && !c.Plaintext {
+		errs = append(errs, fmt.Errorf("nats: %s is not TLS: use a tls:// URL with nats.tls.caFile (the CA of the server's certificate), or set nats.plaintext: true to send credentials and packets in clear text", RedactURL(c.URL)))
+	}
+	if !c.hasCredentials() && !c.Anonymous {
+		errs = append(errs, errors.New("nats: no credentials: set nats.credsFile, or nats.user with nats.password from the environment, or nats.anonymous: true"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c NATSConfig) hasCredentials() bool {
+	return c.CredsFile != "" || c.User != "" || c.Password != "" || c.Token != ""
+}
+
+// Warnings are the lines a service logs at start about how insecure this
+// connection is allowed to be.
+func (c NATSConfig) Warnings() []string {
+	w := []string{c.TLS.Warning("nats.tls")}
+	if c.Plaintext && !c.secure() {
+		w = append(w, "nats.plaintext is set: credentials and captured packets cross the network to NATS in clear text")
+	}
+	if c.Anonymous && !c.hasCredentials() {
+		w = append(w, "nats.anonymous is set: connecting to NATS without credentials")
+	}
+	return w
 }
 
 // secure reports whether the connection uses TLS.
@@ -78,6 +117,12 @@ func (c NATSConfig) Validate() error {
 	}
 	if kinds > 1 {
 		errs = append(errs, errors.New("nats: set only one of credsFile, user/password and token"))
+	}
+	if c.Anonymous && kinds > 0 {
+		errs = append(errs, errors.New("nats.anonymous is set together with credentials: drop one"))
+	}
+	if c.Plaintext && c.secure() {
+		errs = append(errs, errors.New("nats.plaintext is set but the URL or nats.tls asks for TLS: drop one"))
 	}
 	if c.TLS.Set() {
 		errs = append(errs, c.TLS.Validate("nats.tls"))
@@ -161,7 +206,8 @@ func RedactURL(u string) string {
 // ClickHouseConfig is how a component reaches ClickHouse over the native
 // protocol (HTTP does not work with 18.16).
 type ClickHouseConfig struct {
-	// Addr is host:port of the native protocol. Default 127.0.0.1:9000.
+	// Addr is host:port of the native protocol. Default 127.0.0.1:9440
+	// (the secure port).
 	Addr string `yaml:"addr"`
 	// Database holds the flows and pcap_objects tables. Default "default".
 	Database string `yaml:"database"`
@@ -174,17 +220,27 @@ type ClickHouseConfig struct {
 	// ReadTimeout bounds one query's wait for the server. Default 1m.
 	ReadTimeout time.Duration `yaml:"readTimeout"`
 	// Secure speaks TLS to the server's secure native port
-	// (tcp_port_secure, 9440 by convention). It is implied by any TLS
-	// setting.
+	// (tcp_port_secure, 9440 by convention). Default true; false sends the
+	// password and every row in clear text, and logs a warning. It is
+	// implied by any TLS setting.
 	Secure bool `yaml:"secure"`
 	// TLS says which CA verifies the server and which client certificate
 	// to present.
 	TLS TLSConfig `yaml:"tls"`
 }
 
+// Warnings are the lines a service logs at start about how insecure this
+// connection is allowed to be.
+func (c ClickHouseConfig) Warnings() []string {
+	if !c.Secure && !c.TLS.Set() {
+		return []string{"clickhouse.secure is false: the password and every row cross the network in clear text"}
+	}
+	return []string{c.TLS.Warning("clickhouse.tls")}
+}
+
 // DefaultClickHouseConfig returns a local server's settings.
 func DefaultClickHouseConfig() ClickHouseConfig {
-	return ClickHouseConfig{Addr: "127.0.0.1:9000", Database: "default", Username: "default", DialTimeout: 10 * time.Second, ReadTimeout: time.Minute}
+	return ClickHouseConfig{Addr: "127.0.0.1:9440", Database: "default", Username: "default", DialTimeout: 10 * time.Second, ReadTimeout: time.Minute, Secure: true}
 }
 
 // Validate checks the required fields.
@@ -239,7 +295,8 @@ type S3Config struct {
 	Bucket string `yaml:"bucket"`
 	// Region, if the server needs one. Default empty.
 	Region string `yaml:"region"`
-	// Secure selects HTTPS. Default false.
+	// Secure selects HTTPS. Default true; false sends every object in
+	// clear text, and logs a warning.
 	Secure bool `yaml:"secure"`
 	// AccessKey, usually from the environment (…_S3_ACCESSKEY).
 	AccessKey string `yaml:"accessKey" secret:"true"`
@@ -251,7 +308,16 @@ type S3Config struct {
 }
 
 // DefaultS3Config returns the default bucket and no endpoint.
-func DefaultS3Config() S3Config { return S3Config{Bucket: "capstream"} }
+func DefaultS3Config() S3Config { return S3Config{Bucket: "capstream", Secure: true} }
+
+// Warnings are the lines a service logs at start about how insecure this
+// connection is allowed to be.
+func (c S3Config) Warnings() []string {
+	if !c.Secure {
+		return []string{"s3.secure is false: objects, which hold captured packets, cross the network in clear text"}
+	}
+	return []string{c.TLS.Warning("s3.tls")}
+}
 
 // Validate checks the required fields.
 func (c S3Config) Validate() error {

@@ -274,7 +274,9 @@ func DefaultServiceSettings(name string) ServiceSettings {
 	return ServiceSettings{Log: DefaultLogConfig(), HTTP: DefaultHTTPConfig(), NATS: clients.DefaultNATSConfig(name)}
 }
 
-// Validate checks the shared sections.
+// Validate checks the shared sections. A service's NATS connection must
+// use TLS and credentials unless nats.plaintext or nats.anonymous say
+// otherwise.
 func (s ServiceSettings) Validate() error {
-	return errors.Join(s.Log.Validate(), s.HTTP.Validate(), s.NATS.Validate())
+	return errors.Join(s.Log.Validate(), s.HTTP.Validate(), s.NATS.Validate(), s.NATS.Secured())
 }
