@@ -210,6 +210,13 @@ func TestProducerIdentity(t *testing.T) {
 	if _, err := prod.Publish(t.Context(), ownStatus, []byte("{}")); err != nil {
 		t.Errorf("producer cannot publish its own node's status: %v", err)
 	}
+	// Nor may it speak for a sink, even on its own node.
+	for _, src := range []schemas.Source{schemas.SourcePcapSink, schemas.SourceFlowSink} {
+		forged, _ := schemas.ReportSubject(&schemas.Status{Source: src, Namespace: "ns", Name: "cap", Node: "node-a"})
+		if _, err := prod.Publish(shortCtx(t), forged, []byte("{}")); err == nil {
+			t.Errorf("producer of node-a published a %s report", src)
+		}
+	}
 }
 
 // TestSinkIdentity: a sink pulls its own durable and publishes reports; it
@@ -255,9 +262,16 @@ func TestSinkIdentity(t *testing.T) {
 	if _, err := sinkJS.Publish(shortCtx(t), batch, []byte("forged")); err == nil {
 		t.Error("pcap sink published a batch")
 	}
-	status, _ := schemas.StatusSubject("ns", "cap", "node-a")
+	status, _ := schemas.ReportSubject(&schemas.Status{Source: schemas.SourcePcapSink, Namespace: "ns", Name: "cap", Node: "node-a"})
 	if _, err := sinkJS.Publish(t.Context(), status, []byte("{}")); err != nil {
-		t.Errorf("pcap sink cannot publish a status report: %v", err)
+		t.Errorf("pcap sink cannot publish its status report: %v", err)
+	}
+	// Nor another source's: the producer's or the flow sink's.
+	for _, src := range []schemas.Source{schemas.SourceProducer, schemas.SourceFlowSink} {
+		forged, _ := schemas.ReportSubject(&schemas.Status{Source: src, Namespace: "ns", Name: "cap", Node: "node-a"})
+		if _, err := sinkJS.Publish(shortCtx(t), forged, []byte("{}")); err == nil {
+			t.Errorf("pcap sink published a %s report", src)
+		}
 	}
 }
 

@@ -402,7 +402,7 @@ func (h *harness) publishStatus(s *schemas.Status) error {
 	if err != nil {
 		return err
 	}
-	subj, err := schemas.StatusSubject(s.Namespace, s.Name, s.Node)
+	subj, err := schemas.ReportSubject(s)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/capstream/capstream/internal/testenv"
@@ -65,4 +66,57 @@ func TestSinkReportsShow(t *testing.T) {
 		}
 		return errors.New("no SinkError event naming the refused batches")
 	})
+}
+
+// TestForgedSourceRefused: a report whose body claims a sink as its source
+// but that came on the producer's subject (which a node's producer
+// identity may publish) is dropped, so a producer cannot put a sink
+// failure on a capture; the producer's own report that follows it
+// applies.
+func TestForgedSourceRefused(t *testing.T) {
+	h := onePodHarness(t)
+	h.createCapture("cap", "all()")
+	h.expect("cap", map[string][]string{"node-1": {"p"}})
+	pc, err := h.getCapture("cap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &schemas.Status{Source: schemas.SourceFlowSink, Namespace: h.ns, Name: "cap", UID: string(pc.UID), Node: "node-1",
+		State: schemas.StateCapturing, Time: time.Now(), LostBatches: 5, LostPackets: 500,
+		Failures: []schemas.Failure{{Reason: schemas.FailureStorageRefused, Batches: 5, Message: "forged"}}}
+	data, err := schemas.EncodeStatus(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	producerSubject, err := schemas.StatusSubject(h.ns, "cap", "node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.nats.JS.Publish(t.Context(), producerSubject, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.publishStatus(&schemas.Status{Source: schemas.SourceProducer, Namespace: h.ns, Name: "cap", UID: string(pc.UID), Node: "node-1",
+		State: schemas.StateCapturing, Time: time.Now(), Packets: 77}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, waitFor, func() error {
+		got, err := h.getCapture("cap")
+		if err != nil {
+			return err
+		}
+		if got.Status.Packets != 77 {
+			return fmt.Errorf("packets %d, want the producer's 77", got.Status.Packets)
+		}
+		return nil
+	})
+	got, err := h.getCapture("cap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Drops != 0 {
+		t.Errorf("drops %d: the forged sink report counted", got.Status.Drops)
+	}
+	if c := meta.FindStatusCondition(got.Status.Conditions, v3.ConditionError); c != nil && c.Reason == ReasonSinkError {
+		t.Errorf("condition %+v: the forged sink failure shows", c)
+	}
 }

@@ -327,9 +327,16 @@ func (r *Router) onStatus(msg jetstream.Msg) {
 	s, err := schemas.DecodeStatus(msg.Data())
 	if err == nil {
 		var key schemas.Key
-		key, err = schemas.ParseStatusSubject(msg.Subject())
-		if err == nil && (key.Namespace != s.Namespace || key.Name != s.Name || key.Node != s.Node) {
+		var src schemas.Source
+		key, src, err = schemas.ParseStatusSubject(msg.Subject())
+		switch {
+		case err != nil:
+		case key.Namespace != s.Namespace || key.Name != s.Name || key.Node != s.Node:
 			err = fmt.Errorf("%w: subject %s does not match the report", schemas.ErrMalformed, msg.Subject())
+		case src != s.Source:
+			// Only the sink's identity may publish on a sink's subject:
+			// a producer claiming to be a sink is refused here.
+			err = fmt.Errorf("%w: subject %s is for %s reports, this one says %s", schemas.ErrMalformed, msg.Subject(), src, s.Source)
 		}
 	}
 	if err != nil {

@@ -87,11 +87,12 @@ func ProducerIdentity(node string) (Identity, error) {
 }
 
 // sinkIdentity may read its own durable on CAPSTREAM_PACKETS (bind it,
-// pull, ack) and publish status reports for any capture and node.
-func sinkIdentity(user, durable string) Identity {
+// pull, ack) and publish its own kind of status report (ReportSubject)
+// for any capture and node: never a producer's, nor the other sink's.
+func sinkIdentity(user, durable string, source Source) Identity {
 	p := StreamPackets
 	return identity(user,
-		StatusSubjectsAll,
+		statusPrefix+"*.*.*."+string(source),
 		jsAPI+"CONSUMER.CREATE."+p+"."+durable+".>",
 		jsAPI+"CONSUMER.INFO."+p+"."+durable,
 		jsAPI+"CONSUMER.MSG.NEXT."+p+"."+durable,
@@ -100,10 +101,10 @@ func sinkIdentity(user, durable string) Identity {
 }
 
 // PcapSinkIdentity is the pcap sink's: its durable and status reports.
-func PcapSinkIdentity() Identity { return sinkIdentity(UserPcapSink, ConsumerPcapSink) }
+func PcapSinkIdentity() Identity { return sinkIdentity(UserPcapSink, ConsumerPcapSink, SourcePcapSink) }
 
 // FlowSinkIdentity is the flow sink's: its durable and status reports.
-func FlowSinkIdentity() Identity { return sinkIdentity(UserFlowSink, ConsumerFlowSink) }
+func FlowSinkIdentity() Identity { return sinkIdentity(UserFlowSink, ConsumerFlowSink, SourceFlowSink) }
 
 // MonitorIdentity reads the streams' and consumers' state, for `nats stream
 // report`, `nats consumer report` and `nats server check jetstream`: no

@@ -361,7 +361,7 @@ func TestStatusAndRouterConsumer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if subj, err = StatusSubject(s.Namespace, s.Name, s.Node); err != nil {
+		if subj, err = ReportSubject(s); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := js.Publish(ctx, subj, b); err != nil {

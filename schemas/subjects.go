@@ -157,10 +157,28 @@ func PacketSubject(namespace, name, node string) (string, error) {
 }
 
 // StatusSubject returns capstream.status.<namespace>.<name>.<node>, the
-// subject on which the producer and the pcap sink report on one capture on
-// one node.
+// subject on which the producer reports on one capture on its node.
 func StatusSubject(namespace, name, node string) (string, error) {
 	return subject(statusPrefix, namespace, name, node)
+}
+
+// ReportSubject returns the subject st is published on: the producer's
+// StatusSubject, or for a sink that subject with the sink's source as a
+// fourth token (capstream.status.<namespace>.<name>.<node>.sink-pcap).
+// Each identity may publish only its own kind, so the router can trust a
+// report's source: a producer cannot speak for a sink (schemas.Identity).
+func ReportSubject(st *Status) (string, error) {
+	subj, err := StatusSubject(st.Namespace, st.Name, st.Node)
+	if err != nil {
+		return "", err
+	}
+	switch st.Source {
+	case SourceProducer:
+		return subj, nil
+	case SourcePcapSink, SourceFlowSink:
+		return subj + "." + string(st.Source), nil
+	}
+	return "", fmt.Errorf("%w: no report subject for source %s", ErrMalformed, quote(string(st.Source)))
 }
 
 // CommandFilterForNode returns capstream.cmd.<node>.>, the filter a producer
@@ -217,13 +235,23 @@ func ParsePacketSubject(subj string) (Key, error) {
 	return Key{Namespace: ns, Name: name, Node: node}, nil
 }
 
-// ParseStatusSubject parses capstream.status.<namespace>.<name>.<node>.
-func ParseStatusSubject(subj string) (Key, error) {
+// ParseStatusSubject parses a ReportSubject: the key, and the source the
+// subject is reserved for (SourceProducer for three tokens).
+func ParseStatusSubject(subj string) (Key, Source, error) {
+	src := SourceProducer
+	if strings.Count(subj, ".") == strings.Count(statusPrefix, ".")+3 {
+		i := strings.LastIndexByte(subj, '.')
+		src = Source(subj[i+1:])
+		if src != SourcePcapSink && src != SourceFlowSink {
+			return Key{}, "", fmt.Errorf("%w %s: unknown source %s", ErrInvalidSubject, quote(subj), quote(string(src)))
+		}
+		subj = subj[:i]
+	}
 	ns, name, node, err := parseSubject(statusPrefix, subj)
 	if err != nil {
-		return Key{}, err
+		return Key{}, "", err
 	}
-	return Key{Namespace: ns, Name: name, Node: node}, nil
+	return Key{Namespace: ns, Name: name, Node: node}, src, nil
 }
 
 // parseSubject splits prefix + exactly three tokens and maps them back to

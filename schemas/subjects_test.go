@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -120,8 +121,22 @@ func TestSubjects(t *testing.T) {
 		},
 		"status": {
 			build: func() (string, error) { return StatusSubject(key.Namespace, key.Name, key.Node) },
-			parse: ParseStatusSubject,
+			parse: parseStatusKey(SourceProducer),
 			want:  "capstream.status.prod_eu.cap_1.node-7_internal",
+		},
+		"pcap sink report": {
+			build: func() (string, error) {
+				return ReportSubject(&Status{Source: SourcePcapSink, Namespace: key.Namespace, Name: key.Name, Node: key.Node})
+			},
+			parse: parseStatusKey(SourcePcapSink),
+			want:  "capstream.status.prod_eu.cap_1.node-7_internal.sink-pcap",
+		},
+		"flow sink report": {
+			build: func() (string, error) {
+				return ReportSubject(&Status{Source: SourceFlowSink, Namespace: key.Namespace, Name: key.Name, Node: key.Node})
+			},
+			parse: parseStatusKey(SourceFlowSink),
+			want:  "capstream.status.prod_eu.cap_1.node-7_internal.sink-flows",
 		},
 	}
 	for name, tc := range tests {
@@ -236,7 +251,10 @@ func FuzzParseSubject(f *testing.F) {
 	}{
 		{ParseCommandSubject, func(k Key) (string, error) { return CommandSubject(k.Node, k.Namespace, k.Name) }},
 		{ParsePacketSubject, func(k Key) (string, error) { return PacketSubject(k.Namespace, k.Name, k.Node) }},
-		{ParseStatusSubject, func(k Key) (string, error) { return StatusSubject(k.Namespace, k.Name, k.Node) }},
+		{parseStatusKey(SourceProducer), func(k Key) (string, error) { return StatusSubject(k.Namespace, k.Name, k.Node) }},
+		{parseStatusKey(SourcePcapSink), func(k Key) (string, error) {
+			return ReportSubject(&Status{Source: SourcePcapSink, Namespace: k.Namespace, Name: k.Name, Node: k.Node})
+		}},
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		for _, p := range parsers {
@@ -253,4 +271,26 @@ func FuzzParseSubject(f *testing.F) {
 			}
 		}
 	})
+}
+
+// parseStatusKey is ParseStatusSubject for subjects of source want only.
+func parseStatusKey(want Source) func(string) (Key, error) {
+	return func(subj string) (Key, error) {
+		k, src, err := ParseStatusSubject(subj)
+		if err == nil && src != want {
+			err = fmt.Errorf("source %s, want %s", src, want)
+		}
+		return k, err
+	}
+}
+
+func TestReportSubjectSources(t *testing.T) {
+	if _, err := ReportSubject(&Status{Source: "sink-other", Namespace: "a", Name: "b", Node: "c"}); err == nil {
+		t.Error("a report subject for an unknown source")
+	}
+	for _, subj := range []string{"capstream.status.a.b.c.producer", "capstream.status.a.b.c.sink-x", "capstream.status.a.b.c.d.e", "capstream.status.a.b"} {
+		if k, src, err := ParseStatusSubject(subj); err == nil {
+			t.Errorf("%s parsed to %+v %s", subj, k, src)
+		}
+	}
 }

@@ -103,7 +103,7 @@ func (s *Sink) publishStatus(ctx context.Context, k sink.CaptureKey, now time.Ti
 	if err != nil {
 		return err
 	}
-	subj, err := schemas.StatusSubject(k.Namespace, k.Name, k.Node)
+	subj, err := schemas.ReportSubject(&st)
 	if err != nil {
 		return err
 	}

@@ -219,7 +219,7 @@ func TestFunctionalPcapRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj, _ := schemas.StatusSubject("team-a", "web.capture", "node-1")
+	subj, _ := schemas.ReportSubject(&schemas.Status{Source: schemas.SourcePcapSink, Namespace: "team-a", Name: "web.capture", Node: "node-1"})
 	raw, err := stream.GetLastMsgForSubject(t.Context(), subj)
 	if err != nil {
 		t.Fatal(err)
@@ -565,7 +565,7 @@ func TestFunctionalPcapKeysByUID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj, _ := schemas.StatusSubject("team-a", "web.capture", "node-1")
+	subj, _ := schemas.ReportSubject(&schemas.Status{Source: schemas.SourcePcapSink, Namespace: "team-a", Name: "web.capture", Node: "node-1"})
 	raw, err := stream.GetLastMsgForSubject(t.Context(), subj)
 	if err != nil {
 		t.Fatal(err)

@@ -66,7 +66,7 @@ func (s *Sink) publishStatus(ctx context.Context, h *schemas.BatchHeader) error 
 	if err != nil {
 		return err
 	}
-	subj, err := schemas.StatusSubject(h.Namespace, h.Capture, h.Node)
+	subj, err := schemas.ReportSubject(&st)
 	if err != nil {
 		return err
 	}

@@ -228,15 +228,15 @@ type ReportWatch struct {
 	sub *nats.Subscription
 }
 
-// WatchReports subscribes to the status subject of h's capture and node
-// until the test ends.
+// WatchReports subscribes to the sinks' status subjects of h's capture
+// and node until the test ends.
 func WatchReports(t *testing.T, nc *nats.Conn, h schemas.BatchHeader) *ReportWatch {
 	t.Helper()
 	subj, err := schemas.StatusSubject(h.Namespace, h.Capture, h.Node)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub, err := nc.SubscribeSync(subj)
+	sub, err := nc.SubscribeSync(subj + ".*")
 	if err != nil {
 		t.Fatal(err)
 	}
