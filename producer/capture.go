@@ -45,6 +45,8 @@ type manager struct {
 	// the capture.
 	seqs    map[string]map[string]*uint64
 	changed chan struct{}
+	// hub holds the interfaces shared between captures (shared.go).
+	hub     hub
 	timers  chan schemas.Key
 	resyncs chan liveCommands
 	done    chan struct{}
@@ -60,6 +62,7 @@ type capture struct {
 	seq       uint64 // stream sequence of the last command applied
 	cmdSub    string // the command subject
 	filter    []bpf.RawInstruction
+	rules     []schemas.Filter // cmd.Filters, which filter compiles
 	snap      int
 	subject   string
 	statusSub string
@@ -222,7 +225,7 @@ func (m *manager) newCapture(key schemas.Key, cmd *schemas.Command, ctr *counter
 	if ctr == nil {
 		ctr = &counters{}
 	}
-	c := &capture{key: key, cmd: cmd, ctr: ctr, ifaces: map[string]*ifaceLoop{}}
+	c := &capture{key: key, cmd: cmd, ctr: ctr, ifaces: map[string]*ifaceLoop{}, rules: cmd.Filters}
 	c.snap = cmd.SnapLength
 	if c.snap == 0 {
 		c.snap = m.p.cfg.DefaultSnapLength

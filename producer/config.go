@@ -35,11 +35,12 @@ type Config struct {
 	// AFPacket configures live capture rings.
 	AFPacket afpacket.Config `yaml:"afpacket"`
 	// MaxRingBytes bounds the kernel memory of all capture rings on the
-	// node together, in bytes: each captured interface of each capture
-	// maps afpacket.ringBytes. An interface whose ring would not fit waits
-	// (WaitingForTraffic, lastError saying so) until others close. Node
-	// memory is about 64 MiB for the process plus min(maxRingBytes,
-	// interfaces x ringBytes). Default 1 GiB (32 rings of 32 MiB).
+	// node together, in bytes: each captured interface maps
+	// afpacket.ringBytes once, shared by every capture that selects it. An
+	// interface whose ring would not fit waits (WaitingForTraffic,
+	// lastError saying so) until others close. Node memory is about 64 MiB
+	// for the process plus min(maxRingBytes, interfaces x ringBytes),
+	// whatever the number of captures. Default 1 GiB (32 rings of 32 MiB).
 	MaxRingBytes int64 `yaml:"maxRingBytes"`
 	// File configures replay.
 	File file.Config `yaml:"file"`

@@ -17,7 +17,8 @@ import (
 
 // runIface captures one interface until ctx ends: it opens the source
 // (waiting for a missing interface), reads into a batcher, and goes back
-// to waiting when the interface disappears.
+// to waiting when the interface disappears. An interface of a Sharer is
+// read once for every capture selecting it instead (runShared, shared.go).
 //
 // It reads only the parts of c that never change after newCapture (key,
 // subject, filter, snap length, counters).
@@ -34,6 +35,12 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 		},
 	}
 	defer func() { *seq = bat.hdr.Seq }()
+	if sh, ok := m.p.opener.(source.Sharer); ok {
+		m.runShared(ctx, c, l, bat, sh.ShareKey(l.ep.Interface), log)
+		return
+	}
+	// A source of its own (file replay: each capture replays from the
+	// start).
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
 		backoff.WithMaxInterval(cfg.InterfaceRetry), backoff.WithMaxElapsedTime(0))
 	// wait reports the interface waiting and backs off before the next try.

@@ -6,8 +6,9 @@
 // Lifecycle: New only validates and allocates. Run uses the connection in
 // Deps (the caller dials it through internal/clients with ConnOptions), owns
 // every goroutine (command consumer, command resync, one capture loop per
-// (capture, interface), the ack settler, the status reporter) and waits for all of
-// them before it returns. When its context ends, Run stops consuming,
+// (capture, interface), one reader per interface shared by those loops, the
+// ack settler, the status reporter) and waits for all of them before it
+// returns. When its context ends, Run stops consuming,
 // stops the captures (each flushes its open batch), waits for pending acks
 // and publishes a final status, all under GracePeriod on a fresh context.
 package producer

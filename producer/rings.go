@@ -8,10 +8,12 @@ import (
 )
 
 // rings is the node's budget of capture-ring memory: every open AF_PACKET
-// socket maps a ring of AFPacket.RingBytes of kernel memory, and captures
-// times interfaces can ask for far more than a node has (30 captures over
-// 100 endpoints at 32 MiB: 93 GiB). An interface opens only once its ring
-// fits the budget; until then it waits, and its capture says why.
+// socket maps a ring of AFPacket.RingBytes of kernel memory. Sockets are
+// shared between the captures of an interface (shared.go), so a ring is
+// reserved per interface, and the interfaces of a busy node can still ask
+// for more than it has (100 endpoints at 32 MiB: 3.1 GiB). An interface
+// opens only once its ring fits the budget; until then it waits, and its
+// captures say why.
 type rings struct {
 	mu    sync.Mutex
 	max   int64 // 0: no rings are used (file replay)

@@ -55,6 +55,14 @@ const (
 	ipv6HeaderLen = 40
 )
 
+// HeaderBytes is the most bytes of a frame a compiled program reads: a
+// VLAN tag, IPv4 with 40 bytes of options and the two ports (IPv6 ports sit
+// earlier). A frame cut to HeaderBytes or more gets the verdict of the
+// whole frame, which is what lets the producer re-run a capture's program
+// in user space on packets a shared socket already cut to the union's snap
+// length.
+const HeaderBytes = ethHeaderLen + vlanTagLen + 60 + 4
+
 // portProtocols are the protocols whose header starts with 16-bit ports.
 var portProtocols = []uint8{schemas.ProtocolTCP, schemas.ProtocolUDP, schemas.ProtocolSCTP, schemas.ProtocolUDPLite}
 

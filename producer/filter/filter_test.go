@@ -6,10 +6,11 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/capstream/capstream/schemas"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/net/bpf"
+
+	"github.com/capstream/capstream/schemas"
 )
 
 // pkt describes a hand-built frame.
@@ -280,4 +281,46 @@ func BenchmarkFilter(b *testing.B) {
 	for b.Loop() {
 		_, _ = vm.Run(data)
 	}
+}
+
+// TestHeaderBytes: the deepest read of any program is a port behind a VLAN
+// tag and the largest IPv4 header; HeaderBytes is exactly that.
+func TestHeaderBytes(t *testing.T) {
+	raw := buildMaxOptions(t, tcp80)
+	prog, err := Compile([]schemas.Filter{{Protocol: "TCP", Ports: []string{"80"}}}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := bpf.NewVM(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		n    int
+		want bool
+	}{{len(raw), true}, {HeaderBytes, true}, {HeaderBytes - 1, false}} {
+		n, err := vm.Run(raw[:c.n])
+		if got := err == nil && n > 0; got != c.want {
+			t.Errorf("frame cut to %d of %d bytes: accepted %v, want %v", c.n, len(raw), got, c.want)
+		}
+	}
+}
+
+// buildMaxOptions builds p's ports in TCP over IPv4 with 40 bytes of
+// options (IHL 15), behind a VLAN tag.
+func buildMaxOptions(t *testing.T, p pkt) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}, EthernetType: layers.EthernetTypeDot1Q}
+	ip4 := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: net.IPv4(10, 0, 0, 1), DstIP: net.IPv4(10, 0, 0, 2)}
+	for range 39 {
+		ip4.Options = append(ip4.Options, layers.IPv4Option{OptionType: 1})
+	}
+	ip4.Options = append(ip4.Options, layers.IPv4Option{OptionType: 0})
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), SYN: true, Window: 100}
+	_ = tcp.SetNetworkLayerForChecksum(ip4)
+	raw := serialize(t, []gopacket.SerializableLayer{eth, &layers.Dot1Q{VLANIdentifier: 42, Type: layers.EthernetTypeIPv4}, ip4, tcp})
+	if ihl := raw[18] & 0x0f; ihl != 15 {
+		t.Fatalf("IHL %d, want 15", ihl)
+	}
+	return raw
 }

@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/capstream/capstream/schemas"
 	"golang.org/x/net/bpf"
+
+	"github.com/capstream/capstream/schemas"
 )
 
 // reference is the filter semantics written plainly in Go, which the
@@ -137,6 +138,14 @@ func FuzzCompile(f *testing.F) {
 		got := err == nil && n > 0
 		if want := reference(rules, frame); got != want {
 			t.Fatalf("rules %v frame %x: program %v, reference %v", rules, frame, got, want)
+		}
+		// A frame cut to HeaderBytes gets the whole frame's verdict (the
+		// producer re-filters packets a shared socket cut that short).
+		if len(frame) > HeaderBytes {
+			n, err := vm.Run(frame[:HeaderBytes])
+			if cut := err == nil && n > 0; cut != got {
+				t.Fatalf("rules %v frame %x: %v whole, %v cut to %d bytes", rules, frame, got, cut, HeaderBytes)
+			}
 		}
 	})
 }

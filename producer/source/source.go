@@ -5,7 +5,10 @@
 // benchmarks.
 //
 // A Source is used by one goroutine at a time: the producer's capture loop
-// for that interface reads, polls Stats and finally calls Close.
+// for that interface reads, polls Stats and finally calls Close. The one
+// exception is a source from a Sharer: the producer shares it between every
+// capture that selects its interface, and SetFilter and Stats may then be
+// called from other goroutines while one reads.
 package source
 
 import (
@@ -85,4 +88,28 @@ type Options struct {
 // must be safe for concurrent use.
 type Opener interface {
 	Open(opts Options) (Source, error)
+}
+
+// Sharer is an Opener whose sources can serve several captures at once: a
+// live interface, whose packets are the same whoever reads them (a replayed
+// file is not: each capture replays it from the start). The producer then
+// opens one source per key and fans its packets out to the captures, each
+// filtering in user space with its own program; the sources it opens
+// implement Refilterer.
+type Sharer interface {
+	Opener
+	// ShareKey names the socket Open would open for iface (network
+	// namespace and interface): two captures with the same key share one
+	// source.
+	ShareKey(iface string) string
+}
+
+// Refilterer is a source whose kernel filter can be replaced while it is
+// read: a shared source's filter is the union of its captures' and changes
+// as they come and go.
+type Refilterer interface {
+	// SetFilter replaces the filter program (empty: none, every packet
+	// whole). Packets already in the ring were filtered by the previous
+	// program. It is safe to call while another goroutine reads.
+	SetFilter(prog []bpf.RawInstruction) error
 }

@@ -12,11 +12,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gopacket/gopacket/afpacket"
+	"golang.org/x/net/bpf"
+
 	"github.com/capstream/capstream/internal/netns"
 	"github.com/capstream/capstream/producer/source"
 	"github.com/capstream/capstream/schemas"
-	"github.com/gopacket/gopacket/afpacket"
-	"golang.org/x/net/bpf"
 )
 
 // Config configures the capture rings.
@@ -88,6 +89,10 @@ func NewOpener(cfg Config) (*Opener, error) {
 	}
 	return &Opener{cfg: cfg}, nil
 }
+
+// ShareKey implements source.Sharer: a socket is one interface of the
+// opener's network namespace, whoever reads it.
+func (o *Opener) ShareKey(iface string) string { return o.cfg.NetNS + "/" + iface }
 
 // Open implements source.Opener: it binds a TPACKET_V3 socket to the
 // interface and attaches the filter before the first packet is read, so
@@ -167,7 +172,7 @@ type Source struct {
 	vm              *bpf.VM
 	unfilteredUntil time.Time
 
-	mu    sync.Mutex // serialises Stats with Close
+	mu    sync.Mutex // serialises Stats and SetFilter with Close
 	stats source.Stats
 }
 
@@ -239,6 +244,21 @@ func (s *Source) LinkType() uint32 { return schemas.LinkTypeEthernet }
 
 // Paced implements source.Source.
 func (s *Source) Paced() bool { return true }
+
+// SetFilter implements source.Refilterer: it replaces the socket's filter
+// in place (SO_ATTACH_FILTER swaps it atomically in the kernel), or
+// detaches it for an empty program.
+func (s *Source) SetFilter(prog []bpf.RawInstruction) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tp == nil {
+		return fmt.Errorf("set filter %s: source closed", s.iface)
+	}
+	if err := s.tp.SetBPF(prog); err != nil {
+		return fmt.Errorf("set filter %s: %w: %w", s.iface, source.ErrFilter, err)
+	}
+	return nil
+}
 
 // Close implements source.Source.
 func (s *Source) Close() error {
