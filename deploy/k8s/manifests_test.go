@@ -215,21 +215,33 @@ func TestObjects(t *testing.T) {
 
 // Addresses of the external dependencies, as README.md documents them.
 const (
-	natsURL        = "nats://nats.nats.svc:4222"
-	clickhouseAddr = "clickhouse.clickhouse.svc:9000"
+	natsURL        = "tls://nats.nats.svc:4222"
+	clickhouseAddr = "clickhouse.clickhouse.svc:9440"
 	s3Endpoint     = "minio.minio.svc:9000"
 )
 
 // TestREADME keeps README.md in step: the dependency addresses it
-// documents are the ConfigMaps', and its CAPSTREAM_PACKETS JSON is
-// schemas.PacketsStream with the default limits.
+// documents are the ConfigMaps', it tells how to create the CA ConfigMap
+// and every component's Secret with each key the pod reads, and its
+// CAPSTREAM_PACKETS JSON is schemas.PacketsStream with the default limits.
 func TestREADME(t *testing.T) {
 	data, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(data)
-	for _, s := range []string{natsURL, clickhouseAddr, s3Endpoint, image, "## Deploy"} {
+	must := []string{natsURL, clickhouseAddr, s3Endpoint, image, "## Deploy",
+		"create configmap capstream-ca --from-file=ca.crt=", authConfPath, "nats.plaintext: true"}
+	for _, u := range natsUsers() {
+		must = append(must, "--from-literal="+u.passwordVar+"=")
+	}
+	for _, c := range components {
+		must = append(must, "create secret generic capstream-"+c.name+"-credentials")
+		for _, key := range c.secretKeys {
+			must = append(must, "--from-literal="+key+"=")
+		}
+	}
+	for _, s := range must {
 		if !strings.Contains(readme, s) {
 			t.Errorf("README.md does not mention %s", s)
 		}

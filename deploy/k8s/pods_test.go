@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/capstream/capstream/internal/clients"
+	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/router"
 	"github.com/capstream/capstream/sink/flowstore"
@@ -79,9 +81,35 @@ func podEnv(t *testing.T, c corev1.Container) []string {
 	return env
 }
 
+// tlsMount is where every pod mounts ConfigMap capstream-ca, and tlsCA the
+// CA file in it that every TLS section names.
+const (
+	tlsMount = "/etc/capstream/tls"
+	tlsCA    = tlsMount + "/ca.crt"
+)
+
+// podTLSDir stands in for the pod's tlsMount: a directory with a real CA
+// certificate as ca.crt, since loading a configuration reads its CA files.
+func podTLSDir(t *testing.T) string {
+	t.Helper()
+	pem, err := os.ReadFile(testenv.TLS(t).CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "tls")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // configPath checks the container runs its subcommand with --config on a
-// file of the component's ConfigMap, and writes that file's content to dir.
-func configPath(t *testing.T, objs []object, c component, w workload, dir string) string {
+// file of the component's ConfigMap, and writes that file's content to dir,
+// with the pod's tlsMount moved to tlsDir (see podTLSDir).
+func configPath(t *testing.T, objs []object, c component, w workload, dir, tlsDir string) string {
 	t.Helper()
 	ctr := w.pod.Spec.Containers[0]
 	want := append(slices.Clone(c.subcommand), "--config", "/etc/capstream/config/"+c.configKey)
@@ -114,6 +142,7 @@ func configPath(t *testing.T, objs []object, c component, w workload, dir string
 	if !ok || len(cm.Data) != 1 {
 		t.Fatalf("ConfigMap %s: want exactly the key %s, have %v", cmName, c.configKey, slices.Collect(maps.Keys(cm.Data)))
 	}
+	data = strings.ReplaceAll(data, tlsMount+"/", tlsDir+"/")
 	path := filepath.Join(dir, c.configKey)
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
@@ -127,6 +156,7 @@ func configPath(t *testing.T, objs []object, c component, w workload, dir string
 // annotations, grace periods, memory.
 func TestConfigs(t *testing.T) {
 	objs := loadManifests(t)
+	tlsDir := podTLSDir(t)
 	var natsURLs []string
 	for _, c := range components {
 		t.Run(c.name, func(t *testing.T) {
@@ -135,7 +165,7 @@ func TestConfigs(t *testing.T) {
 				t.Fatalf("want one container")
 			}
 			ctr := w.pod.Spec.Containers[0]
-			path := configPath(t, objs, c, w, t.TempDir())
+			path := configPath(t, objs, c, w, t.TempDir(), tlsDir)
 			env := podEnv(t, ctr)
 			for _, e := range env {
 				if !strings.HasPrefix(e, c.envPrefix+"_") && !strings.HasPrefix(e, "GOMEMLIMIT=") {
@@ -146,10 +176,9 @@ func TestConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("load %s with the pod's environment: %v", c.configKey, err)
 			}
-			natsURLs = append(natsURLs, got.natsURL)
-			if got.credsFile != "" && !strings.HasPrefix(got.credsFile, "/etc/capstream/nats/") {
-				t.Errorf("nats.credsFile %s: not in the capstream-nats mount", got.credsFile)
-			}
+			natsURLs = append(natsURLs, got.nats.URL)
+			checkNATS(t, c, got, filepath.Join(tlsDir, "ca.crt"))
+			checkTLSMount(t, w, ctr)
 
 			// One port: http.listen, the named container port, the probes
 			// and the scrape annotation.
@@ -181,7 +210,8 @@ func TestConfigs(t *testing.T) {
 			if ctr.Image != image {
 				t.Errorf("image %s, want %s", ctr.Image, image)
 			}
-			checkComponentSpecifics(t, c, got, ctr)
+			checkSecrets(t, c, ctr)
+			checkComponentSpecifics(t, got, ctr, filepath.Join(tlsDir, "ca.crt"))
 		})
 	}
 	for _, u := range natsURLs {
@@ -192,7 +222,95 @@ func TestConfigs(t *testing.T) {
 	}
 }
 
-func checkComponentSpecifics(t *testing.T, c component, got loaded, ctr corev1.Container) {
+// checkNATS: the component connects over TLS, verified against the
+// mounted CA, as its own identity with its password from the environment
+// (podEnv's dummy value of its Secret's nats-password), and nothing in its
+// connection logs an insecurity warning.
+func checkNATS(t *testing.T, c component, got loaded, ca string) {
+	t.Helper()
+	n := got.nats
+	if !strings.HasPrefix(n.URL, "tls://") || n.Plaintext || n.Anonymous {
+		t.Errorf("nats.url %s, plaintext %v, anonymous %v: want tls:// with credentials", n.URL, n.Plaintext, n.Anonymous)
+	}
+	if n.User != c.identity.User || n.InboxPrefix != c.identity.InboxPrefix {
+		t.Errorf("nats.user %q, inboxPrefix %q: want the identity's %q, %q", n.User, n.InboxPrefix, c.identity.User, c.identity.InboxPrefix)
+	}
+	if n.Password != "dummy-nats-password" || n.CredsFile != "" || n.Token != "" {
+		t.Errorf("nats: password %q, credsFile %q, token set %v: want the password from the Secret only", n.Password, n.CredsFile, n.Token != "")
+	}
+	if n.TLS.CAFile != ca || n.TLS.InsecureSkipVerify {
+		t.Errorf("nats.tls %+v: want caFile %s, verified", n.TLS, tlsCA)
+	}
+	checkNoWarnings(t, "nats", n.Warnings())
+}
+
+func checkNoWarnings(t *testing.T, section string, warnings []string) {
+	t.Helper()
+	for _, w := range warnings {
+		if w != "" {
+			t.Errorf("%s: %s", section, w)
+		}
+	}
+}
+
+// checkTLSMount: the CA ConfigMap capstream-ca is mounted read-only at
+// tlsMount, with its key ca.crt, and is not optional, so a pod never runs
+// with a TLS section whose CA is missing.
+func checkTLSMount(t *testing.T, w workload, ctr corev1.Container) {
+	t.Helper()
+	var vol string
+	for _, m := range ctr.VolumeMounts {
+		if m.MountPath == tlsMount {
+			vol = m.Name
+			if !m.ReadOnly || m.SubPath != "" {
+				t.Errorf("mount %s: want read-only, no subPath", tlsMount)
+			}
+		}
+	}
+	for _, v := range w.pod.Spec.Volumes {
+		if v.Name != vol {
+			continue
+		}
+		cm := v.ConfigMap
+		want := []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}
+		if cm == nil || cm.Name != "capstream-ca" || cm.Optional == nil || *cm.Optional || !cmp.Equal(want, cm.Items) {
+			t.Errorf("volume %s: %+v, want ConfigMap capstream-ca, key ca.crt, optional false", v.Name, v.VolumeSource)
+		}
+		return
+	}
+	t.Errorf("%s: no volume mounted", tlsMount)
+}
+
+// checkSecrets: every secret the container gets comes from the
+// component's own Secret, capstream-<name>-credentials, by the keys
+// README.md lists, none optional: a pod whose Secret lacks a key does
+// not start, rather than start without a credential.
+func checkSecrets(t *testing.T, c component, ctr corev1.Container) {
+	t.Helper()
+	own := "capstream-" + c.name + "-credentials"
+	got := map[string]string{}
+	for _, e := range ctr.Env {
+		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+			continue
+		}
+		ref := e.ValueFrom.SecretKeyRef
+		if ref.Name != own {
+			t.Errorf("env %s: Secret %s, want %s", e.Name, ref.Name, own)
+		}
+		if ref.Optional != nil && *ref.Optional {
+			t.Errorf("env %s: optional", e.Name)
+		}
+		got[e.Name] = ref.Key
+	}
+	if d := cmp.Diff(c.secretKeys, got); d != "" {
+		t.Errorf("keys of %s by variable (-want +got):\n%s", own, d)
+	}
+	if len(ctr.EnvFrom) != 0 {
+		t.Errorf("envFrom %+v: every variable is named", ctr.EnvFrom)
+	}
+}
+
+func checkComponentSpecifics(t *testing.T, got loaded, ctr corev1.Container, ca string) {
 	t.Helper()
 	envFrom := map[string]*corev1.EnvVarSource{}
 	for _, e := range ctr.Env {
@@ -203,6 +321,17 @@ func checkComponentSpecifics(t *testing.T, c component, got loaded, ctr corev1.C
 		if v := envFrom[name]; v == nil || v.FieldRef == nil || v.FieldRef.FieldPath != field {
 			t.Errorf("env %s: want the downward API's %s", name, field)
 		}
+	}
+	// secureClickHouse: the secure native port, verified with the CA, and
+	// the user and password of the component's Secret.
+	secureClickHouse := func(ch clients.ClickHouseConfig) {
+		if !ch.Secure || ch.TLS.CAFile != ca || ch.TLS.InsecureSkipVerify || !strings.HasSuffix(ch.Addr, ":9440") {
+			t.Errorf("clickhouse %s, secure %v, tls %+v: want the secure port 9440 verified with %s", ch.Addr, ch.Secure, ch.TLS, tlsCA)
+		}
+		if ch.Username != "dummy-clickhouse-username" || ch.Password != "dummy-clickhouse-password" {
+			t.Error("clickhouse username and password do not come from the Secret")
+		}
+		checkNoWarnings(t, "clickhouse", ch.Warnings())
 	}
 	switch s := got.settings.(type) {
 	case *router.Settings:
@@ -224,21 +353,16 @@ func checkComponentSpecifics(t *testing.T, c component, got loaded, ctr corev1.C
 			t.Errorf("producer: want live afpacket capture in the host namespace, have source %q netns %q", s.Producer.Source, s.Producer.AFPacket.NetNS)
 		}
 	case *pcapstore.Settings:
-		for _, name := range []string{"CAPSTREAM_SINK_PCAP_S3_ACCESSKEY", "CAPSTREAM_SINK_PCAP_S3_SECRETKEY"} {
-			if v := envFrom[name]; v == nil || v.SecretKeyRef == nil || v.SecretKeyRef.Name != "capstream-s3" {
-				t.Errorf("env %s: want a key of Secret capstream-s3", name)
-			}
-		}
-		if s.S3.AccessKey != "dummy-accessKey" || s.S3.SecretKey != "dummy-secretKey" {
+		if s.S3.AccessKey != "dummy-s3-access-key" || s.S3.SecretKey != "dummy-s3-secret-key" {
 			t.Error("S3 keys do not come from the Secret")
 		}
-		if s.ClickHouse.Password != "dummy-password" {
-			t.Error("clickhouse.password does not come from the Secret")
+		if !s.S3.Secure || s.S3.TLS.CAFile != ca || s.S3.TLS.InsecureSkipVerify {
+			t.Errorf("s3 secure %v, tls %+v: want HTTPS verified with %s", s.S3.Secure, s.S3.TLS, tlsCA)
 		}
+		checkNoWarnings(t, "s3", s.S3.Warnings())
+		secureClickHouse(s.ClickHouse)
 	case *flowstore.Settings:
-		if s.ClickHouse.Password != "dummy-password" {
-			t.Error("clickhouse.password does not come from the Secret")
-		}
+		secureClickHouse(s.ClickHouse)
 	default:
 		t.Fatalf("unexpected settings %T", s)
 	}
@@ -437,10 +561,11 @@ func TestBinaryCheck(t *testing.T) {
 		t.Fatalf("go build ./cmd/capstream: %v\n%s", err, out)
 	}
 	objs := loadManifests(t)
+	tlsDir := podTLSDir(t)
 	for _, c := range components {
 		t.Run(c.name, func(t *testing.T) {
 			w := workloadOf(t, objs, c)
-			path := configPath(t, objs, c, w, t.TempDir())
+			path := configPath(t, objs, c, w, t.TempDir(), tlsDir)
 			args := append(slices.Clone(c.subcommand), "--config", path, "--check")
 			cmd := exec.CommandContext(t.Context(), bin, args...)
 			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, podEnv(t, w.pod.Spec.Containers[0])...)
@@ -453,5 +578,61 @@ func TestBinaryCheck(t *testing.T) {
 				t.Fatalf("capstream %s: %v\n%s", strings.Join(args, " "), err, out)
 			}
 		})
+	}
+}
+
+// podSecrets are the names of the Secrets a pod template reads, by any
+// route: environment variables, envFrom, secret and projected volumes.
+// Image pull secrets are the registry's, not a component's, and are left
+// out.
+func podSecrets(spec corev1.PodSpec) []string {
+	var names []string
+	for _, ctr := range slices.Concat(spec.InitContainers, spec.Containers) {
+		for _, e := range ctr.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				names = append(names, e.ValueFrom.SecretKeyRef.Name)
+			}
+		}
+		for _, e := range ctr.EnvFrom {
+			if e.SecretRef != nil {
+				names = append(names, e.SecretRef.Name)
+			}
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil {
+			names = append(names, v.Secret.SecretName)
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if src.Secret != nil {
+					names = append(names, src.Secret.Name)
+				}
+			}
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// TestSecretsPerComponent: each component reads exactly one Secret, its
+// own, and no Secret is read by two components, so the keys found on one
+// compromised node or pod open only that component's access.
+func TestSecretsPerComponent(t *testing.T) {
+	objs := loadManifests(t)
+	readers := map[string][]string{}
+	for _, c := range components {
+		got := podSecrets(workloadOf(t, objs, c).pod.Spec)
+		if d := cmp.Diff([]string{"capstream-" + c.name + "-credentials"}, got); d != "" {
+			t.Errorf("%s reads Secrets (-want +got):\n%s", c.name, d)
+		}
+		for _, s := range got {
+			readers[s] = append(readers[s], c.name)
+		}
+	}
+	for s, r := range readers {
+		if len(r) > 1 {
+			t.Errorf("Secret %s is read by %v", s, r)
+		}
 	}
 }

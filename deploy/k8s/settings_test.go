@@ -3,6 +3,7 @@ package k8s
 import (
 	"time"
 
+	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/config"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/router"
@@ -18,10 +19,9 @@ import (
 // loaded is what the manifests must agree with in a component's effective
 // configuration.
 type loaded struct {
-	listen    string
-	natsURL   string
-	credsFile string
-	grace     time.Duration
+	listen string
+	nats   clients.NATSConfig
+	grace  time.Duration
 	// minMemory is the least memory limit the configuration needs.
 	minMemory int64
 	settings  any
@@ -37,6 +37,11 @@ type component struct {
 	configKey  string
 	sa         string
 	root       bool // needs uid 0 for its added capabilities
+	// identity is who it connects to NATS as.
+	identity schemas.Identity
+	// secretKeys are the keys of its own Secret,
+	// capstream-<name>-credentials, by environment variable.
+	secretKeys map[string]string
 	load       func(path string, env []string) (loaded, error)
 }
 
@@ -44,43 +49,61 @@ var components = []component{
 	{
 		name: "router", kind: "Deployment", replicas: 2, subcommand: []string{"router"},
 		envPrefix: "CAPSTREAM_ROUTER", configKey: "router.yaml", sa: "capstream-router",
+		identity:   schemas.RouterIdentity(),
+		secretKeys: map[string]string{"CAPSTREAM_ROUTER_NATS_PASSWORD": "nats-password"},
 		load: func(path string, env []string) (loaded, error) {
 			s := router.DefaultSettings()
 			err := config.Load(path, router.EnvPrefix, env, s)
-			return loaded{listen: s.HTTP.Listen, natsURL: s.NATS.URL, credsFile: s.NATS.CredsFile, grace: s.Router.GracePeriod, minMemory: 128 * mib, settings: s}, err
+			return loaded{listen: s.HTTP.Listen, nats: s.NATS, grace: s.Router.GracePeriod, minMemory: 128 * mib, settings: s}, err
 		},
 	},
 	{
 		name: "sink-pcap", kind: "Deployment", replicas: 2, subcommand: []string{"sink", "pcap"},
 		envPrefix: "CAPSTREAM_SINK_PCAP", configKey: "sink-pcap.yaml", sa: "capstream-sink",
+		identity: schemas.PcapSinkIdentity(),
+		secretKeys: map[string]string{
+			"CAPSTREAM_SINK_PCAP_NATS_PASSWORD":       "nats-password",
+			"CAPSTREAM_SINK_PCAP_CLICKHOUSE_USERNAME": "clickhouse-username",
+			"CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD": "clickhouse-password",
+			"CAPSTREAM_SINK_PCAP_S3_ACCESSKEY":        "s3-access-key",
+			"CAPSTREAM_SINK_PCAP_S3_SECRETKEY":        "s3-secret-key",
+		},
 		load: func(path string, env []string) (loaded, error) {
 			s := pcapstore.DefaultSettings()
 			err := config.Load(path, pcapstore.EnvPrefix, env, s)
 			// Open and uploading objects, the pull buffer and one batch.
 			need := s.Pcap.MaxBufferedBytes + int64(s.Pcap.Consumer.PullMaxBytes) + schemas.MaxBatchBytes
-			return loaded{listen: s.HTTP.Listen, natsURL: s.NATS.URL, credsFile: s.NATS.CredsFile, grace: s.Pcap.GracePeriod, minMemory: need, settings: s}, err
+			return loaded{listen: s.HTTP.Listen, nats: s.NATS, grace: s.Pcap.GracePeriod, minMemory: need, settings: s}, err
 		},
 	},
 	{
 		name: "sink-flows", kind: "Deployment", replicas: 2, subcommand: []string{"sink", "flows"},
 		envPrefix: "CAPSTREAM_SINK_FLOWS", configKey: "sink-flows.yaml", sa: "capstream-sink",
+		identity: schemas.FlowSinkIdentity(),
+		secretKeys: map[string]string{
+			"CAPSTREAM_SINK_FLOWS_NATS_PASSWORD":       "nats-password",
+			"CAPSTREAM_SINK_FLOWS_CLICKHOUSE_USERNAME": "clickhouse-username",
+			"CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD": "clickhouse-password",
+		},
 		load: func(path string, env []string) (loaded, error) {
 			s := flowstore.DefaultSettings()
 			err := config.Load(path, flowstore.EnvPrefix, env, s)
 			// Open flows at ~0.5 KiB each plus the pull buffer.
 			need := int64(s.Flows.MaxFlows)*512 + int64(s.Flows.Consumer.PullMaxBytes)
-			return loaded{listen: s.HTTP.Listen, natsURL: s.NATS.URL, credsFile: s.NATS.CredsFile, grace: s.Flows.GracePeriod, minMemory: need, settings: s}, err
+			return loaded{listen: s.HTTP.Listen, nats: s.NATS, grace: s.Flows.GracePeriod, minMemory: need, settings: s}, err
 		},
 	},
 	{
 		name: "producer", kind: "DaemonSet", subcommand: []string{"producer"},
 		envPrefix: "CAPSTREAM_PRODUCER", configKey: "producer.yaml", sa: "capstream-producer", root: true,
+		identity:   schemas.ClusterProducerIdentity(),
+		secretKeys: map[string]string{"CAPSTREAM_PRODUCER_NATS_PASSWORD": "nats-password"},
 		load: func(path string, env []string) (loaded, error) {
 			s := producer.DefaultSettings()
 			err := config.Load(path, producer.EnvPrefix, env, s)
 			// The 64 MiB process target plus the whole ring budget.
 			need := 64*mib + s.Producer.MaxRingBytes
-			return loaded{listen: s.HTTP.Listen, natsURL: s.NATS.URL, credsFile: s.NATS.CredsFile, grace: s.Producer.GracePeriod, minMemory: need, settings: s}, err
+			return loaded{listen: s.HTTP.Listen, nats: s.NATS, grace: s.Producer.GracePeriod, minMemory: need, settings: s}, err
 		},
 	},
 }
