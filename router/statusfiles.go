@@ -61,13 +61,17 @@ func applyReports(f *v3.PacketCaptureFile, r nodeReports) {
 }
 
 // sinkFailures lists the sinks' reported failures, one line per node,
-// sink and reason, sorted, for the Error condition.
+// sink and reason, and the writes they are retrying, one line per node and
+// sink, sorted, for the Error condition.
 func sinkFailures(reports map[string]nodeReports) []string {
 	var out []string
 	for node, r := range reports {
 		for _, s := range []*schemas.Status{r.sink, r.flows} {
 			if s == nil {
 				continue
+			}
+			if s.LastError != "" {
+				out = append(out, fmt.Sprintf("%s: %s: %s", node, sinkName(s.Source), s.LastError))
 			}
 			for _, f := range s.Failures {
 				line := fmt.Sprintf("%s: %s: %s, %d batches terminated", node, sinkName(s.Source), f.Reason, f.Batches)

@@ -56,6 +56,28 @@ func TestBuildStatusSinkReports(t *testing.T) {
 	}
 }
 
+// TestBuildStatusSinkRetrying: a pcap sink retrying a capture's writes
+// (its report's lastError) puts that capture in Error with reason
+// SinkError while it lasts; the next report without it clears it.
+func TestBuildStatusSinkRetrying(t *testing.T) {
+	pc := newCapture("all()")
+	reports := map[string]nodeReports{"n1": {
+		producer: &schemas.Status{Source: schemas.SourceProducer, State: schemas.StateCapturing, Packets: 10},
+		sink:     &schemas.Status{Source: schemas.SourcePcapSink, LastError: "storing pcap objects fails, retrying: SlowDown"},
+	}}
+	v := &view{uid: "u-1", generation: 1, phase: PhaseActive, nodes: []string{"n1"}, endpoints: 1}
+	st := buildStatus(pc, v, reports, "u-1", t0)
+	c := meta.FindStatusCondition(st.Conditions, v3.ConditionError)
+	if want := "n1: pcap sink: storing pcap objects fails, retrying: SlowDown"; c == nil || c.Status != metav1.ConditionTrue || c.Reason != ReasonSinkError || c.Message != want {
+		t.Errorf("while retrying: condition %+v, want True SinkError %q", c, want)
+	}
+	reports["n1"].sink.LastError = ""
+	st = buildStatus(pc, v, reports, "u-1", t0)
+	if c := meta.FindStatusCondition(st.Conditions, v3.ConditionError); c == nil || c.Status != metav1.ConditionFalse {
+		t.Errorf("after the retry succeeded: condition %+v, want False", c)
+	}
+}
+
 // clusterFiles is a capture on nodes nodes with every name at its longest:
 // 253-byte node names, 256 object names of 1 KiB each and a 4 KiB error
 // per node, what the reports allow.

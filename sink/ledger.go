@@ -38,6 +38,7 @@ type Ledger struct {
 
 type ledgerEntry struct {
 	failures     map[string]*schemas.Failure
+	retrying     string // a transient failure being retried, "" when none
 	lostBatches  uint64
 	lostPackets  uint64
 	changed      time.Time
@@ -92,6 +93,20 @@ func (l *Ledger) Fail(k CaptureKey, reason string, batches uint64, msg string) {
 	f.Message = schemas.ClipText(msg, schemas.MaxErrorLength)
 }
 
+// Retrying records that writes of the capture and node fail for now and
+// are retried, with the error (msg "": they succeed again). It reports
+// whether that changed what the next report says.
+func (l *Ledger) Retrying(k CaptureKey, msg string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	msg = schemas.ClipText(msg, schemas.MaxErrorLength)
+	if e := l.m[k]; e == nil && msg == "" || e != nil && e.retrying == msg {
+		return false
+	}
+	l.entry(k).retrying = msg
+	return true
+}
+
 // Lose records batches and packets the stream lost.
 func (l *Ledger) Lose(k CaptureKey, batches, packets uint64) {
 	l.mu.Lock()
@@ -116,6 +131,7 @@ func (l *Ledger) Fill(st *schemas.Status) bool {
 	}
 	sort.Slice(st.Failures, func(i, j int) bool { return st.Failures[i].Reason < st.Failures[j].Reason })
 	st.LostBatches, st.LostPackets = e.lostBatches, e.lostPackets
+	st.LastError = e.retrying
 	return true
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,4 +123,83 @@ func TestFunctionalPcapNoSuchBucket(t *testing.T) {
 		t.Errorf("failures metric = %v, want %d", got, len(batches))
 	}
 	in.Stop()
+}
+
+// A bucket that refuses one capture's writes for a while (503 SlowDown on
+// its keys for sinktest.Outage(), 30 s) puts that capture's report in a
+// retrying state while another capture's objects land whole; once writes
+// are accepted again every packet of both is stored exactly once and the
+// report clears.
+func TestFunctionalPcapOneCaptureRefusedForAWhile(t *testing.T) {
+	outage, _ := sinktest.Outage()
+	e := setup(t)
+	gate := sinktest.NewS3Gate(t, e.s3.Config())
+	cfg := e.config()
+	cfg.S3.Endpoint, cfg.S3.TLS.CAFile = gate.Addr, gate.CAFile
+	in, all := traffic(t, 20)
+	slow := make([]sinktest.Batch, len(all))
+	copy(slow, all)
+	for i := range slow {
+		slow[i].Header.Capture, slow[i].Header.CaptureUID = "slow", "uid-slow"
+	}
+	slow = sinktest.EndRun(slow, false)
+	fast := sinktest.EndRun(append([]sinktest.Batch(nil), all...), false)
+	var packets uint64
+	for _, b := range all {
+		packets += uint64(b.Header.Packets)
+	}
+	gate.Block("/" + fast[0].Header.Namespace + "/slow/")
+	s := start(t, e, cfg)
+	w := sinktest.WatchReports(t, e.NATS.Conn, slow[0].Header)
+	blocked := time.Now()
+	if err := sinktest.Publish(t.Context(), e.NATS.JS, append(slow, fast...)); err != nil {
+		t.Fatal(err)
+	}
+	w.Wait(t, schemas.SourcePcapSink, func(st *schemas.Status) error {
+		if !strings.Contains(st.LastError, "retrying") || !strings.Contains(st.LastError, "reduce your request rate") {
+			return fmt.Errorf("lastError %q, want the retried SlowDown", st.LastError)
+		}
+		return nil
+	})
+	stored := func(uid string) uint64 {
+		var n uint64
+		if err := e.DB.Conn.QueryRow(t.Context(), "SELECT sum(packets) FROM pcap_objects FINAL WHERE capture_uid = ?", uid).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Waiting for: the other capture stored whole while the first is refused.
+	testenv.Eventually(t, outage, func() error {
+		if n := stored(fast[0].Header.CaptureUID); n != packets {
+			return fmt.Errorf("other capture: %d of %d packets indexed", n, packets)
+		}
+		return nil
+	})
+	time.Sleep(time.Until(blocked.Add(outage)))
+	if n := stored("uid-slow"); n != 0 || gate.Refused() == 0 {
+		t.Fatalf("during the refusal: %d packets of the refused capture indexed, %d writes refused", n, gate.Refused())
+	}
+	gate.Block("")
+	waitDrained(t, e, 60*time.Second)
+	w.Wait(t, schemas.SourcePcapSink, func(st *schemas.Status) error {
+		if st.LastError != "" || st.Packets != packets {
+			return fmt.Errorf("lastError %q, %d packets; want none and %d", st.LastError, st.Packets, packets)
+		}
+		return nil
+	})
+	s.Stop()
+	keys, paths := download(t, e, t.TempDir())
+	var slowPaths, fastPaths []string
+	for i, k := range keys {
+		if strings.Contains(k, "/slow/") {
+			slowPaths = append(slowPaths, paths[i])
+		} else {
+			fastPaths = append(fastPaths, paths[i])
+		}
+	}
+	samePackets(t, in, slowPaths, "of the capture refused for a while")
+	samePackets(t, in, fastPaths, "of the other capture")
+	if got := s.Metric("capstream_sink_pcap_batches_total", map[string]string{"result": "terminated"}); got != 0 {
+		t.Errorf("%v batches terminated: a transient refusal must lose nothing", got)
+	}
 }

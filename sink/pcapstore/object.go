@@ -122,6 +122,11 @@ type object struct {
 	touched  time.Time
 	reason   string    // why it was completed, for the metrics
 	sealed   time.Time // when it stopped taking batches
+	// retries counts the failed attempts to complete it; retryAt is when
+	// the next may start. Each object backs off on its own, so one
+	// capture whose writes fail never slows another's.
+	retries int
+	retryAt time.Time
 }
 
 // objectName is the key layout of DESIGN.md ("Pcap objects"):

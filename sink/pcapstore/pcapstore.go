@@ -41,7 +41,7 @@ type Sink struct {
 	done map[ifaceKey]*completed
 
 	// Sealed objects wait in queue for an idle uploader; a failed upload
-	// waits in retryQ until retryAt.
+	// waits in retryQ until its own retryAt.
 	queue    []*object
 	retryQ   []*object
 	idle     []chan *object
@@ -66,7 +66,6 @@ type Sink struct {
 	reportedAt time.Time                // when reportQ became non-empty
 	reporting  bool
 
-	retryAt time.Time
 	// nextTick is the next check of ages and retries, nextSweep the next
 	// sweep of stale uploads.
 	nextTick, nextSweep time.Time
@@ -176,10 +175,16 @@ func (h *handler) Handle(ctx context.Context, d sink.Delivery) {
 func (h *handler) Tick(ctx context.Context, now time.Time) {
 	s := (*Sink)(h)
 	s.queue = append(s.queue, s.core.tick(now)...)
-	if len(s.retryQ) > 0 && !now.Before(s.retryAt) {
-		s.queue = append(s.queue, s.retryQ...)
-		s.retryQ = nil
+	kept := s.retryQ[:0]
+	for _, o := range s.retryQ {
+		if now.Before(o.retryAt) {
+			kept = append(kept, o)
+		} else {
+			s.queue = append(s.queue, o)
+		}
 	}
+	clear(s.retryQ[len(kept):])
+	s.retryQ = kept
 	if !now.Before(s.nextTick) {
 		s.nextTick = now.Add(s.tickEvery())
 		s.prune()
@@ -197,11 +202,16 @@ func (h *handler) Tick(ctx context.Context, now time.Time) {
 	s.gauges()
 }
 
-// Wake is the next tick, sweep or quiet interface's deadline.
+// Wake is the next tick, sweep, retry or quiet interface's deadline.
 func (h *handler) Wake() time.Time {
 	at := h.nextTick
 	if h.nextSweep.Before(at) {
 		at = h.nextSweep
+	}
+	for _, o := range h.retryQ {
+		if o.retryAt.Before(at) {
+			at = o.retryAt
+		}
 	}
 	if stop := h.core.wake(time.Now()); !stop.IsZero() && stop.Before(at) {
 		at = stop
@@ -209,9 +219,12 @@ func (h *handler) Wake() time.Time {
 	return at
 }
 
-// Accepting: while uploads fail or memory is full, take no new batches:
-// memory stays bounded by what the objects already hold.
-func (h *handler) Accepting(bool) bool { return len(h.retryQ) == 0 && !h.core.overBudget() }
+// Accepting: while memory is full, take no new batches: memory stays
+// bounded by what the objects already hold. Objects waiting for a retry
+// count against it, so an object store that is away for everything fills
+// the budget and stops the pulls, while one capture whose writes fail
+// leaves the others flowing.
+func (h *handler) Accepting(bool) bool { return !h.core.overBudget() }
 
 // Held lists the batches in objects that are still filling or uploading.
 func (h *handler) Held(fn func(reply string)) {
@@ -298,6 +311,12 @@ func (s *Sink) queueReport(h schemas.BatchHeader) {
 	s.reportQ = append(s.reportQ, h)
 }
 
+// retryWait is how long an object waits after its attempt-th failure:
+// 250ms doubling to 10s.
+func retryWait(attempt int) time.Duration {
+	return min(250*time.Millisecond<<min(attempt, 6), 10*time.Second)
+}
+
 // reportDelay bounds how long status reports wait for uploads in progress.
 // The tick (at most 1s) wakes the loop to send them.
 const reportDelay = time.Second
@@ -311,13 +330,20 @@ func (s *Sink) finish(o *object, err error) {
 		s.refuse(o, reason, err)
 		return
 	}
+	k := sink.KeyOf(&o.hdr)
 	if err != nil {
-		wait := s.run.Failed(err)
-		s.retryAt = time.Now().Add(wait)
+		s.run.Failed(err) // for Ready; the backoff is the object's own
+		wait := retryWait(o.retries)
+		o.retries++
+		o.retryAt = time.Now().Add(wait)
 		s.retryQ = append(s.retryQ, o)
-		s.log.Warn("completing object failed; retrying", "key", o.name, "error", err, "wait", wait)
+		if s.run.Ledger.Retrying(k, "storing pcap objects fails, retrying: "+err.Error()) {
+			s.queueReport(o.hdr) // the capture shows it while it lasts
+		}
+		s.log.Warn("completing object failed; retrying", "key", o.name, "error", err, "wait", wait, "attempt", o.retries)
 		return
 	}
+	s.run.Ledger.Retrying(k, "") // the report queued below says so
 	c := s.done[o.key]
 	if c == nil {
 		c = &completed{seen: map[string]bool{}}
