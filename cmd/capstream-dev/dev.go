@@ -12,9 +12,13 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/capstream/capstream/access"
 	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/netsim"
 	svc "github.com/capstream/capstream/internal/run"
@@ -67,6 +71,11 @@ type devSettings struct {
 	Pcap pcapstore.Config `yaml:"pcap"`
 	// Flows is the flow sink's section.
 	Flows flowstore.Config `yaml:"flows"`
+	// Access is the access API served beside the pipeline (as the kube
+	// section's identity, with the clickhouse and s3 sections); its key
+	// prefix is the pcap sink's. Default: any free loopback port, logged
+	// at start, with the dev CA's server certificate.
+	Access access.Config `yaml:"access"`
 	// Simulate runs a simulated node (network namespaces, pods, traffic)
 	// beside the pipeline; its node must be one of nodes, and with the
 	// afpacket source the producer captures inside its namespace.
@@ -103,7 +112,14 @@ func defaultDevSettings() *devSettings {
 		Pcap:          pcap,
 		Flows:         flows,
 		Simulate:      sim,
+		Access:        devAccessConfig(),
 	}
+}
+
+func devAccessConfig() access.Config {
+	c := access.DefaultConfig()
+	c.Listen, c.CertFile, c.KeyFile = "127.0.0.1:0", devTLSDir+"/server.pem", devTLSDir+"/server-key.pem"
+	return c
 }
 
 // identRE is what CREATE DATABASE gets without quoting.
@@ -114,7 +130,8 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 // together.
 func (s *devSettings) Validate() error {
 	s.Pcap.S3 = s.S3
-	errs := []error{s.Log.Validate(), s.HTTP.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Pcap.Validate(), s.Flows.Validate(), s.Router.Validate()}
+	s.Access.Prefix = s.Pcap.Prefix
+	errs := []error{s.Log.Validate(), s.HTTP.Validate(), s.NATS.Validate(), s.ClickHouse.Validate(), s.Pcap.Validate(), s.Flows.Validate(), s.Router.Validate(), s.Access.Validate()}
 	if s.Kube.Kubeconfig == "" {
 		errs = append(errs, errors.New("kube.kubeconfig: required (dev never runs in-cluster)"))
 	}
@@ -261,6 +278,12 @@ func runDev(ctx context.Context, cfg *devSettings, hooks *devHooks) error {
 		simNetNS = sim.NodeNetNS()
 		deps.Early["simulate"] = sim
 	}
+	api, closeAPI, err := newDevAccess(cfg, logger, reg, kube, dyn)
+	if err != nil {
+		return err
+	}
+	defer closeAPI()
+	deps.Early["access"] = api
 	pcfg := pipeline.Config{Server: cfg.NATS, Router: &rcfg, Pcap: cfg.Pcap, Flows: cfg.Flows, ClickHouse: cfg.ClickHouse, S3: cfg.S3}
 	for _, node := range cfg.Nodes {
 		pcfg.Producers = append(pcfg.Producers, cfg.producerConfig(node, simNetNS))
@@ -295,6 +318,24 @@ func runDev(ctx context.Context, cfg *devSettings, hooks *devHooks) error {
 		err = serr
 	}
 	return err
+}
+
+// newDevAccess builds the access API on the dev pipeline's stores.
+func newDevAccess(cfg *devSettings, logger *slog.Logger, reg prometheus.Registerer, kube kubernetes.Interface, dyn dynamic.Interface) (*access.Server, func(), error) {
+	s3, err := cfg.S3.Client()
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := cfg.ClickHouse.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	api, err := access.New(cfg.Access, access.Deps{Logger: logger, Registerer: reg, Kube: kube, Dynamic: dyn, S3: s3, Bucket: cfg.S3.Bucket, ClickHouse: ch})
+	if err != nil {
+		_ = ch.Close()
+		return nil, nil, usageError{Err: err}
+	}
+	return api, func() { _ = ch.Close() }, nil
 }
 
 // createStorage makes the ClickHouse database and the S3 bucket when they

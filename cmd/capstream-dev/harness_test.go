@@ -40,6 +40,7 @@ func devTestSettings(t *testing.T, ch *testenv.ClickHouseDB, bucket *testenv.S3B
 	cfg.Log.Level = "warn"
 	files := testenv.TLS(t)
 	cfg.NATS.TLS = pipeline.ServerTLS{CertFile: files.ServerCert, KeyFile: files.ServerKey, CAFile: files.CA}
+	cfg.Access.CertFile, cfg.Access.KeyFile = files.ServerCert, files.ServerKey
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Kube.Kubeconfig = k.Kubeconfig
 	cfg.ClickHouse = ch.SecureConfig(t) // over TLS, as a deployment should

@@ -284,9 +284,42 @@ func parseTimeFlag(name, v string) (time.Time, error) {
 	return t, nil
 }
 
+// prepareCopyDir makes the download directory and names the merged
+// output, checked before anything is downloaded: bounded like a key
+// segment (a 253-byte name plus its namespace is longer than a file name
+// may be), not a directory, in a directory that takes files.
+func prepareCopyDir(dir, namespace, name string, merge bool) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", usageError{Err: fmt.Errorf("-d %s: %w", dir, err)}
+	}
+	out := filepath.Join(dir, schemas.Shorten(namespace+"_"+name, 255-len(".pcap"))+".pcap")
+	if merge {
+		if err := pcapmerge.CheckOutput(out); err != nil {
+			return "", usageError{Err: fmt.Errorf("--merge: %w", err)}
+		}
+	}
+	return out, nil
+}
+
+// finishCopy merges the downloaded files with --merge and says what was
+// done.
+func finishCopy(stdout io.Writer, files []string, total int64, uid, dir, out string, merge bool) error {
+	if !merge {
+		fmt.Fprintf(stdout, "downloaded %d objects (%s) of capture uid %s to %s\n", len(files), humanBytes(total), uid, dir)
+		return nil
+	}
+	st, err := pcapmerge.MergeFiles(out, files, mergeFanIn)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "merged %d objects, %d packets, of capture uid %s into %s\n", len(files), st.Packets, uid, out)
+	return nil
+}
+
 func newCopyCmd() *cobra.Command {
 	var s3 s3Flags
 	var kube kubeFlags
+	var api apiFlags
 	var uidFlag, node, sinceS, untilS, dir string
 	var merge, quiet bool
 	c := &cobra.Command{
@@ -304,7 +337,12 @@ Objects are kept per capture UID, so a capture deleted and re-created
 under the same name does not take its predecessor's objects along. Without
 --uid, copy takes the live PacketCapture's UID (through the kubeconfig);
 when there is none to ask, the only UID with objects under the name; with
-several, it lists them and asks for --uid.`,
+several, it lists them and asks for --uid.
+
+copy goes through the access API (--server or $CAPSTREAM_ACCESS_URL, its
+CA from --certificate-authority or $CAPSTREAM_ACCESS_CA) as the
+kubeconfig's user, who needs get on packetcaptures/files in the
+namespace. --direct reads S3 with its credentials instead (admin mode).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			name, namespace := args[0], kube.namespace
@@ -322,6 +360,17 @@ several, it lists them and asks for --uid.`,
 			if err != nil {
 				return err
 			}
+			if uidFlag != "" && !isUID(uidFlag) {
+				return usageError{Err: fmt.Errorf("invalid --uid %q: want 1 to %d letters, digits or '-'", uidFlag, maxUIDLength)}
+			}
+			if !api.direct {
+				cl, err := api.client(&kube)
+				if err != nil {
+					return err
+				}
+				return copyViaAPI(c.Context(), c.OutOrStdout(), c.ErrOrStderr(), cl, copyRequest{namespace: namespace, name: name, uid: uidFlag,
+					node: node, since: since, until: until, dir: dir, merge: merge, quiet: quiet})
+			}
 			cl, err := s3.client()
 			if err != nil {
 				return err
@@ -338,18 +387,9 @@ several, it lists them and asks for --uid.`,
 			if len(objs) == 0 {
 				return noObjects(c.Context(), cl, &s3, namespace, name, uid, listed)
 			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return usageError{Err: fmt.Errorf("-d %s: %w", dir, err)}
-			}
-			// Named and checked before anything is downloaded: bounded
-			// like a key segment (a 253-byte name plus its namespace is
-			// longer than a file name may be), not a directory, in a
-			// directory that takes files.
-			out := filepath.Join(dir, schemas.Shorten(namespace+"_"+name, 255-len(".pcap"))+".pcap")
-			if merge {
-				if err := pcapmerge.CheckOutput(out); err != nil {
-					return usageError{Err: fmt.Errorf("--merge: %w", err)}
-				}
+			out, err := prepareCopyDir(dir, namespace, name, merge)
+			if err != nil {
+				return err
 			}
 			var total int64
 			for _, o := range objs {
@@ -378,20 +418,12 @@ several, it lists them and asks for --uid.`,
 				files = append(files, dst)
 			}
 			p.done()
-			if !merge {
-				fmt.Fprintf(c.OutOrStdout(), "downloaded %d objects (%s) of capture uid %s to %s\n", len(files), humanBytes(total), uid, dir)
-				return nil
-			}
-			st, err := pcapmerge.MergeFiles(out, files, mergeFanIn)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.OutOrStdout(), "merged %d objects, %d packets, of capture uid %s into %s\n", len(files), st.Packets, uid, out)
-			return nil
+			return finishCopy(c.OutOrStdout(), files, total, uid, dir, out, merge)
 		},
 	}
 	s3.add(c.Flags())
 	kube.add(c.Flags())
+	api.add(c.Flags())
 	c.Flags().StringVar(&uidFlag, "uid", "", "the capture UID whose objects to take (default: the live capture's, else the only one with objects)")
 	c.Flags().StringVar(&node, "node", "", "only this node's objects")
 	c.Flags().StringVar(&sinceS, "since", "", "only objects with packets at or after this time (RFC 3339 or duration ago)")
@@ -440,6 +472,7 @@ func download(ctx context.Context, cl *minio.Client, bucket string, o pcapObject
 func newCleanCmd() *cobra.Command {
 	var s3 s3Flags
 	var kube kubeFlags
+	var api apiFlags
 	var uidFlag string
 	c := &cobra.Command{
 		Use:   "clean NAME [-n NAMESPACE] [--uid UID]",
@@ -448,12 +481,26 @@ func newCleanCmd() *cobra.Command {
 (through the kubeconfig), or with none to ask the only UID with objects
 under the name, or --uid. Objects of other captures that had the same name
 stay; with several UIDs and no live capture, clean lists them and asks for
---uid.`,
+--uid.
+
+clean goes through the access API as the kubeconfig's user, who needs
+delete on packetcaptures/files in the namespace; --direct deletes in S3
+with its credentials (admin mode).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			name, namespace := args[0], kube.namespace
 			if err := checkCaptureName(namespace, name); err != nil {
 				return err
+			}
+			if uidFlag != "" && !isUID(uidFlag) {
+				return usageError{Err: fmt.Errorf("invalid --uid %q: want 1 to %d letters, digits or '-'", uidFlag, maxUIDLength)}
+			}
+			if !api.direct {
+				cl, err := api.client(&kube)
+				if err != nil {
+					return err
+				}
+				return cleanViaAPI(c.Context(), c.OutOrStdout(), cl, namespace, name, uidFlag)
 			}
 			cl, err := s3.client()
 			if err != nil {
@@ -497,6 +544,7 @@ stay; with several UIDs and no live capture, clean lists them and asks for
 	}
 	s3.add(c.Flags())
 	kube.add(c.Flags())
+	api.add(c.Flags())
 	c.Flags().StringVar(&uidFlag, "uid", "", "the capture UID whose objects to delete (default: the live capture's, else the only one with objects)")
 	return c
 }

@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/spf13/cobra"
 
+	"github.com/capstream/capstream/access"
 	"github.com/capstream/capstream/internal/flowfilter"
 )
 
@@ -19,7 +23,9 @@ const flowsQueryTimeout = time.Minute
 
 func newFlowsCmd() *cobra.Command {
 	var ch chFlags
-	var namespace, where string
+	var kube kubeFlags
+	var api apiFlags
+	var where, sinceS string
 	var limit int
 	c := &cobra.Command{
 		Use:   "flows NAME [-n NAMESPACE] [--where EXPR] [--limit N]",
@@ -37,117 +43,114 @@ parentheses, for example
 Operators: = != < <= > >= (numbers), = != contains (text), = != (addresses).
 Columns: ` + strings.Join(flowfilter.Columns(), ", ") + `.
 A filter that is not valid is refused with exit code 2 and says which part
-is wrong.`,
+is wrong.
+
+flows asks the access API (--server or $CAPSTREAM_ACCESS_URL, its CA from
+--certificate-authority or $CAPSTREAM_ACCESS_CA) as the kubeconfig's
+user, who needs get on packetcaptures/files in the namespace. --direct
+queries ClickHouse with its credentials instead (admin mode), with the
+same filter language and the same query.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			name := args[0]
-			if err := checkCaptureName(namespace, name); err != nil {
+			if err := checkCaptureName(kube.namespace, name); err != nil {
 				return err
 			}
 			if limit <= 0 {
 				return usageError{Err: fmt.Errorf("--limit %d: must be positive", limit)}
 			}
+			since, err := parseTimeFlag("since", sinceS)
+			if err != nil {
+				return err
+			}
+			// Parsed here in both modes: a bad filter is a usage error
+			// before anything is asked of a server.
 			filter, err := flowfilter.Parse(where)
 			if err != nil {
 				return usageError{Err: fmt.Errorf("--where: %w", err)}
 			}
-			conn, err := ch.open()
+			var out []access.Flow
+			if api.direct {
+				out, err = directFlows(c.Context(), &ch, access.FlowQuery{Namespace: kube.namespace, Name: name, Filter: filter, Limit: limit, Since: since, Timeout: flowsQueryTimeout})
+			} else {
+				out, err = apiFlowsQuery(c.Context(), &api, &kube, name, where, limit, since)
+			}
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			if err := conn.Ping(c.Context()); err != nil {
-				return fmt.Errorf("clickhouse %s: %w: %v", ch.cfg.Addr, errUnavailable, err)
-			}
-			q := `SELECT start_time, start_ns, node, pod, protocol, orig_addr, orig_port, resp_addr, resp_port,
-				conn_state, history, orig_packets, resp_packets, orig_bytes, resp_bytes, dns_query, tls_sni, http_host
-				FROM flows FINAL WHERE namespace = ? AND capture = ?`
-			cond, condArgs := filter.SQL()
-			q += " AND " + cond + fmt.Sprintf(" ORDER BY start_time, start_ns LIMIT %d", limit)
-			// Read-only, bounded in time and rows, whatever the filter: a
-			// second wall behind the filter language.
-			qctx := clickhouse.Context(c.Context(), clickhouse.WithSettings(clickhouse.Settings{
-				"readonly": 1, "max_execution_time": int(flowsQueryTimeout.Seconds()), "max_result_rows": limit,
-			}))
-			rows, err := conn.Query(qctx, q, append([]any{namespace, name}, condArgs...)...)
-			if err != nil {
-				return fmt.Errorf("query flows: %w", err)
-			}
-			defer rows.Close()
-			var out []flowRow
-			for rows.Next() {
-				var r flowRow
-				if err := rows.Scan(&r.start, &r.startNs, &r.node, &r.pod, &r.proto, &r.origAddr, &r.origPort, &r.respAddr, &r.respPort,
-					&r.state, &r.history, &r.origPkts, &r.respPkts, &r.origBytes, &r.respBytes, &r.dns, &r.sni, &r.host); err != nil {
-					return fmt.Errorf("read flows: %w", err)
-				}
-				out = append(out, r)
-			}
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("read flows: %w", err)
-			}
 			if len(out) == 0 && where == "" {
-				return fmt.Errorf("no flows recorded for capture %s/%s: %w", namespace, name, errNotFound)
+				return fmt.Errorf("no flows recorded for capture %s/%s: %w", kube.namespace, name, errNotFound)
 			}
 			return printFlows(c.OutOrStdout(), out)
 		},
 	}
 	ch.add(c.Flags())
-	c.Flags().StringVarP(&namespace, "namespace", "n", "default", "the capture's namespace")
+	kube.add(c.Flags())
+	api.add(c.Flags())
 	c.Flags().StringVar(&where, "where", "", "filter, e.g. \"resp_port = 443 and protocol = tcp\" (see above; never SQL)")
-	c.Flags().IntVar(&limit, "limit", 50, "show at most this many flows")
+	c.Flags().IntVar(&limit, "limit", 50, "show at most this many flows (the access API caps it at its maxFlowRows)")
+	c.Flags().StringVar(&sinceS, "since", "", "only flows that end at or after this time (RFC 3339 or duration ago)")
 	return c
 }
 
-type flowRow struct {
-	start                                    time.Time
-	startNs                                  uint32
-	node, pod                                string
-	proto                                    uint8
-	origAddr, respAddr                       string
-	origPort, respPort                       uint16
-	state, history                           string
-	origPkts, respPkts, origBytes, respBytes uint64
-	dns, sni, host                           string
+// directFlows runs the query on ClickHouse with its credentials (--direct).
+func directFlows(ctx context.Context, ch *chFlags, q access.FlowQuery) ([]access.Flow, error) {
+	conn, err := ch.open()
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if err := conn.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("clickhouse %s: %w: %v", ch.cfg.Addr, errUnavailable, err)
+	}
+	return access.QueryFlows(ctx, conn, q, nil)
+}
+
+// apiFlowsQuery asks the access API, which runs the same query.
+func apiFlowsQuery(ctx context.Context, api *apiFlags, kube *kubeFlags, name, where string, limit int, since time.Time) ([]access.Flow, error) {
+	cl, err := api.client(kube)
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if where != "" {
+		q.Set("where", where)
+	}
+	timeQuery(q, "since", since)
+	var list access.FlowList
+	if err := cl.getJSON(ctx, http.MethodGet, kube.namespace, name, "flows", q, &list); err != nil {
+		return nil, err
+	}
+	return list.Flows, nil
 }
 
 var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 132: "sctp", 136: "udplite"}
 
-func printFlows(w io.Writer, rows []flowRow) error {
+func printFlows(w io.Writer, rows []access.Flow) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	// POD: a connection between two captured pods is recorded once on
 	// each pod's interface.
 	fmt.Fprintln(tw, "START\tNODE\tPOD\tPROTO\tCLIENT\tSERVER\tSTATE\tHISTORY\tPACKETS\tBYTES\tL7")
 	for _, r := range rows {
-		proto := protoNames[r.proto]
+		proto := protoNames[r.Protocol]
 		if proto == "" {
-			proto = fmt.Sprint(r.proto)
+			proto = fmt.Sprint(r.Protocol)
 		}
 		l7 := ""
 		switch {
-		case r.dns != "":
-			l7 = "dns " + r.dns
-		case r.sni != "":
-			l7 = "sni " + r.sni
-		case r.host != "":
-			l7 = "host " + r.host
+		case r.DNSQuery != "":
+			l7 = "dns " + r.DNSQuery
+		case r.TLSSNI != "":
+			l7 = "sni " + r.TLSSNI
+		case r.HTTPHost != "":
+			l7 = "host " + r.HTTPHost
 		}
-		ts := r.start.Add(time.Duration(r.startNs)).UTC().Format("15:04:05.000")
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\n", ts, r.node, dash(r.pod), proto,
-			hostPort(r.origAddr, r.origPort), hostPort(r.respAddr, r.respPort), dash(r.state), dash(r.history),
-			r.origPkts, r.respPkts, r.origBytes, r.respBytes, truncate(l7, 48))
+		ts := r.Start.UTC().Format("15:04:05.000")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\n", ts, r.Node, dash(r.Pod), proto,
+			net.JoinHostPort(r.OrigAddr, fmt.Sprint(r.OrigPort)), net.JoinHostPort(r.RespAddr, fmt.Sprint(r.RespPort)), dash(r.ConnState), dash(r.History),
+			r.OrigPackets, r.RespPackets, r.OrigBytes, r.RespBytes, truncate(l7, 48))
 	}
 	return tw.Flush()
-}
-
-// hostPort prints a FixedString(16) address, IPv4 mapped into IPv6 shown as
-// IPv4.
-func hostPort(addr string, port uint16) string {
-	ip := net.IP([]byte(addr))
-	if len(ip) != net.IPv6len {
-		return "?"
-	}
-	return net.JoinHostPort(ip.String(), fmt.Sprint(port))
 }
 
 func dash(s string) string {

@@ -71,7 +71,7 @@ capture on the selected workloads' nodes, streams the packets through NATS
 JetStream, and writes rolling pcap objects to S3-compatible storage and flow
 records to ClickHouse.
 
-Services:   router, producer, sink pcap, sink flows
+Services:   router, producer, sink pcap, sink flows, access, nats-auth
 User tools: validate, migrate, get, captured-packets, flows, version`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -84,6 +84,8 @@ User tools: validate, migrate, get, captured-packets, flows, version`,
 		newRouterCmd(),
 		newProducerCmd(),
 		newSinkCmd(),
+		newAccessCmd(),
+		newNATSAuthCmd(),
 		newGetCmd(),
 		newCapturedPacketsCmd(),
 		newFlowsCmd(),

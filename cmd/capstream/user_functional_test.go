@@ -118,7 +118,7 @@ func TestFlowsCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := append(clickhouseArgs(t, db), "--clickhouse-database", db.Database)
-	code, out, errOut := runCmd(t, append([]string{"flows", "sample-capture", "-n", "sample-namespace"}, base...)...)
+	code, out, errOut := runCmd(t, append([]string{"flows", "--direct", "sample-capture", "-n", "sample-namespace"}, base...)...)
 	if code != exitOK {
 		t.Fatalf("flows = %d %q", code, errOut)
 	}
@@ -127,7 +127,7 @@ func TestFlowsCommand(t *testing.T) {
 			t.Errorf("flows output lacks %q:\n%s", want, out)
 		}
 	}
-	code, out, _ = runCmd(t, append([]string{"flows", "sample-capture", "-n", "sample-namespace", "--where", "resp_port = 443"}, base...)...)
+	code, out, _ = runCmd(t, append([]string{"flows", "--direct", "sample-capture", "-n", "sample-namespace", "--where", "resp_port = 443"}, base...)...)
 	if code != exitOK || strings.Contains(out, ":53") || !strings.Contains(out, ":443") {
 		t.Errorf("flows --where = %d:\n%s", code, out)
 	}
@@ -140,7 +140,7 @@ func TestFlowsCommand(t *testing.T) {
 		"dns_query = 'secret.other' or orig_bytes = 99":             {nil, []string{":53", ":443"}},
 		"http_host = \"x' OR 1=1 OR namespace = 'other-namespace\"": {nil, []string{":53", ":443"}},
 	} {
-		code, out, errOut := runCmd(t, append([]string{"flows", "sample-capture", "-n", "sample-namespace", "--where", where}, base...)...)
+		code, out, errOut := runCmd(t, append([]string{"flows", "--direct", "sample-capture", "-n", "sample-namespace", "--where", where}, base...)...)
 		if code != exitOK || strings.Contains(out, "secret.other") || strings.Contains(out, "41000") {
 			t.Errorf("--where %q = %d %q:\n%s", where, code, errOut, out)
 		}
@@ -160,7 +160,7 @@ func TestFlowsCommand(t *testing.T) {
 	for _, where := range []string{"1) OR (1=1) OR (1", "(resp_port = 1", "resp_port = 1 UNION SELECT 1", "resp_port = 1 SETTINGS readonly=0",
 		"file('/etc/passwd') = 1", "url('http://127.0.0.1/') = 1", "resp_port = 1 -- x", "namespace = 'other-namespace'",
 		"resp_port = (SELECT 1)", strings.Repeat("resp_port = 1 or ", 100)} {
-		code, out, errOut := runCmd(t, append([]string{"flows", "sample-capture", "-n", "sample-namespace", "--where", where}, base...)...)
+		code, out, errOut := runCmd(t, append([]string{"flows", "--direct", "sample-capture", "-n", "sample-namespace", "--where", where}, base...)...)
 		if code != exitUsage || out != "" || !strings.Contains(errOut, "invalid flow filter") {
 			t.Errorf("--where %q = %d, stdout %q, stderr %q; want exit 2 and a message", where, code, out, errOut)
 		}
@@ -169,10 +169,10 @@ func TestFlowsCommand(t *testing.T) {
 		args []string
 		code int
 	}{
-		"missing capture": {append([]string{"flows", "nope", "-n", "sample-namespace"}, base...), exitNotFound},
-		"bad name":        {append([]string{"flows", "../x", "-n", "sample-namespace"}, base...), exitUsage},
-		"unreachable":     {[]string{"flows", "sample-capture", "--clickhouse-addr", "127.0.0.1:1"}, exitUnavailable},
-		"bad where":       {append([]string{"flows", "sample-capture", "-n", "sample-namespace", "--where", "no_such_column = 1"}, base...), exitUsage},
+		"missing capture": {append([]string{"flows", "--direct", "nope", "-n", "sample-namespace"}, base...), exitNotFound},
+		"bad name":        {append([]string{"flows", "--direct", "../x", "-n", "sample-namespace"}, base...), exitUsage},
+		"unreachable":     {[]string{"flows", "--direct", "sample-capture", "--clickhouse-addr", "127.0.0.1:1"}, exitUnavailable},
+		"bad where":       {append([]string{"flows", "--direct", "sample-capture", "-n", "sample-namespace", "--where", "no_such_column = 1"}, base...), exitUsage},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -219,7 +219,7 @@ func TestCapturedPacketsCopyAndClean(t *testing.T) {
 	putPcap(t, b, "capstream/ns1/other/u2/node-a/pod-a_cali1/20261127T100000.000000000Z-1.pcap", t0)
 
 	dir := t.TempDir()
-	code, out, errOut := runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "-d", dir)
+	code, out, errOut := runCmd(t, "captured-packets", "copy", "--direct", "cap", "-n", "ns1", "-d", dir)
 	if code != exitOK || !strings.Contains(out, "downloaded 3 objects") || !strings.Contains(errOut, "using uid u1") {
 		t.Fatalf("copy = %d %q %q", code, out, errOut)
 	}
@@ -232,7 +232,7 @@ func TestCapturedPacketsCopyAndClean(t *testing.T) {
 	}
 
 	mdir := t.TempDir()
-	code, out, errOut = runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "--merge", "-d", mdir)
+	code, out, errOut = runCmd(t, "captured-packets", "copy", "--direct", "cap", "-n", "ns1", "--merge", "-d", mdir)
 	if code != exitOK || !strings.Contains(out, "6 packets") {
 		t.Fatalf("copy --merge = %d %q %q", code, out, errOut)
 	}
@@ -246,12 +246,12 @@ func TestCapturedPacketsCopyAndClean(t *testing.T) {
 	}
 
 	ndir := t.TempDir()
-	code, out, _ = runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "--node", "node-b", "-q", "-d", ndir)
+	code, out, _ = runCmd(t, "captured-packets", "copy", "--direct", "cap", "-n", "ns1", "--node", "node-b", "-q", "-d", ndir)
 	if code != exitOK || !strings.Contains(out, "downloaded 1 objects") {
 		t.Errorf("copy --node = %d %q", code, out)
 	}
 	wdir := t.TempDir()
-	code, out, _ = runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "--since", "2026-11-27T10:00:03.5Z", "-q", "-d", wdir)
+	code, out, _ = runCmd(t, "captured-packets", "copy", "--direct", "cap", "-n", "ns1", "--since", "2026-11-27T10:00:03.5Z", "-q", "-d", wdir)
 	if code != exitOK || !strings.Contains(out, "downloaded 1 objects") {
 		t.Errorf("copy --since = %d %q", code, out)
 	}
@@ -260,11 +260,11 @@ func TestCapturedPacketsCopyAndClean(t *testing.T) {
 		args []string
 		code int
 	}{
-		"missing capture": {[]string{"captured-packets", "copy", "nope", "-n", "ns1", "-d", t.TempDir()}, exitNotFound},
-		"bad name":        {[]string{"captured-packets", "copy", "a/../b", "-n", "ns1", "-d", t.TempDir()}, exitUsage},
-		"no dir":          {[]string{"captured-packets", "copy", "cap", "-n", "ns1"}, exitUsage},
-		"bad since":       {[]string{"captured-packets", "copy", "cap", "-n", "ns1", "--since", "yesterday", "-d", t.TempDir()}, exitUsage},
-		"unreachable":     {[]string{"captured-packets", "copy", "cap", "-n", "ns1", "--s3-endpoint", "127.0.0.1:1", "-d", t.TempDir()}, exitUnavailable},
+		"missing capture": {[]string{"captured-packets", "copy", "--direct", "nope", "-n", "ns1", "-d", t.TempDir()}, exitNotFound},
+		"bad name":        {[]string{"captured-packets", "copy", "--direct", "a/../b", "-n", "ns1", "-d", t.TempDir()}, exitUsage},
+		"no dir":          {[]string{"captured-packets", "copy", "--direct", "cap", "-n", "ns1"}, exitUsage},
+		"bad since":       {[]string{"captured-packets", "copy", "--direct", "cap", "-n", "ns1", "--since", "yesterday", "-d", t.TempDir()}, exitUsage},
+		"unreachable":     {[]string{"captured-packets", "copy", "--direct", "cap", "-n", "ns1", "--s3-endpoint", "127.0.0.1:1", "-d", t.TempDir()}, exitUnavailable},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, _, errOut := runCmd(t, tc.args...)
@@ -274,11 +274,11 @@ func TestCapturedPacketsCopyAndClean(t *testing.T) {
 		})
 	}
 
-	code, out, errOut = runCmd(t, "captured-packets", "clean", "cap", "-n", "ns1")
+	code, out, errOut = runCmd(t, "captured-packets", "clean", "--direct", "cap", "-n", "ns1")
 	if code != exitOK || !strings.Contains(out, "deleted 3 objects") {
 		t.Fatalf("clean = %d %q %q", code, out, errOut)
 	}
-	if code, _, _ := runCmd(t, "captured-packets", "clean", "cap", "-n", "ns1"); code != exitNotFound {
+	if code, _, _ := runCmd(t, "captured-packets", "clean", "--direct", "cap", "-n", "ns1"); code != exitNotFound {
 		t.Errorf("second clean = %d, want not found", code)
 	}
 	if _, err := b.Client.StatObject(t.Context(), b.Bucket, "capstream/ns1/other/u2/node-a/pod-a_cali1/20261127T100000.000000000Z-1.pcap", minio.StatObjectOptions{}); err != nil {
@@ -312,7 +312,7 @@ func TestCapturedPacketsCopyLongName(t *testing.T) {
 	key := schemas.CaptureDir("capstream", "ns1", name, "u1") + "node-a/pod-a_cali1/20261127T100000.000000000Z-1.pcap"
 	putPcap(t, b, key, t0, t0+1)
 	dir := t.TempDir()
-	code, out, errOut := runCmd(t, "captured-packets", "copy", name, "-n", "ns1", "--merge", "-d", dir)
+	code, out, errOut := runCmd(t, "captured-packets", "copy", "--direct", name, "-n", "ns1", "--merge", "-d", dir)
 	if code != exitOK || !strings.Contains(out, "2 packets") {
 		t.Fatalf("copy --merge = %d %q %q", code, out, errOut)
 	}
@@ -406,7 +406,7 @@ func TestCapturedPacketsByUID(t *testing.T) {
 	copyInto := func(extra ...string) (string, map[string][]byte) {
 		t.Helper()
 		dir := t.TempDir()
-		code, out, errOut := runCmd(t, append(append([]string{"captured-packets", "copy", "cap", "-q", "-d", dir}, kube...), extra...)...)
+		code, out, errOut := runCmd(t, append(append([]string{"captured-packets", "copy", "--direct", "cap", "-q", "-d", dir}, kube...), extra...)...)
 		if code != exitOK {
 			t.Fatalf("copy %v = %d %q %q", extra, code, out, errOut)
 		}
@@ -424,7 +424,7 @@ func TestCapturedPacketsByUID(t *testing.T) {
 		t.Errorf("copy --uid %s: got %d files, want the earlier capture's %d", oldUID, len(got), len(oldObjs))
 	}
 	mdir := t.TempDir()
-	if code, out, errOut := runCmd(t, append([]string{"captured-packets", "copy", "cap", "--merge", "-q", "-d", mdir}, kube...)...); code != exitOK {
+	if code, out, errOut := runCmd(t, append([]string{"captured-packets", "copy", "--direct", "cap", "--merge", "-q", "-d", mdir}, kube...)...); code != exitOK {
 		t.Fatalf("copy --merge = %d %q %q", code, out, errOut)
 	}
 	if stamps := readStamps(t, filepath.Join(mdir, ns+"_cap.pcap")); fmt.Sprint(stamps) != fmt.Sprint([]int64{t1, t1 + sec, t1 + 2*sec}) {
@@ -438,7 +438,7 @@ func TestCapturedPacketsByUID(t *testing.T) {
 		oldKeys = append(oldKeys, oldDir+rel)
 	}
 	sort.Strings(oldKeys)
-	code, out, errOut := runCmd(t, append([]string{"captured-packets", "clean", "cap"}, kube...)...)
+	code, out, errOut := runCmd(t, append([]string{"captured-packets", "clean", "--direct", "cap"}, kube...)...)
 	if code != exitOK || !strings.Contains(out, "deleted 2 objects") {
 		t.Fatalf("clean = %d %q %q", code, out, errOut)
 	}
@@ -446,11 +446,11 @@ func TestCapturedPacketsByUID(t *testing.T) {
 		t.Errorf("bucket after clean (-the earlier capture's objects +left):\n%s", diff)
 	}
 	// With the live capture's objects gone, copy says where the others are.
-	code, _, errOut = runCmd(t, append([]string{"captured-packets", "copy", "cap", "-d", t.TempDir()}, kube...)...)
+	code, _, errOut = runCmd(t, append([]string{"captured-packets", "copy", "--direct", "cap", "-d", t.TempDir()}, kube...)...)
 	if code != exitNotFound || !strings.Contains(errOut, oldUID) || !strings.Contains(errOut, "--uid") {
 		t.Errorf("copy with the live capture's objects gone = %d %q, want not found naming %s", code, errOut, oldUID)
 	}
-	code, out, errOut = runCmd(t, append([]string{"captured-packets", "clean", "cap", "--uid", oldUID}, kube...)...)
+	code, out, errOut = runCmd(t, append([]string{"captured-packets", "clean", "--direct", "cap", "--uid", oldUID}, kube...)...)
 	if code != exitOK || !strings.Contains(out, "deleted 3 objects") {
 		t.Fatalf("clean --uid = %d %q %q", code, out, errOut)
 	}
@@ -458,7 +458,7 @@ func TestCapturedPacketsByUID(t *testing.T) {
 		t.Errorf("bucket after cleaning both: %v", left)
 	}
 	for _, bad := range []string{"../x", "a/b", strings.Repeat("u", 129)} {
-		if code, _, errOut := runCmd(t, append([]string{"captured-packets", "clean", "cap", "--uid", bad}, kube...)...); code != exitUsage {
+		if code, _, errOut := runCmd(t, append([]string{"captured-packets", "clean", "--direct", "cap", "--uid", bad}, kube...)...); code != exitUsage {
 			t.Errorf("clean --uid %q = %d %q, want a usage error", bad, code, errOut)
 		}
 	}
@@ -480,9 +480,9 @@ func TestCapturedPacketsSeveralUIDs(t *testing.T) {
 	before := bucketKeys(t, b)
 	for name, kubeconfig := range map[string]string{"no such capture": k.Kubeconfig, "unreachable": unreachableKubeconfig(t)} {
 		for _, args := range [][]string{
-			{"captured-packets", "copy", "gone", "-d", t.TempDir()},
-			{"captured-packets", "copy", "gone", "--merge", "-d", t.TempDir()},
-			{"captured-packets", "clean", "gone"},
+			{"captured-packets", "copy", "--direct", "gone", "-d", t.TempDir()},
+			{"captured-packets", "copy", "--direct", "gone", "--merge", "-d", t.TempDir()},
+			{"captured-packets", "clean", "--direct", "gone"},
 		} {
 			code, out, errOut := runCmd(t, append(args, "-n", ns, "--kubeconfig", kubeconfig)...)
 			if code != exitUsage || out != "" {
@@ -499,7 +499,7 @@ func TestCapturedPacketsSeveralUIDs(t *testing.T) {
 		t.Errorf("objects changed by refused commands (-before +after):\n%s", diff)
 	}
 	// --uid picks one.
-	code, out, errOut := runCmd(t, "captured-packets", "copy", "gone", "-n", ns, "--kubeconfig", k.Kubeconfig, "--uid", uidB, "-q", "-d", t.TempDir())
+	code, out, errOut := runCmd(t, "captured-packets", "copy", "--direct", "gone", "-n", ns, "--kubeconfig", k.Kubeconfig, "--uid", uidB, "-q", "-d", t.TempDir())
 	if code != exitOK || !strings.Contains(out, "downloaded 1 objects") {
 		t.Errorf("copy --uid = %d %q %q", code, out, errOut)
 	}
@@ -543,7 +543,7 @@ func TestCapturedPacketsMergeBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	mdir := t.TempDir()
-	code, out, errOut := runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "--merge", "-q", "-d", mdir)
+	code, out, errOut := runCmd(t, "captured-packets", "copy", "--direct", "cap", "-n", "ns1", "--merge", "-q", "-d", mdir)
 	if code != exitOK || !strings.Contains(out, "merged 10 objects, 30 packets") {
 		t.Fatalf("copy --merge = %d %q %q", code, out, errOut)
 	}
@@ -566,7 +566,7 @@ func TestCapturedPacketsMergeBounded(t *testing.T) {
 	}
 	for name, d := range map[string]string{"output is a directory": taken, "-d is a file": file} {
 		t.Run(name, func(t *testing.T) {
-			code, out, errOut := runCmd(t, "captured-packets", "copy", "cap", "-n", "ns1", "--merge", "-d", d)
+			code, out, errOut := runCmd(t, "captured-packets", "copy", "--direct", "cap", "-n", "ns1", "--merge", "-d", d)
 			if code != exitUsage || out != "" || strings.Contains(errOut, "download:") {
 				t.Errorf("copy --merge -d %s = %d %q %q, want exit 2 before any download", d, code, out, errOut)
 			}

@@ -74,7 +74,7 @@ cleanup() {
 	done
 	if [ "${CAPSTREAM_DEMO_KEEP:-0}" != 1 ] && [ "$started_deps" = 0 ] && [ -n "${CAPSTREAM_S3_ENDPOINT:-}" ]; then
 		# The services are someone else's: leave them as they were.
-		"$ROOT/bin/capstream" captured-packets clean "$CAPTURE" -n "$NS" >/dev/null 2>&1
+		"$ROOT/bin/capstream" captured-packets clean --direct "$CAPTURE" -n "$NS" >/dev/null 2>&1
 		ch -q "DROP DATABASE IF EXISTS $DATABASE" >/dev/null 2>&1
 	fi
 	if [ "$started_deps" = 1 ] && [ "${CAPSTREAM_DEMO_KEEP:-0}" != 1 ]; then
@@ -137,7 +137,7 @@ kubectl wait --for=condition=Established crd/packetcaptures.projectcalico.org --
 # A previous run that was killed may have left these behind.
 kubectl delete packetcapture "$CAPTURE" -n "$NS" --ignore-not-found >/dev/null 2>&1 || true
 ch -q "DROP DATABASE IF EXISTS $DATABASE" >/dev/null 2>&1 || true
-bin/capstream captured-packets clean "$CAPTURE" -n "$NS" >/dev/null 2>&1 || true
+bin/capstream captured-packets clean --direct "$CAPTURE" -n "$NS" >/dev/null 2>&1 || true
 
 # 3. the pipeline
 http_port=""
@@ -146,6 +146,18 @@ for _ in $(seq 1 100); do
 	if ! ss -Htan "sport = :$p" | grep -q .; then http_port=$p; break; fi
 done
 [ -n "$http_port" ] || die "no free port for the health listener"
+api_port=""
+for _ in $(seq 1 100); do
+	p=$((32000 + RANDOM % 8000))
+	if [ "$p" != "$http_port" ] && ! ss -Htan "sport = :$p" | grep -q .; then api_port=$p; break; fi
+done
+[ -n "$api_port" ] || die "no free port for the access API"
+# capstream-dev serves the access API (TokenReview + SubjectAccessReview
+# against the dev API server) with the dev CA's certificate; the user
+# commands below go through it with the kubeconfig's token, as a
+# developer's would.
+export CAPSTREAM_DEV_ACCESS_LISTEN="127.0.0.1:$api_port"
+export CAPSTREAM_ACCESS_URL="https://127.0.0.1:$api_port" CAPSTREAM_ACCESS_CA="$CAPSTREAM_TEST_TLS_CA"
 export CAPSTREAM_DEV_KUBE_KUBECONFIG="$KUBECONFIG"
 export CAPSTREAM_DEV_CLICKHOUSE_ADDR="$CAPSTREAM_CLICKHOUSE_ADDR"
 export CAPSTREAM_DEV_CLICKHOUSE_SECURE=true CAPSTREAM_DEV_CLICKHOUSE_TLS_CAFILE="$CAPSTREAM_TEST_TLS_CA"
@@ -212,14 +224,14 @@ echo "$SQL;"
 echo "-- a connection between two selected pods is captured on both pods' veths, so it has a row for each"
 ch --database "$DATABASE" --format PrettyCompact -q "$SQL"
 
-heading "capstream flows $CAPTURE -n $NS --limit 12"
+heading "capstream flows $CAPTURE -n $NS --limit 12 (through the access API, $CAPSTREAM_ACCESS_URL)"
 bin/capstream flows "$CAPTURE" -n "$NS" --limit 12
 
 heading "pcap objects on S3 (s3://$BUCKET/...)"
 ch --database "$DATABASE" --format PrettyCompact -q "SELECT key, packets, size FROM pcap_objects FINAL
 WHERE namespace = '$NS' AND capture = '$CAPTURE' ORDER BY first_time, key"
 
-heading "capstream captured-packets copy $CAPTURE -n $NS --merge -d $WORK/pcaps"
+heading "capstream captured-packets copy $CAPTURE -n $NS --merge -d $WORK/pcaps (through the access API)"
 bin/capstream captured-packets copy "$CAPTURE" -n "$NS" --merge -q -d "$WORK/pcaps"
 PCAP="$WORK/pcaps/${NS}_${CAPTURE}.pcap"
 capinfos -c -u -i -d "$PCAP" || true

@@ -138,6 +138,13 @@ start_clickhouse() {
 	# clickhouse-client from $d/client.xml.
 	password="$(openssl rand -hex 16)"
 	hash="$(printf '%s' "$password" | sha256sum | cut -d' ' -f1)"
+	# capstream-reader is the access API's user: its profile is read-only
+	# (readonly=1: no writes, no DDL, no table functions, and no setting a
+	# query sends can change that; 18.16 ignores them) and carries its own
+	# limits on time and result rows, a wall behind the API's LIMIT.
+	local reader_password reader_hash
+	reader_password="$(openssl rand -hex 16)"
+	reader_hash="$(printf '%s' "$reader_password" | sha256sum | cut -d' ' -f1)"
 	secure=$(free_port)
 	http=$(free_port)
 	inter=$(free_port)
@@ -174,8 +181,14 @@ EOF
 	cat >"$d/users.xml" <<EOF
 <?xml version="1.0"?>
 <yandex>
-    <profiles><default><max_memory_usage>4000000000</max_memory_usage>$lc</default></profiles>
-    <users><default><password_sha256_hex>$hash</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+    <profiles>
+        <default><max_memory_usage>4000000000</max_memory_usage>$lc</default>
+        <capstream-reader><readonly>1</readonly><max_memory_usage>1000000000</max_memory_usage><max_execution_time>60</max_execution_time><max_result_rows>100000</max_result_rows>$lc</capstream-reader>
+    </profiles>
+    <users>
+        <default><password_sha256_hex>$hash</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>
+        <capstream-reader><password_sha256_hex>$reader_hash</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>capstream-reader</profile><quota>default</quota></capstream-reader>
+    </users>
     <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 EOF
@@ -195,6 +208,8 @@ EOF
 		echo "CAPSTREAM_TEST_CLICKHOUSE_ADDR=127.0.0.1:$secure"
 		echo "CAPSTREAM_TEST_CLICKHOUSE_SECURE=1"
 		echo "CAPSTREAM_TEST_CLICKHOUSE_PASSWORD=$password"
+		echo "CAPSTREAM_TEST_CLICKHOUSE_READER_USER=capstream-reader"
+		echo "CAPSTREAM_TEST_CLICKHOUSE_READER_PASSWORD=$reader_password"
 		echo "CAPSTREAM_TEST_CLICKHOUSE_CLIENT_CONFIG=$d/client.xml"
 		echo "CAPSTREAM_TEST_CLICKHOUSE_SECURE_ADDR=127.0.0.1:$secure"
 		echo "CAPSTREAM_TEST_TLS_CA=$tls/ca.pem"
@@ -221,7 +236,7 @@ start_s3() {
 }
 
 start_kube() {
-	local bin d="$DEV_DIR/etcd" k="$DEV_DIR/kube-apiserver" client peer secure token
+	local bin d="$DEV_DIR/etcd" k="$DEV_DIR/kube-apiserver" client peer secure token user_token
 	bin="$(k8s_bin_dir)"
 	mkdir -p "$d/data" "$k/certs"
 	client=$(free_port)
@@ -234,7 +249,15 @@ start_kube() {
 
 	secure=$(free_port)
 	token="$(openssl rand -hex 16)"
-	echo "$token,capstream-admin,capstream-admin,\"system:masters\"" >"$k/tokens.csv"
+	# capstream-dev-user is an ordinary user with no rights of its own
+	# (group capstream-dev-users): tests grant it Roles, as a namespace
+	# admin grants a developer, and call the access API with its token.
+	user_token="$(openssl rand -hex 16)"
+	{
+		echo "$token,capstream-admin,capstream-admin,\"system:masters\""
+		echo "$user_token,capstream-dev-user,capstream-dev-user-uid,\"capstream-dev-users\""
+	} >"$k/tokens.csv"
+	chmod 600 "$k/tokens.csv"
 	openssl genrsa -out "$k/sa.key" 2048 2>/dev/null
 	openssl rsa -in "$k/sa.key" -pubout -out "$k/sa.pub" 2>/dev/null
 	start kube-apiserver "$bin/kube-apiserver" \
@@ -266,7 +289,11 @@ contexts:
     user: capstream-admin
 current-context: capstream-dev
 EOF
-	echo "CAPSTREAM_TEST_KUBECONFIG=$k/kubeconfig" >>"$ENV_FILE.tmp"
+	{
+		echo "CAPSTREAM_TEST_KUBECONFIG=$k/kubeconfig"
+		echo "CAPSTREAM_TEST_KUBE_USER=capstream-dev-user"
+		echo "CAPSTREAM_TEST_KUBE_USER_TOKEN=$user_token"
+	} >>"$ENV_FILE.tmp"
 }
 
 running() {
@@ -281,9 +308,12 @@ running() {
 
 cmd_up() {
 	# Services started by an earlier version of this script, without TLS
-	# on S3, or with a plain ClickHouse port or no password, are restarted.
+	# on S3, or with a plain ClickHouse port or no password, or without
+	# the test user and the read-only ClickHouse user, are restarted.
 	if running && [ -f "$ENV_FILE" ] && grep -q '^CAPSTREAM_TEST_S3_TLS=1' "$ENV_FILE" &&
-		grep -q '^CAPSTREAM_TEST_CLICKHOUSE_SECURE=1' "$ENV_FILE"; then
+		grep -q '^CAPSTREAM_TEST_CLICKHOUSE_SECURE=1' "$ENV_FILE" &&
+		grep -q '^CAPSTREAM_TEST_CLICKHOUSE_READER_PASSWORD=.' "$ENV_FILE" &&
+		grep -q '^CAPSTREAM_TEST_KUBE_USER_TOKEN=.' "$ENV_FILE"; then
 		log "already running; env file $ENV_FILE"
 		return 0
 	fi
