@@ -7,14 +7,17 @@ import (
 	"runtime/debug"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/klog/v2"
 
+	"github.com/capstream/capstream/access"
 	"github.com/capstream/capstream/internal/clients"
 	svc "github.com/capstream/capstream/internal/run"
+	"github.com/capstream/capstream/natsauth"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/router"
 	"github.com/capstream/capstream/sink"
@@ -163,6 +166,99 @@ CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.`,
 				})
 		},
 	})
+}
+
+func newAccessCmd() *cobra.Command {
+	return svc.Command(svc.Spec[*access.Settings]{
+		Use:   "access",
+		Short: "Serve pcaps and flows to callers Kubernetes RBAC allows",
+		Long: `access serves the HTTPS access API the user commands use: it checks each
+caller's bearer token with a TokenReview and each request with a
+SubjectAccessReview on packetcaptures/files (get: list, download, flows;
+delete: clean) in the capture's namespace, and only then reads S3 or
+queries ClickHouse (as a read-only user). It is the only user-facing part
+that holds the S3 and ClickHouse credentials.
+
+Configuration: --config FILE, then environment overrides
+CAPSTREAM_ACCESS_<PATH>, e.g. CAPSTREAM_ACCESS_S3_SECRETKEY,
+CAPSTREAM_ACCESS_CLICKHOUSE_PASSWORD, CAPSTREAM_ACCESS_ACCESS_CERTFILE.`,
+		EnvPrefix: access.EnvPrefix,
+		Defaults:  access.DefaultSettings,
+		Run:       runAccess,
+	})
+}
+
+// runAccess runs the access API and the health/metrics server until ctx
+// ends or one of them fails.
+func runAccess(ctx context.Context, cfg *access.Settings) error {
+	logger := svc.NewLogger(cfg.Log)
+	klog.SetSlogLogger(logger.With("component", "client-go"))
+	warnInsecure(logger, append(append(cfg.Access.Warnings(), cfg.S3.Warnings()...), cfg.ClickHouse.Warnings()...)...)
+	reg := svc.NewRegistry()
+	kube, dyn, err := cfg.Kube.Clients("capstream-access")
+	if err != nil {
+		return err
+	}
+	s3, err := cfg.S3.Client()
+	if err != nil {
+		return err
+	}
+	ch, err := cfg.ClickHouse.Open()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = ch.Close() }()
+	a, err := access.New(cfg.Access, access.Deps{Logger: logger, Registerer: reg, Kube: kube, Dynamic: dyn, S3: s3, Bucket: cfg.S3.Bucket, ClickHouse: ch})
+	if err != nil {
+		return usageError{Err: err}
+	}
+	return svc.Serve(ctx, cfg.HTTP, reg, logger, map[string]svc.Component{"access": a})
+}
+
+func newNATSAuthCmd() *cobra.Command {
+	return svc.Command(svc.Spec[*natsauth.Settings]{
+		Use:   "nats-auth",
+		Short: "Give each node's producer its own NATS identity (auth callout)",
+		Long: `nats-auth is the NATS auth callout of a cluster: nats-server sends it each new
+connection that is not one of its static users, it checks the connection's
+token (the producer pod's projected service-account token) with a
+TokenReview, requires a producer service account and a pod bound to a node,
+and answers with a user JWT holding that node's producer permissions, or a
+refusal. Run two replicas: they share the requests.
+
+Configuration: --config FILE (see deploy/k8s/40-nats-auth.yaml), then
+environment overrides CAPSTREAM_NATSAUTH_<PATH>, e.g.
+CAPSTREAM_NATSAUTH_NATS_PASSWORD, CAPSTREAM_NATSAUTH_CALLOUT_ISSUERSEED and
+CAPSTREAM_NATSAUTH_KUBE_KUBECONFIG.`,
+		EnvPrefix: natsauth.EnvPrefix,
+		Defaults:  natsauth.DefaultSettings,
+		Run:       runNATSAuth,
+	})
+}
+
+// runNATSAuth runs the callout and the health/metrics server until ctx
+// ends or one of them fails.
+func runNATSAuth(ctx context.Context, cfg *natsauth.Settings) error {
+	logger := svc.NewLogger(cfg.Log)
+	klog.SetSlogLogger(logger.With("component", "client-go"))
+	warnInsecure(logger, cfg.NATS.Warnings()...)
+	reg := svc.NewRegistry()
+	kube, err := cfg.Kube.Client("capstream-nats-auth")
+	if err != nil {
+		return err
+	}
+	nc, err := cfg.NATS.Connect(nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		logger.Error("nats", "error", err)
+	}))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	c, err := natsauth.New(cfg.Callout, natsauth.Deps{Logger: logger, Registerer: reg, NATS: nc, Kube: kube})
+	if err != nil {
+		return usageError{Err: err}
+	}
+	return svc.Serve(ctx, cfg.HTTP, reg, logger, map[string]svc.Component{"nats-auth": c})
 }
 
 // warnInsecure logs each non-empty warning about a setting that turns a

@@ -17,6 +17,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -29,7 +31,7 @@ import (
 )
 
 // NATSConfig is how a component reaches NATS. At most one of CredsFile,
-// User/Password and Token is set.
+// User/Password, Token and TokenFile is set.
 type NATSConfig struct {
 	// URL is one or more comma-separated server URLs. Default
 	// nats://127.0.0.1:4222.
@@ -44,6 +46,13 @@ type NATSConfig struct {
 	Password string `yaml:"password" secret:"true"`
 	// Token authenticates with a token.
 	Token string `yaml:"token" secret:"true"`
+	// TokenFile authenticates with the token held in this file, read
+	// again at every connect and reconnect: a projected service-account
+	// token that the kubelet rotates (deploy/k8s producers, checked by
+	// `capstream nats-auth`). A refused token is retried at the next
+	// reconnect rather than closing the connection for good, since the
+	// file may hold a fresh one by then.
+	TokenFile string `yaml:"tokenFile"`
 	// TLS is used for tls:// URLs, and for every URL once any of it is
 	// set.
 	TLS TLSConfig `yaml:"tls"`
@@ -70,13 +79,13 @@ func (c NATSConfig) Secured() error {
 		errs = append(errs, fmt.Errorf("nats: %s is not TLS: use a tls:// URL with nats.tls.caFile (the CA of the server's certificate), or set nats.plaintext: true to send credentials and packets in clear text", RedactURL(c.URL)))
 	}
 	if !c.hasCredentials() && !c.Anonymous {
-		errs = append(errs, errors.New("nats: no credentials: set nats.credsFile, or nats.user with nats.password from the environment, or nats.anonymous: true"))
+		errs = append(errs, errors.New("nats: no credentials: set nats.credsFile, nats.tokenFile, or nats.user with nats.password from the environment, or nats.anonymous: true"))
 	}
 	return errors.Join(errs...)
 }
 
 func (c NATSConfig) hasCredentials() bool {
-	return c.CredsFile != "" || c.User != "" || c.Password != "" || c.Token != ""
+	return c.CredsFile != "" || c.User != "" || c.Password != "" || c.Token != "" || c.TokenFile != ""
 }
 
 // Warnings are the lines a service logs at start about how insecure this
@@ -110,13 +119,18 @@ func (c NATSConfig) Validate() error {
 		errs = append(errs, errors.New("nats.url: required"))
 	}
 	kinds := 0
-	for _, set := range []bool{c.CredsFile != "", c.User != "" || c.Password != "", c.Token != ""} {
+	for _, set := range []bool{c.CredsFile != "", c.User != "" || c.Password != "", c.Token != "", c.TokenFile != ""} {
 		if set {
 			kinds++
 		}
 	}
 	if kinds > 1 {
-		errs = append(errs, errors.New("nats: set only one of credsFile, user/password and token"))
+		errs = append(errs, errors.New("nats: set only one of credsFile, user/password, token and tokenFile"))
+	}
+	if c.TokenFile != "" {
+		if _, err := readToken(c.TokenFile); err != nil {
+			errs = append(errs, fmt.Errorf("nats.tokenFile: %w", err))
+		}
 	}
 	if c.Anonymous && kinds > 0 {
 		errs = append(errs, errors.New("nats.anonymous is set together with credentials: drop one"))
@@ -160,8 +174,39 @@ func (c NATSConfig) Options(extra ...nats.Option) ([]nats.Option, error) {
 		opts = append(opts, nats.UserInfo(c.User, c.Password))
 	case c.Token != "":
 		opts = append(opts, nats.Token(strings.TrimSpace(c.Token)))
+	case c.TokenFile != "":
+		// An unreadable file sends no token: the server refuses the
+		// attempt and the next reconnect reads the file again.
+		path := c.TokenFile
+		opts = append(opts, nats.TokenHandler(func() string { tok, _ := readToken(path); return tok }),
+			nats.IgnoreAuthErrorAbort())
 	}
 	return append(opts, extra...), nil
+}
+
+// maxTokenFileBytes bounds a token file: a service-account token is a
+// JWT of a few KiB.
+const maxTokenFileBytes = 16 << 10
+
+// readToken is the token in a file, without surrounding white space.
+func readToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFileBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxTokenFileBytes {
+		return "", fmt.Errorf("%s: larger than %d bytes", path, maxTokenFileBytes)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s: empty", path)
+	}
+	return tok, nil
 }
 
 // Connect returns a connection to NATS; with RetryOnFailedConnect it

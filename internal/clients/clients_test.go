@@ -2,11 +2,15 @@ package clients_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/testenv"
@@ -85,5 +89,60 @@ func TestJetStreamAuth(t *testing.T) {
 	})
 	if bad.IsConnected() {
 		t.Error("connected with a wrong password")
+	}
+}
+
+// TestTokenFile: the token is read from the file at every connect, so a
+// rotated projected service-account token is the one sent at the next
+// reconnect, and a refused token does not end the connection's retries.
+func TestTokenFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("first-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := clients.NATSConfig{URL: "tls://h:1", TokenFile: path}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid token file: %v", err)
+	}
+	if err := c.Secured(); err != nil {
+		t.Errorf("token file over TLS: %v, want secured", err)
+	}
+	opts, err := c.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := nats.GetDefaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.TokenHandler == nil || !o.IgnoreAuthErrorAbort {
+		t.Fatalf("token handler set %v, ignore auth error abort %v: want both", o.TokenHandler != nil, o.IgnoreAuthErrorAbort)
+	}
+	var got []string
+	got = append(got, o.TokenHandler())
+	if err := os.WriteFile(path, []byte("  rotated-token "), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, o.TokenHandler())
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, o.TokenHandler())
+	if diff := cmp.Diff([]string{"first-token", "rotated-token", ""}, got); diff != "" {
+		t.Errorf("tokens sent (-want +got):\n%s", diff)
+	}
+
+	for name, bad := range map[string]clients.NATSConfig{
+		"missing file":     {URL: "tls://h:1", TokenFile: path},
+		"token and file":   {URL: "tls://h:1", Token: "t", TokenFile: path},
+		"empty file":       {URL: "tls://h:1", TokenFile: testenv.File(t, "empty", " \n")},
+		"oversize file":    {URL: "tls://h:1", TokenFile: testenv.File(t, "big", strings.Repeat("x", 17<<10))},
+		"anonymous + file": {URL: "tls://h:1", TokenFile: testenv.File(t, "tok", "x"), Anonymous: true},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%s: valid, want an error", name)
+		}
 	}
 }
