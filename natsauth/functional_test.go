@@ -1,6 +1,7 @@
 package natsauth_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -209,7 +210,12 @@ func (e *env) node(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = e.kube.Client.CoreV1().Nodes().Delete(t.Context(), name, metav1.DeleteOptions{})
+		// t.Context() is done by now.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.kube.Client.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Errorf("delete node %s: %v", name, err)
+		}
 	})
 	return name
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/capstream/capstream/internal/run"
+	"github.com/capstream/capstream/schemas"
 )
 
 // EnvPrefix prefixes the producer's environment overrides; the DaemonSet
@@ -28,8 +29,15 @@ func DefaultSettings() *Settings {
 }
 
 // Validate copies the node into the producer section (config.Load calls it
-// after the overrides) and checks it all.
+// after the overrides), gives the NATS connection the inbox prefix of the
+// node's identity when none is set (the only inbox nats-auth lets the
+// node's producer read), and checks it all.
 func (s *Settings) Validate() error {
 	s.Producer.Node = s.Node
+	if s.NATS.InboxPrefix == "" {
+		if id, err := schemas.ProducerIdentity(s.Node); err == nil {
+			s.NATS.InboxPrefix = id.InboxPrefix
+		}
+	}
 	return errors.Join(s.ServiceSettings.Validate(), s.Producer.Validate())
 }

@@ -226,7 +226,7 @@ TokenReview, requires a producer service account and a pod bound to a node,
 and answers with a user JWT holding that node's producer permissions, or a
 refusal. Run two replicas: they share the requests.
 
-Configuration: --config FILE (see deploy/k8s/40-nats-auth.yaml), then
+Configuration: --config FILE (see deploy/k8s/25-nats-auth.yaml), then
 environment overrides CAPSTREAM_NATSAUTH_<PATH>, e.g.
 CAPSTREAM_NATSAUTH_NATS_PASSWORD, CAPSTREAM_NATSAUTH_CALLOUT_ISSUERSEED and
 CAPSTREAM_NATSAUTH_KUBE_KUBECONFIG.`,

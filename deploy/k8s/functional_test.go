@@ -158,6 +158,19 @@ func TestRouterPermissions(t *testing.T) {
 		}
 	}
 	t.Run("router", func(t *testing.T) { run(t, routerSA, routerChecks) })
+	t.Run("nats-auth", func(t *testing.T) {
+		checks := []check{{"create", "tokenreviews.authentication.k8s.io", "", "", true}}
+		for _, c := range routerChecks {
+			if c.allowed {
+				c.allowed = false
+				checks = append(checks, c)
+			}
+		}
+		checks = append(checks, check{"create", "serviceaccounts", "token", namespace, false},
+			check{"create", "subjectaccessreviews.authorization.k8s.io", "", "", false},
+			check{"get", "secrets", "", namespace, false})
+		run(t, "system:serviceaccount:"+namespace+":capstream-nats-auth", checks)
+	})
 	for _, sa := range []string{"capstream-producer", "capstream-sink"} {
 		t.Run(sa, func(t *testing.T) {
 			var none []check
@@ -167,7 +180,9 @@ func TestRouterPermissions(t *testing.T) {
 					none = append(none, c)
 				}
 			}
-			none = append(none, check{"get", "configmaps", "", namespace, false}, check{"get", "secrets", "", namespace, false})
+			none = append(none, check{"get", "configmaps", "", namespace, false}, check{"get", "secrets", "", namespace, false},
+				check{"create", "tokenreviews.authentication.k8s.io", "", "", false},
+				check{"create", "serviceaccounts", "token", namespace, false})
 			run(t, "system:serviceaccount:"+namespace+":"+sa, none)
 		})
 	}

@@ -178,9 +178,12 @@ func TestObjects(t *testing.T) {
 		"CustomResourceDefinition /packetcaptures.projectcalico.org",
 		"ServiceAccount capstream-system/capstream-router",
 		"ServiceAccount capstream-system/capstream-producer",
+		"ServiceAccount capstream-system/capstream-nats-auth",
 		"ServiceAccount capstream-system/capstream-sink",
 		"ClusterRole /capstream-router",
 		"ClusterRoleBinding /capstream-router",
+		"ClusterRole /capstream-nats-auth",
+		"ClusterRoleBinding /capstream-nats-auth",
 		"Role capstream-system/capstream-router-leader-election",
 		"RoleBinding capstream-system/capstream-router-leader-election",
 		"ConfigMap capstream-system/capstream-router",
@@ -192,6 +195,9 @@ func TestObjects(t *testing.T) {
 		"ConfigMap capstream-system/capstream-sink-flows",
 		"Deployment capstream-system/capstream-sink-flows",
 		"PodDisruptionBudget capstream-system/capstream-sink-flows",
+		"ConfigMap capstream-system/capstream-nats-auth",
+		"Deployment capstream-system/capstream-nats-auth",
+		"PodDisruptionBudget capstream-system/capstream-nats-auth",
 		"ConfigMap capstream-system/capstream-producer",
 		"DaemonSet capstream-system/capstream-producer",
 	}
@@ -235,7 +241,11 @@ func TestREADME(t *testing.T) {
 	for _, u := range natsUsers() {
 		must = append(must, "--from-literal="+u.passwordVar+"=")
 	}
+	must = append(must, "--from-literal="+issuerVar+"=")
 	for _, c := range components {
+		if len(c.secretKeys) == 0 {
+			continue // the producer: its pod's token
+		}
 		must = append(must, "create secret generic capstream-"+c.name+"-credentials")
 		for _, key := range c.secretKeys {
 			must = append(must, "--from-literal="+key+"=")

@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -17,9 +18,18 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/capstream/capstream/internal/clients"
+	"github.com/capstream/capstream/internal/config"
 	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/natsauth"
 	"github.com/capstream/capstream/schemas"
 )
 
@@ -32,25 +42,33 @@ const authConfPath = "nats/auth.conf"
 // natsUser is one user of auth.conf: an identity, and the variable of the
 // server's environment that holds its password. The variable has the name
 // of the component's own override, so one name means one password on both
-// sides.
+// sides. The callout's user (callout) has no allow lists but a subscription
+// to the authorization requests and allow_responses.
 type natsUser struct {
 	id          schemas.Identity
 	passwordVar string
+	callout     bool
 }
+
+// issuerVar is the variable of the server's environment that holds the
+// public key of the callout's issuer account (nats auth nkey show).
+const issuerVar = "CAPSTREAM_NATSAUTH_ISSUER"
 
 func natsUsers() []natsUser {
 	return []natsUser{
-		{schemas.RouterIdentity(), "CAPSTREAM_ROUTER_NATS_PASSWORD"},
-		{schemas.ClusterProducerIdentity(), "CAPSTREAM_PRODUCER_NATS_PASSWORD"},
-		{schemas.PcapSinkIdentity(), "CAPSTREAM_SINK_PCAP_NATS_PASSWORD"},
-		{schemas.FlowSinkIdentity(), "CAPSTREAM_SINK_FLOWS_NATS_PASSWORD"},
-		{schemas.MonitorIdentity(), "CAPSTREAM_MONITOR_NATS_PASSWORD"},
+		{id: schemas.RouterIdentity(), passwordVar: "CAPSTREAM_ROUTER_NATS_PASSWORD"},
+		{id: schemas.PcapSinkIdentity(), passwordVar: "CAPSTREAM_SINK_PCAP_NATS_PASSWORD"},
+		{id: schemas.FlowSinkIdentity(), passwordVar: "CAPSTREAM_SINK_FLOWS_NATS_PASSWORD"},
+		{id: schemas.MonitorIdentity(), passwordVar: "CAPSTREAM_MONITOR_NATS_PASSWORD"},
+		{id: schemas.Identity{User: natsauth.User, Subscribe: natsauth.SubscribeAllow()}, passwordVar: "CAPSTREAM_NATSAUTH_NATS_PASSWORD", callout: true},
 	}
 }
 
 // authConf renders the authorization block: static users with allow-lists
 // only (the server denies everything else), passwords as $VARIABLE
-// references that nats-server resolves from its environment at start.
+// references that nats-server resolves from its environment at start, and
+// the auth callout that every other connection (the producers') goes
+// through.
 func authConf() []byte {
 	var b bytes.Buffer
 	b.WriteString(`# nats-server authorization for capstream's identities (DESIGN.md
@@ -58,17 +76,23 @@ func authConf() []byte {
 # do not edit, run: go test ./deploy/k8s/ -run TestNATSAuthConf -update
 #
 # Include it from the server's configuration (include ./auth.conf) and give
-# the server process one environment variable per user, holding that user's
-# password: the same value as the nats-password key of the component's
-# Secret (CAPSTREAM_MONITOR_NATS_PASSWORD is yours, for the nats CLI). No
-# password is in this file. nats-server stops at start if a variable is
-# unset. It reads a variable's value as a configuration value, so a
-# password must not be only digits or a word like true: use
-# openssl rand -hex 24 (deploy/k8s/README.md).
+# the server process one environment variable per static user, holding
+# that user's password: the same value as the nats-password key of the
+# component's Secret (CAPSTREAM_MONITOR_NATS_PASSWORD is yours, for the
+# nats CLI), and CAPSTREAM_NATSAUTH_ISSUER, the public key (A...) of the
+# account seed in capstream-nats-auth-credentials. No secret is in this
+# file. nats-server stops at start if a variable is unset. It reads a
+# variable's value as a configuration value, so a password must not be
+# only digits or a word like true: use openssl rand -hex 24
+# (deploy/k8s/README.md).
+#
+# The producers are no static user: every connection that is not one of
+# auth_users goes to the auth callout (capstream nats-auth), which grants a
+# producer pod's token its own node's permissions and refuses anything
+# else, a client without credentials included.
 #
 # Every user is in the global account, where JetStream must be enabled; no
-# user may publish or subscribe beyond its lists, and a client without
-# credentials is refused.
+# user may publish or subscribe beyond its lists.
 authorization {
   users = [
 `)
@@ -79,13 +103,23 @@ authorization {
 		}
 		return "[\n          " + strings.Join(q, ",\n          ") + "\n        ]"
 	}
+	var authUsers []string
 	for _, u := range natsUsers() {
+		authUsers = append(authUsers, fmt.Sprintf("%q", u.id.User))
 		fmt.Fprintf(&b, "    {\n      user: %q\n      password: $%s\n      permissions: {\n", u.id.User, u.passwordVar)
-		fmt.Fprintf(&b, "        publish: { allow: %s }\n", quoted(u.id.Publish))
-		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", quoted(u.id.Subscribe))
+		if u.callout {
+			// Nothing to publish but one answer per request received.
+			fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", quoted(u.id.Subscribe))
+			fmt.Fprintf(&b, "        allow_responses: { max: 1, expires: %q }\n", natsauth.ResponseTTL.String())
+		} else {
+			fmt.Fprintf(&b, "        publish: { allow: %s }\n", quoted(u.id.Publish))
+			fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", quoted(u.id.Subscribe))
+		}
 		b.WriteString("      }\n    }\n")
 	}
-	b.WriteString("  ]\n}\n")
+	b.WriteString("  ]\n")
+	fmt.Fprintf(&b, "  auth_callout {\n    issuer: $%s\n    auth_users: [ %s ]\n  }\n", issuerVar, strings.Join(authUsers, ", "))
+	b.WriteString("}\n")
 	return b.Bytes()
 }
 
@@ -111,6 +145,13 @@ func TestNATSAuthConf(t *testing.T) {
 	}
 	for _, c := range components {
 		v := c.envPrefix + "_NATS_PASSWORD"
+		if c.name == "producer" {
+			// No static user: the callout's.
+			if _, ok := byUser[c.identity.User]; ok || len(c.secretKeys) != 0 {
+				t.Errorf("producer: a static user %s or Secret keys %v", c.identity.User, c.secretKeys)
+			}
+			continue
+		}
 		if byUser[c.identity.User] != v || c.secretKeys[v] != "nats-password" {
 			t.Errorf("%s: auth.conf reads the password of %s from $%s; the pod sets %s from nats-password (%v)", c.name, c.identity.User, byUser[c.identity.User], v, c.secretKeys)
 		}
@@ -123,6 +164,9 @@ type authServer struct {
 	url       string
 	ca        string
 	passwords map[string]string
+	// issuerSeed is the callout's account seed, whose public key the
+	// server has in $CAPSTREAM_NATSAUTH_ISSUER.
+	issuerSeed string
 }
 
 func startAuthServer(t *testing.T) *authServer {
@@ -156,6 +200,15 @@ include ./auth.conf
 		t.Setenv(u.passwordVar, p)
 		a.passwords[u.id.User] = p
 	}
+
+	issuer, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := issuer.Seed()
+	pub, _ := issuer.PublicKey()
+	a.issuerSeed = string(seed)
+	t.Setenv(issuerVar, pub)
 
 	// A password variable the server's environment lacks stops it.
 	missing := natsUsers()[0].passwordVar
@@ -265,16 +318,22 @@ func denied(t *testing.T, nc *nats.Conn, v *violations, subject string) {
 	})
 }
 
-// TestNATSAuthConfServer starts a real nats-server with auth.conf and TLS
-// and checks the deployment's identities against it: anonymous clients
-// and wrong passwords are refused; the router publishes commands; the
-// shared producer identity reads any node's commands but cannot publish a
-// command or read batches; a sink cannot publish commands.
+// TestNATSAuthConfServer starts a real nats-server with auth.conf and TLS,
+// and the callout as 25-nats-auth.yaml configures it against the real
+// kube-apiserver, and checks the deployment's identities against it:
+// anonymous clients and wrong passwords are refused; the router publishes
+// commands; a producer pod's token gets its node's identity, which reads
+// that node's commands and publishes its batches but cannot touch another
+// node's, publish a command or read batches; a sink cannot publish
+// commands.
 func TestNATSAuthConfServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts nats-server")
 	}
 	a := startAuthServer(t)
+	// Every connection that is no static user's waits for the callout's
+	// answer, the anonymous one included.
+	startCallout(t, a)
 
 	anon := a.config(schemas.UserRouter)
 	anon.User, anon.Password = "", ""
@@ -304,8 +363,10 @@ func TestNATSAuthConfServer(t *testing.T) {
 	if _, err := router.CreateOrUpdateConsumer(ctx, schemas.StreamPackets, schemas.PcapSinkConsumer()); err != nil {
 		t.Fatalf("router creates the pcap sink's durable: %v", err)
 	}
-	cmdA, _ := schemas.CommandSubject("node-a", "team-a", "cap")
-	cmdB, _ := schemas.CommandSubject("node-b.example.com", "team-b", "cap")
+	// Nodes of the shared API server: random names.
+	nodeA, nodeB := "k8s-test-"+testRand(t), "k8s-test-"+testRand(t)+".example.com"
+	cmdA, _ := schemas.CommandSubject(nodeA, "team-a", "cap")
+	cmdB, _ := schemas.CommandSubject(nodeB, "team-b", "cap")
 	for _, s := range []string{cmdA, cmdB} {
 		if _, err := router.Publish(ctx, s, []byte(`{}`)); err != nil {
 			t.Fatalf("router publishes command %s: %v", s, err)
@@ -320,28 +381,32 @@ func TestNATSAuthConfServer(t *testing.T) {
 		return s.CachedInfo().State.Msgs
 	}
 
-	// The producer identity: every node's commands, as a producer reads
-	// them (the gap of the shared identity), and its batches go in.
-	pnc, pv, prod := a.login(t, schemas.UserClusterProducer)
-	for node, want := range map[string]string{"node-a": cmdA, "node-b.example.com": cmdB} {
-		cc, err := schemas.ProducerConsumer(node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		oc, err := prod.OrderedConsumer(ctx, schemas.StreamCommands, cc)
-		if err != nil {
-			t.Fatalf("producer reads %s's commands: %v", node, err)
-		}
-		m, err := oc.Next(jetstream.FetchMaxWait(2 * time.Second))
-		if err != nil || m.Subject() != want {
-			t.Fatalf("%s's command: %v, %v", node, m, err)
-		}
+	// A producer: its pod's projected token, checked by the callout of
+	// 25-nats-auth.yaml, gets its own node's identity only.
+	kube := testenv.Kube(t)
+	tokenA := producerToken(t, kube, nodeA)
+	producerToken(t, kube, nodeB) // B exists, with a producer of its own
+	pnc, pv, prod := a.producer(t, nodeA, tokenA)
+	cc, err := schemas.ProducerConsumer(nodeA)
+	if err != nil {
+		t.Fatal(err)
 	}
-	batch, _ := schemas.PacketSubject("team-b", "cap", "node-b.example.com")
+	oc, err := prod.OrderedConsumer(ctx, schemas.StreamCommands, cc)
+	if err != nil {
+		t.Fatalf("producer reads its node's commands: %v", err)
+	}
+	if m, err := oc.Next(jetstream.FetchMaxWait(2 * time.Second)); err != nil || m.Subject() != cmdA {
+		t.Fatalf("%s's command: %v, %v", nodeA, m, err)
+	}
+	batch, _ := schemas.PacketSubject("team-a", "cap", nodeA)
 	if _, err := prod.Publish(ctx, batch, []byte("batch")); err != nil {
-		t.Errorf("producer publishes a batch: %v", err)
+		t.Errorf("producer publishes a batch for its node: %v", err)
 	}
 	before := commands()
+	batchB, _ := schemas.PacketSubject("team-b", "cap", nodeB)
+	denied(t, pnc, pv, batchB)
+	tokB, _ := schemas.Token(nodeB)
+	denied(t, pnc, pv, "$JS.API.CONSUMER.CREATE."+schemas.StreamCommands+".probe.capstream.cmd."+tokB+".>")
 	denied(t, pnc, pv, cmdA)
 	if _, err := pnc.SubscribeSync(schemas.PacketSubjectsAll); err != nil {
 		t.Fatal(err)
@@ -349,6 +414,13 @@ func TestNATSAuthConfServer(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, func() error {
 		return pv.has(`Permissions Violation for Subscription to "` + schemas.PacketSubjectsAll + `"`)
 	})
+	// A client with no token, or the shared password of the previous
+	// release, is refused.
+	noToken := a.config(schemas.UserRouter)
+	noToken.User, noToken.Password, noToken.InboxPrefix = "capstream-producer", "shared", ""
+	if _, _, err := a.connect(t, noToken); !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("producer with a password: %v, want an authorization violation", err)
+	}
 
 	// Both sinks: no command either. The pcap sink binds its durable.
 	for _, user := range []string{schemas.UserPcapSink, schemas.UserFlowSink} {
@@ -369,4 +441,135 @@ func TestNATSAuthConfServer(t *testing.T) {
 	if _, err := mon.Stream(ctx, schemas.StreamPackets); err != nil {
 		t.Errorf("monitor reads the packets stream's state: %v", err)
 	}
+}
+
+func testRand(t *testing.T) string {
+	t.Helper()
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// natsAuthComponent is the nats-auth entry of components.
+func natsAuthComponent(t *testing.T) component {
+	t.Helper()
+	for _, c := range components {
+		if c.name == "nats-auth" {
+			return c
+		}
+	}
+	t.Fatal("no nats-auth component")
+	return component{}
+}
+
+// startCallout runs `capstream nats-auth` as the manifests configure it
+// (its ConfigMap and the pod's environment), pointed at this server and
+// the dev kube-apiserver, until the test ends.
+func startCallout(t *testing.T, a *authServer) {
+	t.Helper()
+	kube := testenv.Kube(t)
+	objs := loadManifests(t)
+	c := natsAuthComponent(t)
+	w := workloadOf(t, objs, c)
+	path := configPath(t, objs, c, w, t.TempDir(), podTLSDir(t))
+	env := append(podEnv(t, w.pod.Spec.Containers[0]),
+		"CAPSTREAM_NATSAUTH_CALLOUT_ISSUERSEED="+a.issuerSeed,
+		"CAPSTREAM_NATSAUTH_NATS_PASSWORD="+a.passwords[natsauth.User],
+		"CAPSTREAM_NATSAUTH_NATS_URL="+strings.Replace(a.url, "nats://", "tls://", 1),
+		"CAPSTREAM_NATSAUTH_NATS_TLS_CAFILE="+a.ca,
+		"CAPSTREAM_NATSAUTH_KUBE_KUBECONFIG="+kube.Kubeconfig)
+	s := natsauth.DefaultSettings()
+	if err := config.Load(path, natsauth.EnvPrefix, env, s); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := s.NATS.Connect()
+	if err != nil {
+		t.Fatalf("callout connects: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	kc, err := s.Kube.Client("capstream-nats-auth-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	callout, err := natsauth.New(s.Callout, natsauth.Deps{Logger: testenv.Logger(t), Registerer: prometheus.NewRegistry(), NATS: nc, Kube: kc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Start(t, "nats-auth", callout.Run)
+	testenv.Eventually(t, 5*time.Second, callout.Ready)
+}
+
+// producerToken creates a Node and, in capstream-system, a producer pod
+// of the capstream-producer service account bound to it, and returns the
+// token the projected volume of 30-producer.yaml would hold. Both go when
+// the test ends.
+func producerToken(t *testing.T, kube *testenv.KubeEnv, node string) string {
+	t.Helper()
+	ctx := t.Context()
+	kube.EnsureNamespace(t, namespace)
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "capstream-producer", Namespace: namespace}}
+	if _, err := kube.Client.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if _, err := kube.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.Client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
+	objs := loadManifests(t)
+	ds := find[*appsv1.DaemonSet](t, objs, "capstream-producer")
+	var proj *corev1.ServiceAccountTokenProjection
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if src.ServiceAccountToken != nil {
+					proj = src.ServiceAccountToken
+				}
+			}
+		}
+	}
+	if proj == nil {
+		t.Fatal("30-producer.yaml: no projected service-account token")
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "capstream-producer-", Namespace: namespace},
+		Spec: corev1.PodSpec{ServiceAccountName: ds.Spec.Template.Spec.ServiceAccountName, NodeName: node,
+			Containers: []corev1.Container{{Name: "producer", Image: image}}}}
+	pod, err := kube.Client.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		zero := int64(0)
+		_ = kube.Client.CoreV1().Pods(namespace).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	})
+	tr, err := kube.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, pod.Spec.ServiceAccountName, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
+		Audiences: []string{proj.Audience}, ExpirationSeconds: proj.ExpirationSeconds,
+		BoundObjectRef: &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token request: %v", err)
+	}
+	return tr.Status.Token
+}
+
+// producer connects as node's producer would: the token from a file, the
+// node identity's inbox prefix.
+func (a *authServer) producer(t *testing.T, node, token string) (*nats.Conn, *violations, jetstream.JetStream) {
+	t.Helper()
+	id, err := schemas.ProducerIdentity(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := clients.NATSConfig{URL: strings.Replace(a.url, "nats://", "tls://", 1), Name: "capstream-producer",
+		TokenFile: testenv.File(t, "token", token), InboxPrefix: id.InboxPrefix, TLS: clients.TLSConfig{CAFile: a.ca}}
+	nc, v, err := a.connect(t, c)
+	if err != nil {
+		t.Fatalf("producer of %s connects: %v", node, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, v, js
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nkeys"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/natsauth"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/router"
 	"github.com/capstream/capstream/sink/flowstore"
@@ -67,10 +69,13 @@ func podEnv(t *testing.T, c corev1.Container) []string {
 			case "metadata.name":
 				v = "capstream-router-7d9f8c6b5-x2x4q"
 			case "spec.nodeName":
-				v = "worker-1.example.com"
+				v = podNode
 			default:
 				t.Errorf("env %s: unexpected field %s", e.Name, e.ValueFrom.FieldRef.FieldPath)
 			}
+		case e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Key == "issuer-seed":
+			// Loading checks it is an account seed.
+			v = issuerSeed(t)
 		case e.ValueFrom.SecretKeyRef != nil:
 			v = "dummy-" + e.ValueFrom.SecretKeyRef.Key
 		default:
@@ -82,11 +87,28 @@ func podEnv(t *testing.T, c corev1.Container) []string {
 }
 
 // tlsMount is where every pod mounts ConfigMap capstream-ca, and tlsCA the
-// CA file in it that every TLS section names.
+// CA file in it that every TLS section names. tokenMount is where the
+// producer's projected NATS token is, and tokenAudience its audience.
 const (
-	tlsMount = "/etc/capstream/tls"
-	tlsCA    = tlsMount + "/ca.crt"
+	tlsMount      = "/etc/capstream/tls"
+	tlsCA         = tlsMount + "/ca.crt"
+	tokenMount    = "/var/run/secrets/capstream/nats"
+	tokenAudience = "capstream-nats"
 )
+
+// issuerSeed is a fresh account nkey seed.
+func issuerSeed(t *testing.T) string {
+	t.Helper()
+	kp, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(seed)
+}
 
 // podTLSDir stands in for the pod's tlsMount: a directory with a real CA
 // certificate as ca.crt, since loading a configuration reads its CA files.
@@ -103,12 +125,21 @@ func podTLSDir(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), pem, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Beside it, the producer's token volume (see configPath).
+	token := filepath.Join(filepath.Dir(dir), "nats")
+	if err := os.Mkdir(token, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(token, "token"), []byte("a.projected.token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 
 // configPath checks the container runs its subcommand with --config on a
 // file of the component's ConfigMap, and writes that file's content to dir,
-// with the pod's tlsMount moved to tlsDir (see podTLSDir).
+// with the pod's tlsMount moved to tlsDir and its tokenMount beside it
+// (see podTLSDir).
 func configPath(t *testing.T, objs []object, c component, w workload, dir, tlsDir string) string {
 	t.Helper()
 	ctr := w.pod.Spec.Containers[0]
@@ -143,6 +174,7 @@ func configPath(t *testing.T, objs []object, c component, w workload, dir, tlsDi
 		t.Fatalf("ConfigMap %s: want exactly the key %s, have %v", cmName, c.configKey, slices.Collect(maps.Keys(cm.Data)))
 	}
 	data = strings.ReplaceAll(data, tlsMount+"/", tlsDir+"/")
+	data = strings.ReplaceAll(data, tokenMount+"/", filepath.Join(filepath.Dir(tlsDir), "nats")+"/")
 	path := filepath.Join(dir, c.configKey)
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
@@ -177,8 +209,9 @@ func TestConfigs(t *testing.T) {
 				t.Fatalf("load %s with the pod's environment: %v", c.configKey, err)
 			}
 			natsURLs = append(natsURLs, got.nats.URL)
-			checkNATS(t, c, got, filepath.Join(tlsDir, "ca.crt"))
+			checkNATS(t, c, got, filepath.Join(tlsDir, "ca.crt"), tlsDir)
 			checkTLSMount(t, w, ctr)
+			checkTokenVolume(t, c, w, ctr)
 
 			// One port: http.listen, the named container port, the probes
 			// and the scrape annotation.
@@ -223,25 +256,75 @@ func TestConfigs(t *testing.T) {
 }
 
 // checkNATS: the component connects over TLS, verified against the
-// mounted CA, as its own identity with its password from the environment
-// (podEnv's dummy value of its Secret's nats-password), and nothing in its
-// connection logs an insecurity warning.
-func checkNATS(t *testing.T, c component, got loaded, ca string) {
+// mounted CA, as its own identity: with its password from the environment
+// (podEnv's dummy value of its Secret's nats-password), or, for the
+// producer, with its pod's projected token and its node identity's inbox;
+// nothing in its connection logs an insecurity warning.
+func checkNATS(t *testing.T, c component, got loaded, ca, tlsDir string) {
 	t.Helper()
 	n := got.nats
 	if !strings.HasPrefix(n.URL, "tls://") || n.Plaintext || n.Anonymous {
 		t.Errorf("nats.url %s, plaintext %v, anonymous %v: want tls:// with credentials", n.URL, n.Plaintext, n.Anonymous)
 	}
-	if n.User != c.identity.User || n.InboxPrefix != c.identity.InboxPrefix {
-		t.Errorf("nats.user %q, inboxPrefix %q: want the identity's %q, %q", n.User, n.InboxPrefix, c.identity.User, c.identity.InboxPrefix)
+	if n.InboxPrefix != c.identity.InboxPrefix {
+		t.Errorf("nats.inboxPrefix %q: want the identity's %q", n.InboxPrefix, c.identity.InboxPrefix)
 	}
-	if n.Password != "dummy-nats-password" || n.CredsFile != "" || n.Token != "" {
-		t.Errorf("nats: password %q, credsFile %q, token set %v: want the password from the Secret only", n.Password, n.CredsFile, n.Token != "")
+	if c.name == "producer" {
+		token := filepath.Join(filepath.Dir(tlsDir), "nats", "token")
+		if n.TokenFile != token || n.User != "" || n.Password != "" || n.CredsFile != "" || n.Token != "" {
+			t.Errorf("nats: tokenFile %q, user %q, password set %v, credsFile %q, token set %v: want the projected token %s only",
+				n.TokenFile, n.User, n.Password != "", n.CredsFile, n.Token != "", tokenMount+"/token")
+		}
+	} else {
+		if n.User != c.identity.User {
+			t.Errorf("nats.user %q: want the identity's %q", n.User, c.identity.User)
+		}
+		if n.Password != "dummy-nats-password" || n.CredsFile != "" || n.Token != "" || n.TokenFile != "" {
+			t.Errorf("nats: password %q, credsFile %q, token set %v, tokenFile %q: want the password from the Secret only", n.Password, n.CredsFile, n.Token != "", n.TokenFile)
+		}
 	}
 	if n.TLS.CAFile != ca || n.TLS.InsecureSkipVerify {
 		t.Errorf("nats.tls %+v: want caFile %s, verified", n.TLS, tlsCA)
 	}
 	checkNoWarnings(t, "nats", n.Warnings())
+}
+
+// checkTokenVolume: the producer's NATS token is a projected token of its
+// service account for tokenAudience, rotated hourly, mounted read-only at
+// tokenMount; no other pod has one.
+func checkTokenVolume(t *testing.T, c component, w workload, ctr corev1.Container) {
+	t.Helper()
+	var vol string
+	for _, m := range ctr.VolumeMounts {
+		if m.MountPath == tokenMount {
+			vol = m.Name
+			if !m.ReadOnly || m.SubPath != "" {
+				t.Errorf("mount %s: want read-only, no subPath (a subPath mount is never rotated)", tokenMount)
+			}
+		}
+	}
+	var got []corev1.ServiceAccountTokenProjection
+	for _, v := range w.pod.Spec.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken != nil {
+				got = append(got, *src.ServiceAccountToken)
+				if v.Name != vol {
+					t.Errorf("volume %s: a token not mounted at %s", v.Name, tokenMount)
+				}
+			}
+		}
+	}
+	var want []corev1.ServiceAccountTokenProjection
+	if c.name == "producer" {
+		exp := int64(3600)
+		want = []corev1.ServiceAccountTokenProjection{{Audience: tokenAudience, ExpirationSeconds: &exp, Path: "token"}}
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("projected service-account tokens (-want +got):\n%s", d)
+	}
 }
 
 func checkNoWarnings(t *testing.T, section string, warnings []string) {
@@ -363,6 +446,18 @@ func checkComponentSpecifics(t *testing.T, got loaded, ctr corev1.Container, ca 
 		secureClickHouse(s.ClickHouse)
 	case *flowstore.Settings:
 		secureClickHouse(s.ClickHouse)
+	case *natsauth.Settings:
+		if s.Kube.Kubeconfig != "" {
+			t.Errorf("kube.kubeconfig %q: in cluster it must be empty", s.Kube.Kubeconfig)
+		}
+		want := natsauth.DefaultConfig()
+		if s.Callout.Audience != tokenAudience || !cmp.Equal(want.ServiceAccounts, s.Callout.ServiceAccounts) || s.Callout.Account != "$G" {
+			t.Errorf("callout audience %q, service accounts %v, account %q: want the producers' %s tokens of %v, in $G",
+				s.Callout.Audience, s.Callout.ServiceAccounts, s.Callout.Account, tokenAudience, want.ServiceAccounts)
+		}
+		if s.Callout.MaxTTL > time.Hour {
+			t.Errorf("callout.maxTTL %s: above the tokens' hour", s.Callout.MaxTTL)
+		}
 	default:
 		t.Fatalf("unexpected settings %T", s)
 	}
@@ -478,7 +573,7 @@ func TestPodSecurity(t *testing.T) {
 			if spec.ServiceAccountName != c.sa {
 				t.Errorf("serviceAccountName %q, want %s", spec.ServiceAccountName, c.sa)
 			}
-			wantToken := c.name == "router"
+			wantToken := c.name == "router" || c.name == "nats-auth"
 			if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken != wantToken {
 				t.Errorf("automountServiceAccountToken %s, want %v", ptrString(spec.AutomountServiceAccountToken), wantToken)
 			}
@@ -617,13 +712,18 @@ func podSecrets(spec corev1.PodSpec) []string {
 
 // TestSecretsPerComponent: each component reads exactly one Secret, its
 // own, and no Secret is read by two components, so the keys found on one
-// compromised node or pod open only that component's access.
+// compromised node or pod open only that component's access. The
+// producer reads none: its credential is its pod's own token.
 func TestSecretsPerComponent(t *testing.T) {
 	objs := loadManifests(t)
 	readers := map[string][]string{}
 	for _, c := range components {
 		got := podSecrets(workloadOf(t, objs, c).pod.Spec)
-		if d := cmp.Diff([]string{"capstream-" + c.name + "-credentials"}, got); d != "" {
+		var want []string
+		if len(c.secretKeys) > 0 {
+			want = []string{"capstream-" + c.name + "-credentials"}
+		}
+		if d := cmp.Diff(want, got); d != "" {
 			t.Errorf("%s reads Secrets (-want +got):\n%s", c.name, d)
 		}
 		for _, s := range got {

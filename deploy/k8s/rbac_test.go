@@ -23,8 +23,14 @@ var routerRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 }
 
-// TestRBAC: no wildcards, the router's rules are exactly its calls, only
-// the router's service account is bound, and the others mount no token.
+// natsAuthRules is what natsauth calls: a TokenReview per connection.
+var natsAuthRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+}
+
+// TestRBAC: no wildcards, the router's and nats-auth's rules are exactly
+// their calls, each binding names its own service account only, and the
+// others mount no token.
 func TestRBAC(t *testing.T) {
 	objs := loadManifests(t)
 	for _, o := range objs {
@@ -38,9 +44,9 @@ func TestRBAC(t *testing.T) {
 		case *rbacv1.Role:
 			rules = r.Rules
 		case *rbacv1.ClusterRoleBinding:
-			checkSubjects(t, o.id(), r.Subjects)
+			checkSubjects(t, o.id(), r.RoleRef.Name, r.Subjects)
 		case *rbacv1.RoleBinding:
-			checkSubjects(t, o.id(), r.Subjects)
+			checkSubjects(t, o.id(), r.RoleRef.Name, r.Subjects)
 		}
 		for _, rule := range rules {
 			for _, list := range [][]string{rule.APIGroups, rule.Resources, rule.Verbs, rule.ResourceNames, rule.NonResourceURLs} {
@@ -64,6 +70,10 @@ func TestRBAC(t *testing.T) {
 	if d := cmp.Diff(routerRules, cr.Rules); d != "" {
 		t.Errorf("router ClusterRole (-want +got):\n%s", d)
 	}
+	na := find[*rbacv1.ClusterRole](t, objs, "capstream-nats-auth")
+	if d := cmp.Diff(natsAuthRules, na.Rules); d != "" {
+		t.Errorf("nats-auth ClusterRole (-want +got):\n%s", d)
+	}
 	role := find[*rbacv1.Role](t, objs, "capstream-router-leader-election")
 	wantLease := []rbacv1.PolicyRule{
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
@@ -80,11 +90,17 @@ func TestRBAC(t *testing.T) {
 	}
 }
 
-func checkSubjects(t *testing.T, id string, subjects []rbacv1.Subject) {
+// checkSubjects: the router's roles are bound to the router, nats-auth's
+// to nats-auth, and nothing else is bound.
+func checkSubjects(t *testing.T, id, role string, subjects []rbacv1.Subject) {
 	t.Helper()
-	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "capstream-router", Namespace: namespace}}
+	sa := "capstream-router"
+	if role == "capstream-nats-auth" {
+		sa = role
+	}
+	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: namespace}}
 	if d := cmp.Diff(want, subjects); d != "" {
-		t.Errorf("%s: only the router is bound (-want +got):\n%s", id, d)
+		t.Errorf("%s: only %s is bound (-want +got):\n%s", id, sa, d)
 	}
 }
 

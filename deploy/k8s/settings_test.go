@@ -5,6 +5,7 @@ import (
 
 	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/config"
+	"github.com/capstream/capstream/natsauth"
 	"github.com/capstream/capstream/producer"
 	"github.com/capstream/capstream/router"
 	"github.com/capstream/capstream/schemas"
@@ -96,8 +97,10 @@ var components = []component{
 	{
 		name: "producer", kind: "DaemonSet", subcommand: []string{"producer"},
 		envPrefix: "CAPSTREAM_PRODUCER", configKey: "producer.yaml", sa: "capstream-producer", root: true,
-		identity:   schemas.ClusterProducerIdentity(),
-		secretKeys: map[string]string{"CAPSTREAM_PRODUCER_NATS_PASSWORD": "nats-password"},
+		// The node podEnv's spec.nodeName stands for; the identity is what
+		// nats-auth grants the pod's token.
+		identity:   mustProducerIdentity(podNode),
+		secretKeys: map[string]string{},
 		load: func(path string, env []string) (loaded, error) {
 			s := producer.DefaultSettings()
 			err := config.Load(path, producer.EnvPrefix, env, s)
@@ -106,4 +109,31 @@ var components = []component{
 			return loaded{listen: s.HTTP.Listen, nats: s.NATS, grace: s.Producer.GracePeriod, minMemory: need, settings: s}, err
 		},
 	},
+	{
+		name: "nats-auth", kind: "Deployment", replicas: 2, subcommand: []string{"nats-auth"},
+		envPrefix: "CAPSTREAM_NATSAUTH", configKey: "nats-auth.yaml", sa: "capstream-nats-auth",
+		identity: schemas.Identity{User: natsauth.User, Subscribe: natsauth.SubscribeAllow()},
+		secretKeys: map[string]string{
+			"CAPSTREAM_NATSAUTH_NATS_PASSWORD":      "nats-password",
+			"CAPSTREAM_NATSAUTH_CALLOUT_ISSUERSEED": "issuer-seed",
+		},
+		load: func(path string, env []string) (loaded, error) {
+			s := natsauth.DefaultSettings()
+			err := config.Load(path, natsauth.EnvPrefix, env, s)
+			// client-go, one connection and the pending requests.
+			return loaded{listen: s.HTTP.Listen, nats: s.NATS, minMemory: 32 * mib, settings: s}, err
+		},
+	},
+}
+
+// podNode is the node name podEnv gives spec.nodeName: with dots, so
+// the node's subject token differs from its name.
+const podNode = "worker-1.example.com"
+
+func mustProducerIdentity(node string) schemas.Identity {
+	id, err := schemas.ProducerIdentity(node)
+	if err != nil {
+		panic(err)
+	}
+	return id
 }
