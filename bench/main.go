@@ -44,7 +44,6 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/testenv"
 	chschema "github.com/capstream/capstream/schemas/clickhouse"
 )
@@ -83,9 +82,22 @@ type options struct {
 	// memory phase (tests, to end the hostile input sooner); 0 measures
 	// the defaults.
 	MemoryStopAfter time.Duration
+	// ProducerScale runs the producer scale phase: one producer process,
+	// ScaleInterfaces interfaces, ScaleCaptures captures selecting all of
+	// them, rings of ScaleRingBytes in a budget of ScaleMaxRingBytes; its
+	// idle CPU is measured over ScaleIdle.
+	ScaleIdle                         time.Duration
+	ProducerScale                     bool
+	ScaleInterfaces, ScaleCaptures    int
+	ScaleRingBytes, ScaleMaxRingBytes int64
 	// CPUProfile, when set, is where a pprof CPU profile of the
 	// throughput phase is written, to see where the pipeline's CPU goes.
 	CPUProfile string
+	// Churn runs the churn phase (churn.go): ChurnCycles captures
+	// created and deleted, ChurnConcurrency at a time, against a router
+	// and a producer process; ChurnOnly runs it and nothing else.
+	Churn, ChurnOnly              bool
+	ChurnCycles, ChurnConcurrency int
 	// Log receives the components' warnings.
 	Log io.Writer
 }
@@ -102,6 +114,15 @@ func defaultOptions() options {
 		Floor:         true,
 		Timeout:       5 * time.Minute,
 		Log:           os.Stderr,
+
+		ScaleInterfaces:   scaleDefaults.ifaces,
+		ScaleCaptures:     scaleDefaults.captures,
+		ScaleRingBytes:    scaleDefaults.ring,
+		ScaleMaxRingBytes: scaleDefaults.budget,
+		ScaleIdle:         scaleDefaults.idle,
+
+		ChurnCycles:      10000,
+		ChurnConcurrency: 16,
 	}
 }
 
@@ -125,8 +146,22 @@ func main() {
 	flag.BoolVar(&o.Memory, "memory", o.Memory, "run the memory phase: each sink's peak RSS as a separate process")
 	flag.BoolVar(&o.Floor, "floor", o.Floor, "measure the JetStream floor: the broker alone carrying the same batches to two acking consumers")
 	flag.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the throughput phase to this file")
+	flag.BoolVar(&o.ProducerScale, "producer-scale", false, "run the producer scale phase: one producer process, many interfaces, many captures selecting all of them (needs root)")
+	flag.IntVar(&o.ScaleInterfaces, "producer-scale-ifaces", o.ScaleInterfaces, "interfaces of the producer scale phase")
+	flag.IntVar(&o.ScaleCaptures, "producer-scale-captures", o.ScaleCaptures, "captures of the producer scale phase, each selecting every interface")
+	flag.Int64Var(&o.ScaleRingBytes, "producer-scale-ring", o.ScaleRingBytes, "afpacket.ringBytes of the producer scale phase (a multiple of 64 KiB; blocks are 1 MiB or the ring if smaller)")
+	flag.Int64Var(&o.ScaleMaxRingBytes, "producer-scale-budget", o.ScaleMaxRingBytes, "maxRingBytes of the producer scale phase")
+	flag.BoolVar(&o.Churn, "churn", false, "run the churn phase: captures created and deleted against a router and a producer process, the commands stream and their memory back at the start")
+	flag.BoolVar(&o.ChurnOnly, "churn-only", false, "run the churn phase and nothing else")
+	flag.IntVar(&o.ChurnCycles, "churn-cycles", o.ChurnCycles, "create/delete cycles of the churn phase")
+	flag.IntVar(&o.ChurnConcurrency, "churn-concurrency", o.ChurnConcurrency, "cycles of the churn phase in flight at once")
 	flag.Parse()
-	if flag.NArg() > 0 || o.Packets < 1 || o.Markers < 1 || o.Reps < 1 || o.ActiveTimeout < time.Second {
+	if o.ChurnCycles < 1 || o.ChurnConcurrency < 1 {
+		fmt.Fprintln(os.Stderr, "bench: want -churn-cycles and -churn-concurrency >= 1")
+		os.Exit(2)
+	}
+	if flag.NArg() > 0 || o.Packets < 1 || o.Markers < 1 || o.Reps < 1 || o.ActiveTimeout < time.Second ||
+		o.ScaleInterfaces < 1 || o.ScaleCaptures < 1 || o.ScaleRingBytes < 64<<10 || o.ScaleMaxRingBytes < o.ScaleRingBytes {
 		fmt.Fprintln(os.Stderr, "bench: want -packets, -markers, -reps >= 1, -active-timeout >= 1s and no arguments")
 		flag.Usage()
 		os.Exit(2)
@@ -157,6 +192,10 @@ type result struct {
 	Memory     memoryResult
 	Floor      floorResult // file storage, as capstream runs
 	FloorMem   floorResult // the same in memory
+	// ProducerScale is the producer scale phase (-producer-scale).
+	ProducerScale *scaleResult
+	// Churn is the churn phase (-churn).
+	Churn *churnResult
 	// ServerPids are the out-of-process servers whose CPU was sampled.
 	ServerPids map[string]int
 	// Problems are disagreements between the stored data and the
@@ -168,6 +207,9 @@ type result struct {
 func run(ctx context.Context, o options, stdout io.Writer) (*result, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	if o.ChurnOnly {
+		return runChurnOnly(ctx, o, stdout)
 	}
 	res := &result{Machine: readMachine(), Options: o}
 	dir, err := os.MkdirTemp("", "capstream-bench-")
@@ -236,13 +278,30 @@ func run(ctx context.Context, o options, stdout io.Writer) (*result, error) {
 			return nil, fmt.Errorf("memory phase: %w", err)
 		}
 	}
+	res.ProducerScale = &scaleResult{Skipped: true}
+	if o.ProducerScale {
+		fmt.Fprintln(o.Log, "bench: producer scale phase")
+		if res.ProducerScale, err = runProducerScale(ctx, o, dir); err != nil {
+			return nil, fmt.Errorf("producer scale phase: %w", err)
+		}
+	}
 	res.Problems = res.Throughput.check(res.Workload)
+	res.Problems = append(res.Problems, res.ProducerScale.Problems...)
+	res.Churn = &churnResult{Skipped: true}
+	if o.Churn {
+		fmt.Fprintln(o.Log, "bench: churn phase")
+		if res.Churn, err = runChurn(ctx, o, dir); err != nil {
+			return nil, fmt.Errorf("churn phase: %w", err)
+		}
+		res.Problems = append(res.Problems, res.Churn.Problems...)
+	}
 	if res.Latency.Missing > 0 {
 		res.Problems = append(res.Problems, fmt.Sprintf("%d of %d latency markers never became queryable", res.Latency.Missing, o.Markers))
 	}
 	res.Problems = append(res.Problems, res.Memory.check(res.Workload)...)
 
-	report := res.report()
+	report := res.report() + res.ProducerScale.report()
+	report += res.Churn.report()
 	fmt.Fprint(stdout, report)
 	if o.Out != "" {
 		if err := os.MkdirAll(o.Out, 0o755); err != nil {
@@ -287,8 +346,7 @@ func openStorage(ctx context.Context, o options) (storage, func(), error) {
 	_, _ = rand.Read(id)
 	suffix := hex.EncodeToString(id)
 
-	st := storage{ch: clients.DefaultClickHouseConfig()}
-	st.ch.Addr = testenv.ClickHouseAddr()
+	st := storage{ch: testenv.ClickHouseConfig("default")}
 	admin := st.ch
 	conn, err := admin.Open()
 	if err != nil {

@@ -37,7 +37,9 @@ func (e *memEnv) startSink(ctx context.Context, name string, mem *sinkMemory) (*
 	_ = ln.Close()
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "log:\n  level: warn\n  format: text\nhttp:\n  listen: %s\n", addr)
-	fmt.Fprintf(&cfg, "nats:\n  url: %s\n  name: capstream-sink-%s\n", e.natsURL, name)
+	// The bench's server is plaintext and anonymous, as the JetStream
+	// floor it is compared with: the sinks must be told so explicitly.
+	fmt.Fprintf(&cfg, "nats:\n  url: %s\n  name: capstream-sink-%s\n  plaintext: true\n  anonymous: true\n", e.natsURL, name)
 	fmt.Fprintf(&cfg, "clickhouse:\n  addr: %q\n  database: %q\n  username: %q\n  secure: %t\n", e.st.ch.Addr, e.st.ch.Database, e.st.ch.Username, e.st.ch.Secure)
 	if e.st.ch.TLS.CAFile != "" {
 		fmt.Fprintf(&cfg, "  tls:\n    caFile: %q\n", e.st.ch.TLS.CAFile)
