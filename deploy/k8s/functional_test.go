@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 
+	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -65,8 +67,15 @@ func TestApplyDryRun(t *testing.T) {
 	if _, err := kubectl(t, kube.Kubeconfig, "apply", "--dry-run=server", "-f", "."); err != nil {
 		t.Fatal(err)
 	}
+	checkApplied(t, out, loadManifests(t))
+}
+
+// checkApplied: kubectl's output names every object as server-side
+// applied.
+func checkApplied(t *testing.T, out string, objs []object) {
+	t.Helper()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	for _, o := range loadManifests(t) {
+	for _, o := range objs {
 		gvk := o.obj.GetObjectKind().GroupVersionKind()
 		res := strings.ToLower(gvk.Kind)
 		if gvk.Group != "" {
@@ -75,6 +84,110 @@ func TestApplyDryRun(t *testing.T) {
 		want := res + "/" + o.meta().GetName() + " serverside-applied (server dry run)"
 		if !slices.Contains(lines, want) {
 			t.Errorf("%s: no line %q in kubectl's output:\n%s", o.id(), want, out)
+		}
+	}
+}
+
+// inNamespace is an example manifest with exampleNamespace replaced by
+// ns, as the examples tell users to do.
+func inNamespace(t *testing.T, file, ns string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const field = "namespace: " + exampleNamespace
+	if !bytes.Contains(data, []byte(field)) {
+		t.Fatalf("%s: no %q", file, field)
+	}
+	return bytes.ReplaceAll(data, []byte(field), []byte("namespace: "+ns))
+}
+
+// applyStdin runs kubectl apply on data.
+func applyStdin(t *testing.T, kubeconfig string, data []byte, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "kubectl", append([]string{"--kubeconfig", kubeconfig, "apply", "-f", "-"}, args...)...)
+	cmd.Stdin = bytes.NewReader(data)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl apply %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// TestExampleRolesGrant applies examples/ as the README says (its
+// namespace replaced by one of the test's) and asks the API server what
+// the bound user and group may do there and elsewhere: alice gets the
+// captures and their files of that namespace, not their deletion nor
+// another namespace's; a team lead also cleans; nobody else gets a thing.
+func TestExampleRolesGrant(t *testing.T) {
+	kube := testenv.Kube(t)
+	requireKubectl(t)
+	ns, other := kube.Namespace(t, nil), kube.Namespace(t, nil)
+	for _, f := range manifestFiles(t, exampleDir) {
+		data := inNamespace(t, f, ns)
+		out, err := applyStdin(t, kube.Kubeconfig, data, "--server-side", "--dry-run=server", "--field-manager=capstream-manifests-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkApplied(t, out, loadManifestsIn(t, exampleDir))
+		if _, err := applyStdin(t, kube.Kubeconfig, data, "--server-side", "--field-manager=capstream-manifests-test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const pc = "packetcaptures.projectcalico.org"
+	type check struct {
+		as            []string // --as and --as-group flags
+		verb, sub, ns string
+		allowed       bool
+	}
+	alice := []string{"--as=alice"}
+	lead := []string{"--as=bob", "--as-group=team-a-leads"}
+	mallory := []string{"--as=mallory", "--as-group=developers"}
+	checks := []check{
+		{alice, "get", "files", ns, true},
+		{alice, "delete", "files", ns, false},
+		{alice, "get", "files", other, false},
+		{alice, "get", "", ns, true},
+		{alice, "create", "", ns, true},
+		{alice, "delete", "", ns, true},
+		{alice, "create", "", other, false},
+		{alice, "update", "status", ns, false},
+		{lead, "get", "files", ns, true},
+		{lead, "delete", "files", ns, true},
+		{lead, "delete", "files", other, false},
+		{lead, "create", "", ns, false},
+		{mallory, "get", "files", ns, false},
+		{mallory, "get", "", ns, false},
+	}
+	for _, c := range checks {
+		args := append([]string{"auth", "can-i", c.verb, pc, "-n", c.ns}, c.as...)
+		if c.sub != "" {
+			args = append(args, "--subresource="+c.sub)
+		}
+		out, err := kubectl(t, kube.Kubeconfig, args...)
+		answer := strings.TrimSpace(out)
+		if err != nil && answer != "no" {
+			t.Fatal(err)
+		}
+		if got := answer == "yes"; got != c.allowed {
+			t.Errorf("%v: can-i %s %s (subresource %q) in %s = %v, want %v", c.as, c.verb, pc, c.sub, c.ns, got, c.allowed)
+		}
+	}
+	// Alice's question as the access API asks it: a SubjectAccessReview
+	// for packetcaptures/files of one capture, from the API's identity.
+	for _, tc := range []struct {
+		ns      string
+		allowed bool
+	}{{ns, true}, {other, false}} {
+		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{User: "alice", Groups: []string{"system:authenticated"},
+			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: tc.ns, Verb: "get", Group: "projectcalico.org", Resource: "packetcaptures", Subresource: "files", Name: "web"}}}
+		got, err := kube.Client.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Allowed != tc.allowed {
+			t.Errorf("SubjectAccessReview alice get packetcaptures/files web in %s: allowed %v (%s), want %v", tc.ns, got.Status.Allowed, got.Status.Reason, tc.allowed)
 		}
 	}
 }
@@ -158,6 +271,34 @@ func TestRouterPermissions(t *testing.T) {
 		}
 	}
 	t.Run("router", func(t *testing.T) { run(t, routerSA, routerChecks) })
+	t.Run("access", func(t *testing.T) {
+		checks := []check{
+			// What access/ does.
+			{"create", "tokenreviews.authentication.k8s.io", "", "", true},
+			{"create", "subjectaccessreviews.authorization.k8s.io", "", "", true},
+			{"get", pc, "", "team-a", true},
+			// What it must not do: read other captures' data through
+			// the API server, secrets, pods; change anything.
+			{"list", pc, "", "", false},
+			{"watch", pc, "", "", false},
+			{"list", pc, "", "team-a", false},
+			{"get", pc, "files", "team-a", false},
+			{"delete", pc, "files", "team-a", false},
+			{"update", pc, "status", "team-a", false},
+			{"create", pc, "", "team-a", false},
+			{"delete", pc, "", "team-a", false},
+			{"get", "secrets", "", namespace, false},
+			{"list", "secrets", "", "", false},
+			{"list", "pods", "", "", false},
+			{"get", "pods", "", "team-a", false},
+			{"get", "configmaps", "", namespace, false},
+			{"create", "serviceaccounts", "token", namespace, false},
+			{"create", "localsubjectaccessreviews.authorization.k8s.io", "", "team-a", false},
+			{"create", "clusterrolebindings.rbac.authorization.k8s.io", "", "", false},
+			{"impersonate", "users", "", "", false},
+		}
+		run(t, "system:serviceaccount:"+namespace+":capstream-access", checks)
+	})
 	t.Run("nats-auth", func(t *testing.T) {
 		checks := []check{{"create", "tokenreviews.authentication.k8s.io", "", "", true}}
 		for _, c := range routerChecks {

@@ -68,13 +68,17 @@ func (o object) id() string {
 	return fmt.Sprintf("%s %s/%s", o.obj.GetObjectKind().GroupVersionKind().Kind, o.meta().GetNamespace(), o.meta().GetName())
 }
 
-// manifestFiles are the files `kubectl apply -f deploy/k8s/` reads, in the
-// order it reads them.
-func manifestFiles(t *testing.T) []string {
+// exampleDir holds the example Roles for users, which `kubectl apply -f
+// deploy/k8s/` does not read (it does not recurse).
+const exampleDir = "examples"
+
+// manifestFiles are the files `kubectl apply -f dir` reads, in the order
+// it reads them: dir's own, not its subdirectories'.
+func manifestFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	var files []string
 	for _, pat := range []string{"*.yaml", "*.yml", "*.json"} {
-		m, err := filepath.Glob(pat)
+		m, err := filepath.Glob(filepath.Join(dir, pat))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,9 +91,15 @@ func manifestFiles(t *testing.T) []string {
 	return files
 }
 
-// loadManifests decodes every document strictly (unknown fields are
-// errors) with the client-go scheme plus apiextensions.
+// loadManifests decodes every document of deploy/k8s strictly (unknown
+// fields are errors) with the client-go scheme plus apiextensions.
 func loadManifests(t *testing.T) []object {
+	t.Helper()
+	return loadManifestsIn(t, ".")
+}
+
+// loadManifestsIn decodes the documents `kubectl apply -f dir` reads.
+func loadManifestsIn(t *testing.T, dir string) []object {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -100,7 +110,7 @@ func loadManifests(t *testing.T) []object {
 	}
 	dec := serializer.NewCodecFactory(scheme, serializer.EnableStrict).UniversalDeserializer()
 	var objs []object
-	for _, f := range manifestFiles(t) {
+	for _, f := range manifestFiles(t, dir) {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -180,10 +190,13 @@ func TestObjects(t *testing.T) {
 		"ServiceAccount capstream-system/capstream-producer",
 		"ServiceAccount capstream-system/capstream-nats-auth",
 		"ServiceAccount capstream-system/capstream-sink",
+		"ServiceAccount capstream-system/capstream-access",
 		"ClusterRole /capstream-router",
 		"ClusterRoleBinding /capstream-router",
 		"ClusterRole /capstream-nats-auth",
 		"ClusterRoleBinding /capstream-nats-auth",
+		"ClusterRole /capstream-access",
+		"ClusterRoleBinding /capstream-access",
 		"Role capstream-system/capstream-router-leader-election",
 		"RoleBinding capstream-system/capstream-router-leader-election",
 		"ConfigMap capstream-system/capstream-router",
@@ -200,6 +213,10 @@ func TestObjects(t *testing.T) {
 		"PodDisruptionBudget capstream-system/capstream-nats-auth",
 		"ConfigMap capstream-system/capstream-producer",
 		"DaemonSet capstream-system/capstream-producer",
+		"ConfigMap capstream-system/capstream-access",
+		"Deployment capstream-system/capstream-access",
+		"Service capstream-system/capstream-access",
+		"PodDisruptionBudget capstream-system/capstream-access",
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("objects in apply order (-want +got):\n%s", d)
@@ -237,7 +254,10 @@ func TestREADME(t *testing.T) {
 	}
 	readme := string(data)
 	must := []string{natsURL, clickhouseAddr, s3Endpoint, image, "## Deploy",
-		"create configmap capstream-ca --from-file=ca.crt=", authConfPath, "nats.plaintext: true"}
+		"create configmap capstream-ca --from-file=ca.crt=", authConfPath, "nats.plaintext: true",
+		// The access API: its certificate, how users reach it, their Roles.
+		"create secret tls capstream-access-tls", "CAPSTREAM_ACCESS_URL=https://capstream-access.capstream-system.svc",
+		"CAPSTREAM_ACCESS_CA=", exampleDir + "/packetcapture-roles.yaml"}
 	for _, u := range natsUsers() {
 		must = append(must, "--from-literal="+u.passwordVar+"=")
 	}
@@ -267,13 +287,17 @@ func TestREADME(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(cm), &s); err != nil {
 			t.Fatal(err)
 		}
-		if s.NATS.URL != natsURL {
+		if c.noNATS {
+			if s.NATS.URL != "" {
+				t.Errorf("%s: nats.url %q, but it never connects to NATS", c.name, s.NATS.URL)
+			}
+		} else if s.NATS.URL != natsURL {
 			t.Errorf("%s: nats.url %q, README says %s", c.name, s.NATS.URL, natsURL)
 		}
-		if strings.HasPrefix(c.name, "sink") && s.ClickHouse.Addr != clickhouseAddr {
+		if (strings.HasPrefix(c.name, "sink") || c.name == "access") && s.ClickHouse.Addr != clickhouseAddr {
 			t.Errorf("%s: clickhouse.addr %q, README says %s", c.name, s.ClickHouse.Addr, clickhouseAddr)
 		}
-		if c.name == "sink-pcap" && s.S3.Endpoint != s3Endpoint {
+		if (c.name == "sink-pcap" || c.name == "access") && s.S3.Endpoint != s3Endpoint {
 			t.Errorf("%s: s3.endpoint %q, README says %s", c.name, s.S3.Endpoint, s3Endpoint)
 		}
 	}

@@ -144,6 +144,12 @@ func TestNATSAuthConf(t *testing.T) {
 		byUser[u.id.User] = u.passwordVar
 	}
 	for _, c := range components {
+		if c.noNATS {
+			if _, ok := c.secretKeys[c.envPrefix+"_NATS_PASSWORD"]; ok {
+				t.Errorf("%s: a NATS password, but it never connects to NATS", c.name)
+			}
+			continue
+		}
 		v := c.envPrefix + "_NATS_PASSWORD"
 		if c.name == "producer" {
 			// No static user: the callout's.

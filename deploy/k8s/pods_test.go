@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/capstream/capstream/access"
 	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/natsauth"
@@ -208,19 +209,38 @@ func TestConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("load %s with the pod's environment: %v", c.configKey, err)
 			}
-			natsURLs = append(natsURLs, got.nats.URL)
-			checkNATS(t, c, got, filepath.Join(tlsDir, "ca.crt"), tlsDir)
+			if c.noNATS {
+				if got.nats != (clients.NATSConfig{}) {
+					t.Errorf("nats %+v: %s has no NATS section", got.nats, c.name)
+				}
+			} else {
+				natsURLs = append(natsURLs, got.nats.URL)
+				checkNATS(t, c, got, filepath.Join(tlsDir, "ca.crt"), tlsDir)
+			}
 			checkTLSMount(t, w, ctr)
 			checkTokenVolume(t, c, w, ctr)
+			checkServerTLS(t, c, w, ctr)
 
-			// One port: http.listen, the named container port, the probes
-			// and the scrape annotation.
+			// The metrics port: http.listen, the named container port, the
+			// probes and the scrape annotation; and an API's own port,
+			// named https.
 			_, port, err := splitListen(got.listen)
 			if err != nil {
 				t.Fatalf("http.listen %q: %v", got.listen, err)
 			}
-			if len(ctr.Ports) != 1 || ctr.Ports[0].Name != "metrics" || ctr.Ports[0].ContainerPort != port {
-				t.Errorf("ports %+v: want one port named metrics, %d", ctr.Ports, port)
+			wantPorts := []corev1.ContainerPort{{Name: "metrics", ContainerPort: port, Protocol: corev1.ProtocolTCP}}
+			if w.pod.Spec.HostNetwork {
+				wantPorts[0].HostPort = port // the producer's: taken on every node
+			}
+			if got.apiListen != "" {
+				_, api, err := splitListen(got.apiListen)
+				if err != nil {
+					t.Fatalf("API listen %q: %v", got.apiListen, err)
+				}
+				wantPorts = append(wantPorts, corev1.ContainerPort{Name: "https", ContainerPort: api, Protocol: corev1.ProtocolTCP})
+			}
+			if d := cmp.Diff(wantPorts, ctr.Ports); d != "" {
+				t.Errorf("container ports (-want +got):\n%s", d)
 			}
 			checkProbe(t, "liveness", ctr.LivenessProbe, "/healthz")
 			checkProbe(t, "readiness", ctr.ReadinessProbe, "/readyz")
@@ -324,6 +344,53 @@ func checkTokenVolume(t *testing.T, c component, w workload, ctr corev1.Containe
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("projected service-account tokens (-want +got):\n%s", d)
+	}
+}
+
+// checkServerTLS: a component that serves an API of its own (the access
+// API) mounts its certificate and key, the kubernetes.io/tls keys
+// tls.crt and tls.key of its own Secret, read-only at accessTLSMount,
+// readable by the pod's group only, and not optional; no other pod
+// mounts a Secret volume.
+func checkServerTLS(t *testing.T, c component, w workload, ctr corev1.Container) {
+	t.Helper()
+	var vol string
+	for _, m := range ctr.VolumeMounts {
+		if m.MountPath == accessTLSMount {
+			vol = m.Name
+			if !m.ReadOnly || m.SubPath != "" {
+				t.Errorf("mount %s: want read-only, no subPath (a subPath mount is never renewed)", accessTLSMount)
+			}
+		}
+	}
+	var got []string
+	for _, v := range w.pod.Spec.Volumes {
+		sec := v.Secret
+		if sec == nil {
+			continue
+		}
+		got = append(got, sec.SecretName)
+		if v.Name != vol {
+			t.Errorf("volume %s: Secret %s not mounted at %s", v.Name, sec.SecretName, accessTLSMount)
+		}
+		want := []corev1.KeyToPath{{Key: corev1.TLSCertKey, Path: corev1.TLSCertKey}, {Key: corev1.TLSPrivateKeyKey, Path: corev1.TLSPrivateKeyKey}}
+		if sec.Optional == nil || *sec.Optional || !cmp.Equal(want, sec.Items) {
+			t.Errorf("volume %s: %+v, want keys tls.crt and tls.key, optional false", v.Name, sec)
+		}
+		if sec.DefaultMode == nil || *sec.DefaultMode != 0o440 {
+			t.Errorf("volume %s: defaultMode %s, want 0440 (owner and the pod's fsGroup)", v.Name, ptrString(sec.DefaultMode))
+		}
+		psc := w.pod.Spec.SecurityContext
+		if psc == nil || psc.FSGroup == nil || psc.RunAsGroup == nil || *psc.FSGroup != *psc.RunAsGroup {
+			t.Error("fsGroup: want the pod's runAsGroup, so the process can read the 0440 key")
+		}
+	}
+	var want []string
+	if c.tlsSecret != "" {
+		want = []string{c.tlsSecret}
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("Secret volumes (-want +got):\n%s", d)
 	}
 }
 
@@ -458,6 +525,23 @@ func checkComponentSpecifics(t *testing.T, got loaded, ctr corev1.Container, ca 
 		if s.Callout.MaxTTL > time.Hour {
 			t.Errorf("callout.maxTTL %s: above the tokens' hour", s.Callout.MaxTTL)
 		}
+	case *access.Settings:
+		if s.Kube.Kubeconfig != "" {
+			t.Errorf("kube.kubeconfig %q: in cluster it must be empty", s.Kube.Kubeconfig)
+		}
+		a := s.Access
+		if a.Plaintext || a.CertFile != accessTLSMount+"/"+corev1.TLSCertKey || a.KeyFile != accessTLSMount+"/"+corev1.TLSPrivateKeyKey {
+			t.Errorf("access: plaintext %v, certFile %q, keyFile %q: want HTTPS with the mounted %s/tls.{crt,key}", a.Plaintext, a.CertFile, a.KeyFile, accessTLSMount)
+		}
+		checkNoWarnings(t, "access", a.Warnings())
+		if s.S3.AccessKey != "dummy-s3-access-key" || s.S3.SecretKey != "dummy-s3-secret-key" {
+			t.Error("S3 keys do not come from the Secret")
+		}
+		if !s.S3.Secure || s.S3.TLS.CAFile != ca || s.S3.TLS.InsecureSkipVerify {
+			t.Errorf("s3 secure %v, tls %+v: want HTTPS verified with %s", s.S3.Secure, s.S3.TLS, tlsCA)
+		}
+		checkNoWarnings(t, "s3", s.S3.Warnings())
+		secureClickHouse(s.ClickHouse)
 	default:
 		t.Fatalf("unexpected settings %T", s)
 	}
@@ -573,7 +657,7 @@ func TestPodSecurity(t *testing.T) {
 			if spec.ServiceAccountName != c.sa {
 				t.Errorf("serviceAccountName %q, want %s", spec.ServiceAccountName, c.sa)
 			}
-			wantToken := c.name == "router" || c.name == "nats-auth"
+			wantToken := c.kubeAPI
 			if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken != wantToken {
 				t.Errorf("automountServiceAccountToken %s, want %v", ptrString(spec.AutomountServiceAccountToken), wantToken)
 			}
@@ -710,8 +794,9 @@ func podSecrets(spec corev1.PodSpec) []string {
 	return slices.Compact(names)
 }
 
-// TestSecretsPerComponent: each component reads exactly one Secret, its
-// own, and no Secret is read by two components, so the keys found on one
+// TestSecretsPerComponent: each component reads exactly one Secret of
+// credentials, its own (and the access API its TLS Secret), and no Secret
+// is read by two components, so the keys found on one
 // compromised node or pod open only that component's access. The
 // producer reads none: its credential is its pod's own token.
 func TestSecretsPerComponent(t *testing.T) {
@@ -722,6 +807,10 @@ func TestSecretsPerComponent(t *testing.T) {
 		var want []string
 		if len(c.secretKeys) > 0 {
 			want = []string{"capstream-" + c.name + "-credentials"}
+		}
+		if c.tlsSecret != "" {
+			want = append(want, c.tlsSecret)
+			slices.Sort(want)
 		}
 		if d := cmp.Diff(want, got); d != "" {
 			t.Errorf("%s reads Secrets (-want +got):\n%s", c.name, d)

@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -28,9 +29,18 @@ var natsAuthRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 }
 
-// TestRBAC: no wildcards, the router's and nats-auth's rules are exactly
-// their calls, each binding names its own service account only, and the
-// others mount no token.
+// accessRules is what access/ calls: a TokenReview per caller, a
+// SubjectAccessReview per question (auth.go), and a Get of the capture
+// for its live UID (files.go); it never lists or watches.
+var accessRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+	{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+	{APIGroups: []string{"projectcalico.org"}, Resources: []string{"packetcaptures"}, Verbs: []string{"get"}},
+}
+
+// TestRBAC: no wildcards, the router's, nats-auth's and the access API's
+// rules are exactly their calls, each binding names its own service
+// account only, and the others mount no token.
 func TestRBAC(t *testing.T) {
 	objs := loadManifests(t)
 	for _, o := range objs {
@@ -74,6 +84,10 @@ func TestRBAC(t *testing.T) {
 	if d := cmp.Diff(natsAuthRules, na.Rules); d != "" {
 		t.Errorf("nats-auth ClusterRole (-want +got):\n%s", d)
 	}
+	ac := find[*rbacv1.ClusterRole](t, objs, "capstream-access")
+	if d := cmp.Diff(accessRules, ac.Rules); d != "" {
+		t.Errorf("access ClusterRole (-want +got):\n%s", d)
+	}
 	role := find[*rbacv1.Role](t, objs, "capstream-router-leader-election")
 	wantLease := []rbacv1.PolicyRule{
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
@@ -91,11 +105,11 @@ func TestRBAC(t *testing.T) {
 }
 
 // checkSubjects: the router's roles are bound to the router, nats-auth's
-// to nats-auth, and nothing else is bound.
+// to nats-auth, the access API's to it, and nothing else is bound.
 func checkSubjects(t *testing.T, id, role string, subjects []rbacv1.Subject) {
 	t.Helper()
 	sa := "capstream-router"
-	if role == "capstream-nats-auth" {
+	if role == "capstream-nats-auth" || role == "capstream-access" {
 		sa = role
 	}
 	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: namespace}}
@@ -112,4 +126,72 @@ func leaseName(t *testing.T, objs []object) string {
 		t.Fatal(err)
 	}
 	return s.Router.LeaderElection.Name
+}
+
+// The example Roles of examples/, in Calico Enterprise's shape: the
+// resource for the captures, its files subresource for what they hold,
+// with the verbs the access API asks about (access/auth.go).
+var exampleRoles = map[string][]rbacv1.PolicyRule{
+	"packetcapture-user": {{APIGroups: []string{"projectcalico.org"}, Resources: []string{"packetcaptures"},
+		Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}}},
+	"packetcapture-files-reader": {{APIGroups: []string{"projectcalico.org"}, Resources: []string{"packetcaptures/files"}, Verbs: []string{"get"}}},
+	"packetcapture-files-admin":  {{APIGroups: []string{"projectcalico.org"}, Resources: []string{"packetcaptures/files"}, Verbs: []string{"get", "delete"}}},
+}
+
+// exampleNamespace is the namespace the examples name, which a user
+// replaces with theirs.
+const exampleNamespace = "team-a"
+
+// TestExampleRoles: examples/ holds only the three Roles and bindings of
+// them to users or groups, all in exampleNamespace (never capstream's,
+// never cluster-wide), and the README names the Roles.
+func TestExampleRoles(t *testing.T) {
+	objs := loadManifestsIn(t, exampleDir)
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]bool{}
+	for _, o := range objs {
+		if ns := o.meta().GetNamespace(); ns != exampleNamespace {
+			t.Errorf("%s: namespace %q, want %s", o.id(), ns, exampleNamespace)
+		}
+		switch r := o.obj.(type) {
+		case *rbacv1.Role:
+			want, ok := exampleRoles[r.Name]
+			if !ok {
+				t.Errorf("%s: not an example Role", o.id())
+				continue
+			}
+			roles[r.Name] = true
+			if d := cmp.Diff(want, r.Rules); d != "" {
+				t.Errorf("%s (-want +got):\n%s", o.id(), d)
+			}
+			for _, doc := range [][]byte{readme, top} {
+				if !strings.Contains(string(doc), r.Name) {
+					t.Errorf("README does not name Role %s", r.Name)
+				}
+			}
+		case *rbacv1.RoleBinding:
+			if _, ok := exampleRoles[r.RoleRef.Name]; !ok || r.RoleRef.Kind != "Role" {
+				t.Errorf("%s: binds %s %s, not an example Role", o.id(), r.RoleRef.Kind, r.RoleRef.Name)
+			}
+			for _, s := range r.Subjects {
+				if s.Kind != rbacv1.UserKind && s.Kind != rbacv1.GroupKind {
+					t.Errorf("%s: subject %+v, want a user or a group", o.id(), s)
+				}
+			}
+		default:
+			t.Errorf("%s: only Roles and RoleBindings", o.id())
+		}
+	}
+	for name := range exampleRoles {
+		if !roles[name] {
+			t.Errorf("no example Role %s", name)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package k8s
 import (
 	"time"
 
+	"github.com/capstream/capstream/access"
 	"github.com/capstream/capstream/internal/clients"
 	"github.com/capstream/capstream/internal/config"
 	"github.com/capstream/capstream/natsauth"
@@ -21,8 +22,11 @@ import (
 // configuration.
 type loaded struct {
 	listen string
-	nats   clients.NATSConfig
-	grace  time.Duration
+	// apiListen is the listener of a component that serves an API of its
+	// own besides http.listen (the access API's access.listen), else "".
+	apiListen string
+	nats      clients.NATSConfig
+	grace     time.Duration
 	// minMemory is the least memory limit the configuration needs.
 	minMemory int64
 	settings  any
@@ -38,8 +42,16 @@ type component struct {
 	configKey  string
 	sa         string
 	root       bool // needs uid 0 for its added capabilities
+	// kubeAPI: its pod mounts a service-account token to call the
+	// Kubernetes API.
+	kubeAPI bool
+	// noNATS: it never connects to NATS (the access API).
+	noNATS bool
 	// identity is who it connects to NATS as.
 	identity schemas.Identity
+	// tlsSecret is the kubernetes.io/tls Secret holding the certificate of
+	// the API it serves, mounted read-only; "" for none.
+	tlsSecret string
 	// secretKeys are the keys of its own Secret,
 	// capstream-<name>-credentials, by environment variable.
 	secretKeys map[string]string
@@ -49,7 +61,7 @@ type component struct {
 var components = []component{
 	{
 		name: "router", kind: "Deployment", replicas: 2, subcommand: []string{"router"},
-		envPrefix: "CAPSTREAM_ROUTER", configKey: "router.yaml", sa: "capstream-router",
+		envPrefix: "CAPSTREAM_ROUTER", configKey: "router.yaml", sa: "capstream-router", kubeAPI: true,
 		identity:   schemas.RouterIdentity(),
 		secretKeys: map[string]string{"CAPSTREAM_ROUTER_NATS_PASSWORD": "nats-password"},
 		load: func(path string, env []string) (loaded, error) {
@@ -111,7 +123,7 @@ var components = []component{
 	},
 	{
 		name: "nats-auth", kind: "Deployment", replicas: 2, subcommand: []string{"nats-auth"},
-		envPrefix: "CAPSTREAM_NATSAUTH", configKey: "nats-auth.yaml", sa: "capstream-nats-auth",
+		envPrefix: "CAPSTREAM_NATSAUTH", configKey: "nats-auth.yaml", sa: "capstream-nats-auth", kubeAPI: true,
 		identity: schemas.Identity{User: natsauth.User, Subscribe: natsauth.SubscribeAllow()},
 		secretKeys: map[string]string{
 			"CAPSTREAM_NATSAUTH_NATS_PASSWORD":      "nats-password",
@@ -124,7 +136,29 @@ var components = []component{
 			return loaded{listen: s.HTTP.Listen, nats: s.NATS, minMemory: 32 * mib, settings: s}, err
 		},
 	},
+	{
+		name: "access", kind: "Deployment", replicas: 2, subcommand: []string{"access"},
+		envPrefix: "CAPSTREAM_ACCESS", configKey: "access.yaml", sa: "capstream-access", kubeAPI: true, noNATS: true,
+		tlsSecret: "capstream-access-tls",
+		secretKeys: map[string]string{
+			"CAPSTREAM_ACCESS_CLICKHOUSE_USERNAME": "clickhouse-username",
+			"CAPSTREAM_ACCESS_CLICKHOUSE_PASSWORD": "clickhouse-password",
+			"CAPSTREAM_ACCESS_S3_ACCESSKEY":        "s3-access-key",
+			"CAPSTREAM_ACCESS_S3_SECRETKEY":        "s3-secret-key",
+		},
+		load: func(path string, env []string) (loaded, error) {
+			s := access.DefaultSettings()
+			err := config.Load(path, access.EnvPrefix, env, s)
+			// client-go, the review cache, and per download or merge a
+			// 64 KiB buffer and up to maxMergeObjects S3 streams: room for
+			// a few dozen at once. Run gives downloads 5s after SIGTERM.
+			return loaded{listen: s.HTTP.Listen, apiListen: s.Access.Listen, grace: 5 * time.Second, minMemory: 128 * mib, settings: s}, err
+		},
+	},
 }
+
+// accessTLSMount is where the access API mounts its tlsSecret.
+const accessTLSMount = "/etc/capstream/access-tls"
 
 // podNode is the node name podEnv gives spec.nodeName: with dots, so
 // the node's subject token differs from its name.
