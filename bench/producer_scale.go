@@ -213,10 +213,13 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 			}
 		}
 	}()
-	defer func() {
+	// stopSampling ends the sampler, which writes maxAnon and maxRing;
+	// they are read only after it.
+	stopSampling := sync.OnceFunc(func() {
 		close(stopSampler)
 		<-samplerDone
-	}()
+	})
+	defer stopSampling()
 	cpu0 := procCPU(r.producerPid)
 	if err := r.until(ctx, o.Timeout, exited, func() error { _, err := r.scrape("capstream_producer_captures"); return err }); err != nil {
 		return r, fmt.Errorf("producer not serving metrics: %w", err)
@@ -309,6 +312,7 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 		r.PublishDrops += s.PublishDrops
 	}
 	r.statusMu.Unlock()
+	stopSampling()
 	r.PeakAnon = int64(r.maxAnon)
 	r.RingInUse = r.maxRing
 	r.Problems = r.check()
