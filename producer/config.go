@@ -66,6 +66,17 @@ type Config struct {
 	// AckTimeout is how long a published batch waits for JetStream's ack
 	// before it counts as dropped. Default 5s.
 	AckTimeout time.Duration `yaml:"ackTimeout"`
+	// PublishRetryFor is how long after its first attempt a batch whose
+	// ack timed out, or that no stream answered (a stream-leader election
+	// in a JetStream cluster), is still published again; after that its
+	// packets count as dropped. An attempt no stream answers fails after
+	// the client's own two retries, half a second, so 10s rides out any
+	// election seen so far (tens of ms to 2s on loopback). The batch keeps
+	// its Nats-Msg-Id: if an attempt was stored after all, the stream
+	// drops the next as a duplicate and acks it. publishRetryFor plus
+	// ackTimeout must fit schemas.PublishRetryWindow (1m), within the
+	// stream's duplicates window. Default 10s; 0 disables retries.
+	PublishRetryFor time.Duration `yaml:"publishRetryFor"`
 	// StatusInterval is the period of status reports; a state change is
 	// reported at once. Default 5s.
 	StatusInterval time.Duration `yaml:"statusInterval"`
@@ -99,6 +110,7 @@ func DefaultConfig() Config {
 		MaxInFlightBatches: 4096,
 		PublishWait:        20 * time.Millisecond,
 		AckTimeout:         5 * time.Second,
+		PublishRetryFor:    10 * time.Second,
 		StatusInterval:     5 * time.Second,
 		ResyncPeriod:       5 * time.Minute,
 		InterfaceRetry:     time.Second,
@@ -146,6 +158,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInFlightBatches < 1 {
 		errs = append(errs, fmt.Errorf("maxInFlightBatches %d: want at least 1", c.MaxInFlightBatches))
+	}
+	if c.PublishRetryFor < 0 || c.PublishRetryFor+c.AckTimeout > schemas.PublishRetryWindow {
+		errs = append(errs, fmt.Errorf("publishRetryFor %s: want 0 or more, and plus ackTimeout (%s) at most %s", c.PublishRetryFor, c.AckTimeout, schemas.PublishRetryWindow))
 	}
 	for _, d := range []struct {
 		name string

@@ -27,6 +27,7 @@ type metrics struct {
 	dropBytes     *prometheus.CounterVec
 	batches       prometheus.Counter
 	acked         prometheus.Counter
+	retries       *prometheus.CounterVec
 	inFlightBytes prometheus.Gauge
 	captures      prometheus.Gauge
 	interfaces    *prometheus.GaugeVec
@@ -51,6 +52,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		dropBytes:         r.CounterVec("publish_dropped_bytes_total", "Batch body bytes dropped because they could not be published, by reason.", "reason"),
 		batches:           r.Counter("batches_published_total", "Batches handed to JetStream."),
 		acked:             r.Counter("batches_acked_total", "Batches JetStream acknowledged."),
+		retries:           r.CounterVec("publish_retries_total", "Batches published again (same Nats-Msg-Id) after no ack in time or no stream answering, by reason (timeout, no_stream).", "reason"),
 		inFlightBytes:     r.Gauge("in_flight_bytes", "Batch bytes published and not yet acknowledged."),
 		captures:          r.Gauge("captures", "Captures running or scheduled on this node."),
 		interfaces:        r.GaugeVec("interfaces", "Capture interfaces by state.", "state"),

@@ -29,11 +29,16 @@ type publisher struct {
 	inFly   atomic.Int64
 
 	bufBytes int
+	retryFor time.Duration
 }
 
 // inFlight is a published batch awaiting its ack.
 type inFlight struct {
-	fut     jetstream.PubAckFuture
+	fut jetstream.PubAckFuture
+	// msg is kept to publish the batch again (same Nats-Msg-Id) until
+	// retryFor after first, its first attempt.
+	msg     *nats.Msg
+	first   time.Time
 	buf     *[]byte
 	n       int64
 	packets uint64
@@ -49,6 +54,7 @@ func newPublisher(js jetstream.JetStream, cfg Config, m *metrics, logger *slog.L
 		m:        m,
 		logger:   logger,
 		bufBytes: cfg.BatchBytes + 64<<10,
+		retryFor: cfg.PublishRetryFor,
 	}
 	p.pool.New = func() any {
 		b := make([]byte, 0, p.bufBytes)
@@ -96,7 +102,7 @@ func (p *publisher) publish(ctx context.Context, msg *nats.Msg, buf *[]byte, pac
 	p.m.inFlightBytes.Set(float64(p.inFly.Load()))
 	p.m.batches.Inc()
 	// Never blocks: the batch semaphore keeps the channel from filling.
-	p.pending <- inFlight{fut: fut, buf: buf, n: n, packets: packets, ctr: ctr}
+	p.pending <- inFlight{fut: fut, msg: msg, first: time.Now(), buf: buf, n: n, packets: packets, ctr: ctr}
 }
 
 func (p *publisher) acquire(ctx context.Context, n int64, wait time.Duration) bool {
@@ -193,6 +199,9 @@ func (p *publisher) settle(ctx context.Context, f inFlight) {
 		p.m.acked.Inc()
 	case err := <-f.fut.Err():
 		reason := classify(err)
+		if p.retry(ctx, f, reason) {
+			return
+		}
 		if reason == reasonOther {
 			p.logger.Warn("batch publish failed", "error", err)
 		}
@@ -204,6 +213,28 @@ func (p *publisher) settle(ctx context.Context, f inFlight) {
 	p.m.inFlightBytes.Set(float64(p.inFly.Load()))
 	p.release(f.n)
 	p.putBuf(f.buf)
+}
+
+// retry publishes a batch again after a failure that a stream-leader
+// change causes (no ack in time, no stream answering) and puts it back in
+// the queue, keeping its budget; it reports whether it did. The queue has
+// room: each queued batch holds one unit of the batch semaphore, whose
+// size is the queue's, and f still holds its own. A retried batch is
+// settled after the ones published meanwhile, and it lands in the stream
+// after them too, which the sinks' gap accounting allows for
+// (schemas.PublishRetryWindow).
+func (p *publisher) retry(ctx context.Context, f inFlight, reason string) bool {
+	if time.Since(f.first) >= p.retryFor || ctx.Err() != nil || reason != reasonTimeout && reason != reasonNoStream {
+		return false
+	}
+	fut, err := p.js.PublishMsgAsync(f.msg)
+	if err != nil {
+		return false // counted by the caller with the first error's reason
+	}
+	p.m.retries.WithLabelValues(reason).Inc()
+	f.fut = fut
+	p.pending <- f
+	return true
 }
 
 // drain settles what is pending, waiting until ctx ends; left-over

@@ -97,3 +97,55 @@ func BenchmarkBatcherAdd(b *testing.B) {
 	}
 	bat.flush(ctx)
 }
+
+// TestPublishRetryNoStream: a batch no stream answers (as while a stream
+// leader is elected in a cluster) is published again with its Msg-ID and
+// stored once the stream answers; nothing counts as dropped. Without
+// retries, its packets would be publish drops (no_stream).
+func TestPublishRetryNoStream(t *testing.T) {
+	srv := testenv.NATS(t)
+	reg := prometheus.NewRegistry()
+	m, err := newMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := newPublisher(srv.JS, DefaultConfig(), m, testenv.Logger(t))
+	runCtx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { pub.run(runCtx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	subj, _ := schemas.PacketSubject("default", "retry", testNode)
+	msg := nats.NewMsg(subj)
+	msg.Header.Set(jetstream.MsgIDHeader, "uid:"+testNode+":eth0:p:1")
+	buf := pub.getBuf()
+	*buf = append(*buf, "batch"...)
+	msg.Data = *buf
+	ctr := &counters{}
+	pub.publish(t.Context(), msg, buf, 3, ctr, -1)
+	// The first attempt fails (the client's own retries included) and is
+	// published again; the stream appears while the retries go on.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := testenv.Metric(t, reg, "capstream_producer_publish_retries_total", map[string]string{"reason": reasonNoStream}); n < 1 {
+			return fmt.Errorf("%v retries", n)
+		}
+		return nil
+	})
+	cons := ensureStreams(t, srv)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := testenv.Metric(t, reg, "capstream_producer_batches_acked_total", nil); n != 1 {
+			return fmt.Errorf("%v batches acked, drops %d", n, ctr.publishDrops.Load())
+		}
+		return nil
+	})
+	if got := ctr.publishDrops.Load(); got != 0 {
+		t.Errorf("publish drops %d, want 0", got)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending != 1 {
+		t.Errorf("%d batches stored, want 1", info.NumPending)
+	}
+}

@@ -58,6 +58,23 @@ type Config struct {
 	LeaderElection LeaderElectionConfig `yaml:"leaderElection"`
 	// PacketsStream is CAPSTREAM_PACKETS as the router creates it.
 	PacketsStream PacketsStreamConfig `yaml:"packetsStream"`
+	// CommandsStream and StatusStream are CAPSTREAM_COMMANDS and
+	// CAPSTREAM_STATUS as the router creates them (always: they are the
+	// router's own). In a JetStream cluster, give all three streams the
+	// same replicas, 3 for a cluster of 3 servers.
+	CommandsStream StreamConfig `yaml:"commandsStream"`
+	StatusStream   StreamConfig `yaml:"statusStream"`
+}
+
+// StreamConfig is what the router sets of a small stream.
+type StreamConfig struct {
+	// Replicas is the stream's replication factor, 1 to 5: 1 (the
+	// default) on a single server; in a cluster 3 survives the loss of
+	// one server, 5 of two. Even factors are accepted but survive no
+	// more losses than the odd one below. Above 1 it needs a JetStream
+	// cluster of at least that many servers; the router's term start
+	// reports otherwise and retries. Storage is always file.
+	Replicas int `yaml:"replicas"`
 }
 
 // PacketsStreamConfig sizes CAPSTREAM_PACKETS. The router, the one
@@ -76,7 +93,8 @@ type PacketsStreamConfig struct {
 	MaxBytes int64 `yaml:"maxBytes"`
 	// MaxAge bounds the backlog in time. Default 1h.
 	MaxAge time.Duration `yaml:"maxAge"`
-	// Replicas is the stream's replication factor. Default 1.
+	// Replicas is the stream's replication factor, as for StreamConfig.
+	// Default 1.
 	Replicas int `yaml:"replicas"`
 	// Duplicates is the Nats-Msg-Id de-duplication window. Default 2m.
 	Duplicates time.Duration `yaml:"duplicates"`
@@ -136,6 +154,8 @@ func DefaultConfig() Config {
 		StartupTimeout:   2 * time.Minute,
 		GracePeriod:      10 * time.Second,
 		PacketsStream:    defaultPacketsStream(),
+		CommandsStream:   StreamConfig{Replicas: schemas.DefaultReplicas},
+		StatusStream:     StreamConfig{Replicas: schemas.DefaultReplicas},
 		LeaderElection: LeaderElectionConfig{
 			Enabled:       true,
 			Namespace:     "default",
@@ -174,6 +194,14 @@ func (c Config) Validate() error {
 	if c.PacketsStream.Manage {
 		if err := c.PacketsStream.Limits().Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("router.packetsStream: %w", err))
+		}
+	}
+	for _, st := range []struct {
+		name string
+		c    StreamConfig
+	}{{"commandsStream", c.CommandsStream}, {"statusStream", c.StatusStream}} {
+		if err := schemas.CheckReplicas(st.c.Replicas); err != nil {
+			errs = append(errs, fmt.Errorf("router.%s: %w", st.name, err))
 		}
 	}
 	if c.Workers < 1 || c.Workers > 64 {

@@ -228,24 +228,31 @@ func (r *Router) prepareTerm(ctx context.Context) (jetstream.Consumer, error) {
 		cons, err := func() (jetstream.Consumer, error) {
 			actx, cancel := context.WithTimeout(ctx, r.cfg.StartupTimeout)
 			defer cancel()
-			streams := []jetstream.StreamConfig{schemas.CommandsStream(), schemas.StatusStream()}
+			streams := []jetstream.StreamConfig{
+				schemas.Replicated(schemas.CommandsStream(), r.cfg.CommandsStream.Replicas),
+				schemas.Replicated(schemas.StatusStream(), r.cfg.StatusStream.Replicas),
+			}
 			if r.cfg.PacketsStream.Manage {
 				streams = append(streams, schemas.PacketsStream(r.cfg.PacketsStream.Limits()))
 			}
 			for _, sc := range streams {
-				if _, err := r.deps.JetStream.CreateOrUpdateStream(actx, sc); err != nil {
-					return nil, fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+				if err := request(actx, func(ctx context.Context) error { return schemas.EnsureStream(ctx, r.deps.JetStream, sc) }); err != nil {
+					return nil, err
 				}
 			}
 			if r.cfg.PacketsStream.Manage {
-				if err := ensureSinkConsumers(actx, r.deps.JetStream); err != nil {
+				if err := request(actx, func(ctx context.Context) error { return ensureSinkConsumers(ctx, r.deps.JetStream) }); err != nil {
 					return nil, err
 				}
 			}
 			if _, err := r.pub.load(actx); err != nil {
 				return nil, err
 			}
-			cons, err := r.deps.JetStream.CreateOrUpdateConsumer(actx, schemas.StreamStatus, schemas.RouterStatusConsumer())
+			var cons jetstream.Consumer
+			err := request(actx, func(ctx context.Context) (err error) {
+				cons, err = r.deps.JetStream.CreateOrUpdateConsumer(ctx, schemas.StreamStatus, schemas.RouterStatusConsumer())
+				return err
+			})
 			if err != nil {
 				return nil, fmt.Errorf("bind status consumer: %w", err)
 			}
@@ -290,6 +297,21 @@ func (r *Router) work(ctx context.Context, q workqueue.TypedRateLimitingInterfac
 		}
 		q.Done(k)
 	}
+}
+
+// termRequestTimeout bounds each JetStream API step of a term's start,
+// as the client's default request timeout (5s) would without a context
+// deadline: in a cluster a request that reaches a member as it dies, or
+// comes while a meta or stream leader is elected, is never answered, and
+// the attempt is then retried with backoff rather than after a whole
+// startupTimeout.
+const termRequestTimeout = 5 * time.Second
+
+// request runs one API step under termRequestTimeout.
+func request(ctx context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, termRequestTimeout)
+	defer cancel()
+	return fn(ctx)
 }
 
 // ensureSinkConsumers creates the sinks' durable consumers if they do not

@@ -45,6 +45,15 @@ const (
 	RouterStatusAckWait = 30 * time.Second
 )
 
+// PublishRetryWindow bounds how long after its first attempt a producer
+// may publish a batch again (after an ack timeout, or no responders while
+// a stream leader is elected). It lies within the packets stream's default
+// duplicates window (2 min), so a retry of a batch that was stored after
+// all is dropped by the server as a duplicate. Sinks wait as long before
+// they count a gap in a run's batches as lost: a retried batch lands in
+// the stream after batches published after it, so a gap can still fill.
+const PublishRetryWindow = time.Minute
+
 // Retention of the small streams.
 const (
 	// StatusMaxAge drops status reports of captures nobody is looking at.
@@ -128,6 +137,37 @@ func IsDeleteMarker(h nats.Header) bool {
 	return h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
+// Replication of the streams in a JetStream cluster.
+const (
+	// DefaultReplicas is every stream's default replication factor: one
+	// copy, which is all a single server can hold.
+	DefaultReplicas = 1
+	// MaxReplicas is the largest replication factor the server accepts.
+	MaxReplicas = 5
+	// jsErrReplicasNotSupported is the server's API error code for
+	// Replicas above 1 on a server that is not in a cluster.
+	jsErrReplicasNotSupported jetstream.ErrorCode = 10074
+)
+
+// CheckReplicas reports a replication factor the server would refuse. An
+// even factor is accepted but buys nothing over the odd one below it: a
+// raft group needs a majority, so R2 stops with one member gone, like R1,
+// and R4 survives one loss, like R3. Above 1 the streams need a JetStream
+// cluster of at least that many servers.
+func CheckReplicas(n int) error {
+	if n < 1 || n > MaxReplicas {
+		return fmt.Errorf("replicas %d: must be 1 to %d (3 survives one server lost, 5 two)", n, MaxReplicas)
+	}
+	return nil
+}
+
+// Replicated returns cfg with n replicas, for the small streams whose
+// configuration functions take no settings; n must pass CheckReplicas.
+func Replicated(cfg jetstream.StreamConfig, n int) jetstream.StreamConfig {
+	cfg.Replicas = n
+	return cfg
+}
+
 // PacketsStreamLimits bounds StreamPackets. The values come from the
 // deployment's configuration; schemas only provides defaults.
 type PacketsStreamLimits struct {
@@ -137,7 +177,10 @@ type PacketsStreamLimits struct {
 	// MaxAge drops batches that no sink acked in time, so a dead sink does
 	// not wedge the stream forever.
 	MaxAge time.Duration
-	// Replicas is the stream's replication factor in a JetStream cluster.
+	// Replicas is the stream's replication factor in a JetStream cluster:
+	// 1 (the default) on a single server, 3 to survive the loss of one
+	// server (a stream-leader change loses no stored batch), 5 for two.
+	// Above 1 it needs a cluster of at least that many servers.
 	Replicas int
 	// Duplicates is the window in which a repeated Nats-Msg-Id is dropped.
 	// It must cover a producer's publish retries.
@@ -166,8 +209,8 @@ func (l PacketsStreamLimits) Validate() error {
 	if l.MaxAge <= 0 {
 		errs = append(errs, fmt.Errorf("packets stream max age %s: must be positive", l.MaxAge))
 	}
-	if l.Replicas < 1 || l.Replicas > 5 {
-		errs = append(errs, fmt.Errorf("packets stream replicas %d: must be 1 to 5", l.Replicas))
+	if err := CheckReplicas(l.Replicas); err != nil {
+		errs = append(errs, fmt.Errorf("packets stream %w", err))
 	}
 	if l.Duplicates <= 0 || l.Duplicates > l.MaxAge {
 		errs = append(errs, fmt.Errorf("packets stream duplicates window %s: must be positive and at most max age", l.Duplicates))
@@ -304,17 +347,33 @@ func RouterStatusConsumer() jetstream.ConsumerConfig {
 }
 
 // EnsureStreams creates the three streams or updates them to the
-// configurations above. It is idempotent, so every process may call it at
-// start-up; it creates no consumer because each durable belongs to the
-// process that acks on it.
+// configurations above, all three with l.Replicas replicas (the router
+// sets each stream's replicas on its own). It is idempotent, so every
+// process may call it at start-up; it creates no consumer because each
+// durable belongs to the process that acks on it. Changing Replicas of an
+// existing stream is an update the server carries out in place.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, l PacketsStreamLimits) error {
 	if err := l.Validate(); err != nil {
 		return fmt.Errorf("ensure streams: %w", err)
 	}
-	for _, cfg := range []jetstream.StreamConfig{CommandsStream(), PacketsStream(l), StatusStream()} {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+	for _, cfg := range []jetstream.StreamConfig{Replicated(CommandsStream(), l.Replicas), PacketsStream(l), Replicated(StatusStream(), l.Replicas)} {
+		if err := EnsureStream(ctx, js, cfg); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// EnsureStream creates one stream or updates it to cfg. A server that is
+// not in a cluster refuses Replicas above 1; the error then says so.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	_, err := js.CreateOrUpdateStream(ctx, cfg)
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrReplicasNotSupported:
+		return fmt.Errorf("ensure stream %s: %d replicas need a JetStream cluster of at least %d servers: %w", cfg.Name, cfg.Replicas, cfg.Replicas, err)
+	}
+	return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 }

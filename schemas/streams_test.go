@@ -3,6 +3,7 @@ package schemas
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +127,36 @@ func TestEnsureStreams(t *testing.T) {
 	bad.Duplicates = 2 * bad.MaxAge
 	if err := EnsureStreams(ctx, js, bad); err == nil {
 		t.Error("EnsureStreams with a duplicates window above max age: no error")
+	}
+}
+
+// TestReplicas: the factor is checked, applied to all three streams by
+// EnsureStreams, and a single server's refusal of R3 says a cluster is
+// needed.
+func TestReplicas(t *testing.T) {
+	for _, n := range []int{1, 3, 5} {
+		if err := CheckReplicas(n); err != nil {
+			t.Errorf("CheckReplicas(%d): %v", n, err)
+		}
+	}
+	for _, n := range []int{-1, 0, 6} {
+		if err := CheckReplicas(n); err == nil {
+			t.Errorf("CheckReplicas(%d): no error", n)
+		}
+	}
+	if got := Replicated(StatusStream(), 3).Replicas; got != 3 {
+		t.Errorf("Replicated: %d replicas", got)
+	}
+	js := startJetStream(t)
+	l := DefaultPacketsStreamLimits()
+	l.Replicas = 3
+	err := EnsureStreams(t.Context(), js, l)
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrReplicasNotSupported {
+		t.Fatalf("R3 on one server: %v, want the server's API error %d", err, jsErrReplicasNotSupported)
+	}
+	if want := "3 replicas need a JetStream cluster of at least 3 servers"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
 	}
 }
 

@@ -15,6 +15,13 @@ type ConsumerConfig struct {
 	// AckWait, when set, overrides the schema's AckWait of the durable.
 	// Tests shorten it; production leaves it 0 (2m). Default 0.
 	AckWait time.Duration `yaml:"ackWait"`
+	// LostAfter is how long a gap in a producer run's batches may still
+	// fill before its batches count as lost: a producer publishes a batch
+	// again after an ack timeout or a stream-leader election, and the
+	// retry lands after the batches published meanwhile. 0 means
+	// schemas.PublishRetryWindow (1m), the longest a producer retries;
+	// tests shorten it. Default 0.
+	LostAfter time.Duration `yaml:"lostAfter"`
 }
 
 // DefaultConsumerConfig returns a 16 MiB pull buffer and the schema's
@@ -31,6 +38,9 @@ func (c ConsumerConfig) Validate() error {
 	}
 	if c.AckWait < 0 || (c.AckWait > 0 && c.AckWait < time.Second) {
 		errs = append(errs, fmt.Errorf("consumer.ackWait %s: want 0 or at least 1s", c.AckWait))
+	}
+	if c.LostAfter < 0 {
+		errs = append(errs, fmt.Errorf("consumer.lostAfter %s: must not be negative", c.LostAfter))
 	}
 	return errors.Join(errs...)
 }

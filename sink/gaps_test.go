@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -52,21 +53,65 @@ func TestGaps(t *testing.T) {
 		"producer restart":             {in: []del{{"p", 5, 10, 40, 0, 0, 1, 1}, {"q", 1, 10, 0, 0, 0, 1, 2}, {"q", 2, 10, 10, 0, 0, 1, 3}}},
 		"counts went back":             {in: []del{{"p", 1, 10, 0, 3, 3, 1, 1}, {"p", 4, 10, 5, 0, 0, 1, 2}}, wantBatches: 2},
 		"last ends the chain":          {in: []del{{"p", 1, 10, 0, 0, 0, 1, 1}, {"p", 2, 0, 10, 0, 0, 1, 2}, {"p", 5, 10, 10, 0, 0, 1, 3}}},
+		// A producer's retry (stream-leader election) lands after the
+		// batches published meanwhile: the gap fills.
+		"retried batch lands late": {in: []del{{"p", 1, 10, 0, 0, 0, 1, 1}, {"p", 3, 10, 20, 0, 0, 1, 2}, {"p", 2, 10, 10, 0, 0, 1, 3}}},
+		"retries land late, out of order": {in: []del{
+			{"p", 1, 10, 0, 0, 0, 1, 1}, {"p", 5, 10, 40, 0, 0, 1, 2}, {"p", 3, 10, 20, 0, 0, 1, 3}, {"p", 2, 10, 10, 0, 0, 1, 4}, {"p", 4, 10, 30, 0, 0, 1, 5},
+		}},
+		"one of two retried, one removed": {in: []del{{"p", 1, 10, 0, 0, 0, 1, 1}, {"p", 4, 10, 25, 0, 0, 1, 2}, {"p", 3, 5, 15, 0, 0, 1, 3}},
+			wantBatches: 1, wantPackets: 10},
+		"a redelivery does not fill": {in: []del{{"p", 1, 10, 0, 0, 0, 1, 1}, {"p", 3, 10, 20, 0, 0, 1, 2}, {"p", 2, 10, 10, 0, 0, 2, 3}},
+			wantBatches: 1, wantPackets: 10},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			var g gaps
 			var b, p uint64
+			now := time.Now()
 			for i, x := range tc.in {
 				d := x.delivery()
 				d.Header.Last = name == "last ends the chain" && i == 1
-				lb, lp := g.see(&d, time.Now())
-				b, p = b+lb, p+lp
+				if l, ok := g.see(&d, "subj", now); ok {
+					t.Errorf("delivery %d: gap counted at once", i)
+					b, p = b+l.batches, p+l.packets
+				}
+			}
+			// Nothing is counted before the window, everything after.
+			if got := g.expire(now.Add(schemas.PublishRetryWindow - time.Second)); len(got) != 0 {
+				t.Errorf("gaps counted before the retry window: %+v", got)
+			}
+			for _, l := range g.expire(now.Add(schemas.PublishRetryWindow)) {
+				b, p = b+l.batches, p+l.packets
 			}
 			if diff := cmp.Diff([2]uint64{tc.wantBatches, tc.wantPackets}, [2]uint64{b, p}); diff != "" {
 				t.Errorf("lost batches, packets (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestGapsSuspectsBounded: past maxSuspects waiting gaps, a new gap is
+// counted at once rather than held.
+func TestGapsSuspectsBounded(t *testing.T) {
+	var g gaps
+	now := time.Now()
+	var counted uint64
+	for i := range maxSuspects + 5 {
+		iface := fmt.Sprintf("if%d", i)
+		for j, x := range []del{{"p", 1, 10, 0, 0, 0, 1, 0}, {"p", 3, 10, 20, 0, 0, 1, 0}} {
+			d := x.delivery()
+			d.Header.Interface, d.ConsumerSeq = iface, uint64(2*i+j+1)
+			if l, ok := g.see(&d, "subj", now); ok {
+				counted += l.batches
+			}
+		}
+	}
+	if len(g.suspects) != maxSuspects || counted != 5 {
+		t.Errorf("%d suspects held and %d batches counted at once, want %d and 5", len(g.suspects), counted, maxSuspects)
+	}
+	if got := len(g.expire(now.Add(schemas.PublishRetryWindow))); got != maxSuspects || len(g.suspects) != 0 {
+		t.Errorf("%d suspects expired, %d left, want %d and 0", got, len(g.suspects), maxSuspects)
 	}
 }
 
@@ -76,7 +121,7 @@ func TestGapsBounded(t *testing.T) {
 	for i := range maxRuns + 10 {
 		d := del{producer: "p", seq: 1, packets: 1, delivered: 1, cons: uint64(i + 1)}.delivery()
 		d.Header.Interface = "if" + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676%26)) + string(rune('a'+i/17576))
-		g.see(&d, now)
+		g.see(&d, "subj", now)
 	}
 	if len(g.runs) > maxRuns {
 		t.Errorf("%d runs kept, want at most %d", len(g.runs), maxRuns)

@@ -151,6 +151,7 @@ func NewRunner(cfg RunnerConfig, deps Deps) (*Runner, error) {
 		retry:    retry,
 		do:       make(chan func()),
 		finished: make(chan struct{}),
+		gaps:     gaps{wait: cfg.Consumer.LostAfter},
 	}, nil
 }
 
@@ -305,6 +306,10 @@ func (r *Runner) loop(ctx context.Context, h Handler, in <-chan jetstream.Msg, a
 		case now := <-progress.C:
 			h.Held(func(reply string) { r.count(r.acker.Progress(reply), "progress") })
 			r.gaps.prune(now, false)
+			rep, _ := h.(Reporter)
+			for _, l := range r.gaps.expire(now) {
+				r.lose(rep, l)
+			}
 		case <-done:
 			done = nil
 			startGrace()
@@ -332,15 +337,8 @@ func (r *Runner) handle(ctx context.Context, h Handler, msg jetstream.Msg) {
 		return
 	}
 	rep, _ := h.(Reporter)
-	if lb, lp := r.gaps.see(&d, time.Now()); lb > 0 {
-		r.M.LostBatches.Add(float64(lb))
-		r.M.LostPackets.Add(float64(lp))
-		r.Ledger.Lose(KeyOf(&d.Header), lb, lp)
-		r.log.Warn("batches lost before the sink got them (stream limits)", "subject", msg.Subject(), "stream_seq", d.StreamSeq,
-			"interface", d.Header.Interface, "seq", d.Header.Seq, "lost_batches", lb, "lost_packets", lp)
-		if rep != nil {
-			rep.Report(&d.Header)
-		}
+	if l, ok := r.gaps.see(&d, msg.Subject(), time.Now()); ok {
+		r.lose(rep, l)
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -356,6 +354,18 @@ func (r *Runner) handle(ctx context.Context, h Handler, msg jetstream.Msg) {
 		}
 	}()
 	h.Handle(ctx, d)
+}
+
+// lose counts a gap that did not fill (gaps) and reports it.
+func (r *Runner) lose(rep Reporter, l lost) {
+	r.M.LostBatches.Add(float64(l.batches))
+	r.M.LostPackets.Add(float64(l.packets))
+	r.Ledger.Lose(KeyOf(&l.header), l.batches, l.packets)
+	r.log.Warn("batches lost before the sink got them (stream limits)", "subject", l.subject, "stream_seq", l.streamSeq,
+		"interface", l.header.Interface, "seq", l.header.Seq, "lost_batches", l.batches, "lost_packets", l.packets)
+	if rep != nil {
+		rep.Report(&l.header)
+	}
 }
 
 func streamSeq(msg jetstream.Msg) uint64 {

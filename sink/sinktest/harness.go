@@ -39,11 +39,15 @@ const AckWait = 3 * time.Second
 // for their final flush against the local services.
 const GracePeriod = 5 * time.Second
 
+// LostAfter is how long a gap waits to fill in the sinks under test before
+// it counts as lost: short, so tests see the count within seconds.
+const LostAfter = time.Second
+
 // Consumer is the pull configuration of a sink under test: the default,
-// with AckWait.
+// with AckWait and LostAfter.
 func Consumer() sink.ConsumerConfig {
 	c := sink.DefaultConsumerConfig()
-	c.AckWait = AckWait
+	c.AckWait, c.LostAfter = AckWait, LostAfter
 	return c
 }
 
