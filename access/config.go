@@ -6,12 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/capstream/capstream/internal/clients"
+	"github.com/capstream/capstream/internal/kubeclient"
 	"github.com/capstream/capstream/internal/run"
 )
 
@@ -109,22 +105,7 @@ func (c Config) Warnings() []string {
 // KubeConfig says how the API reaches the API server, as its own
 // identity: it creates TokenReviews and SubjectAccessReviews and reads
 // PacketCaptures.
-type KubeConfig struct {
-	// Kubeconfig is a kubeconfig file; empty means in-cluster
-	// configuration (the pod's service account).
-	Kubeconfig string `yaml:"kubeconfig"`
-	// QPS and Burst bound the client's request rate. Defaults 50 and 100.
-	QPS   float32 `yaml:"qps"`
-	Burst int     `yaml:"burst"`
-}
-
-// Validate checks the client rate limits.
-func (c KubeConfig) Validate() error {
-	if c.QPS <= 0 || c.Burst < 1 {
-		return fmt.Errorf("kube: qps %g and burst %d must be positive", c.QPS, c.Burst)
-	}
-	return nil
-}
+type KubeConfig = kubeclient.Config
 
 // Settings is `capstream access`'s configuration file: the logger, the
 // health and metrics listener, the API server, the stores (the only
@@ -150,47 +131,11 @@ type Settings struct {
 func DefaultSettings() *Settings {
 	ch := clients.DefaultClickHouseConfig()
 	ch.Username = "capstream-reader"
-	return &Settings{Log: run.DefaultLogConfig(), HTTP: run.DefaultHTTPConfig(), Kube: KubeConfig{QPS: 50, Burst: 100},
+	return &Settings{Log: run.DefaultLogConfig(), HTTP: run.DefaultHTTPConfig(), Kube: kubeclient.Default(),
 		ClickHouse: ch, S3: clients.DefaultS3Config(), Access: DefaultConfig()}
 }
 
 // Validate checks every section; config.Load calls it after the overrides.
 func (s *Settings) Validate() error {
 	return errors.Join(s.Log.Validate(), s.HTTP.Validate(), s.Kube.Validate(), s.ClickHouse.Validate(), s.S3.Validate(), s.Access.Validate())
-}
-
-// RESTConfig is the client configuration: the kubeconfig file, or the
-// pod's service account when none is set.
-func (k KubeConfig) RESTConfig(userAgent string) (*rest.Config, error) {
-	var (
-		c   *rest.Config
-		err error
-	)
-	if k.Kubeconfig != "" {
-		c, err = clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
-	} else {
-		c, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
-	}
-	c.QPS, c.Burst, c.UserAgent = k.QPS, k.Burst, userAgent
-	return c, nil
-}
-
-// Clients builds the typed and dynamic clients Deps take.
-func (k KubeConfig) Clients(userAgent string) (kubernetes.Interface, dynamic.Interface, error) {
-	c, err := k.RESTConfig(userAgent)
-	if err != nil {
-		return nil, nil, err
-	}
-	kube, err := kubernetes.NewForConfig(c)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(c)
-	if err != nil {
-		return nil, nil, fmt.Errorf("dynamic client: %w", err)
-	}
-	return kube, dyn, nil
 }

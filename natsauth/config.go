@@ -7,10 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/capstream/capstream/internal/kubeclient"
 	"github.com/capstream/capstream/internal/run"
 )
 
@@ -168,47 +166,8 @@ func curveKey(seed string) (nkeys.KeyPair, error) {
 }
 
 // KubeConfig says how the callout reaches the API server: it only creates
-// TokenReviews.
-type KubeConfig struct {
-	// Kubeconfig is a kubeconfig file; empty means in-cluster
-	// configuration (the pod's service account).
-	Kubeconfig string `yaml:"kubeconfig"`
-	// QPS and Burst bound the client's request rate: one TokenReview per
-	// producer connection. Defaults 50 and 100.
-	QPS   float32 `yaml:"qps"`
-	Burst int     `yaml:"burst"`
-}
-
-// Validate checks the client rate limits.
-func (k KubeConfig) Validate() error {
-	if k.QPS <= 0 || k.Burst < 1 {
-		return fmt.Errorf("kube: qps %g and burst %d must be positive", k.QPS, k.Burst)
-	}
-	return nil
-}
-
-// Client is the typed client Deps take, from the kubeconfig file or the
-// pod's service account.
-func (k KubeConfig) Client(userAgent string) (kubernetes.Interface, error) {
-	var (
-		c   *rest.Config
-		err error
-	)
-	if k.Kubeconfig != "" {
-		c, err = clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
-	} else {
-		c, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
-	}
-	c.QPS, c.Burst, c.UserAgent = k.QPS, k.Burst, userAgent
-	kube, err := kubernetes.NewForConfig(c)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	return kube, nil
-}
+// TokenReviews, one per producer connection.
+type KubeConfig = kubeclient.Config
 
 // Settings is `capstream nats-auth`'s configuration file: the sections
 // every service has (log, http, nats: the callout's own connection, as
@@ -223,7 +182,7 @@ type Settings struct {
 
 // DefaultSettings returns the defaults of every section.
 func DefaultSettings() *Settings {
-	return &Settings{ServiceSettings: run.DefaultServiceSettings(User), Kube: KubeConfig{QPS: 50, Burst: 100}, Callout: DefaultConfig()}
+	return &Settings{ServiceSettings: run.DefaultServiceSettings(User), Kube: kubeclient.Default(), Callout: DefaultConfig()}
 }
 
 // Validate checks every section; config.Load calls it after the

@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/capstream/capstream/internal/kubeclient"
 	"github.com/capstream/capstream/schemas"
 )
 
@@ -131,14 +132,7 @@ type LeaderElectionConfig struct {
 }
 
 // KubeConfig says how to reach the API server.
-type KubeConfig struct {
-	// Kubeconfig is a kubeconfig file; empty means in-cluster configuration
-	// (the pod's service account).
-	Kubeconfig string `yaml:"kubeconfig"`
-	// QPS and Burst bound the client's request rate. Defaults 50 and 100.
-	QPS   float32 `yaml:"qps"`
-	Burst int     `yaml:"burst"`
-}
+type KubeConfig = kubeclient.Config
 
 // DefaultConfig returns the router defaults.
 func DefaultConfig() Config {
@@ -173,9 +167,7 @@ func defaultPacketsStream() PacketsStreamConfig {
 }
 
 // DefaultKubeConfig returns in-cluster defaults.
-func DefaultKubeConfig() KubeConfig {
-	return KubeConfig{QPS: 50, Burst: 100}
-}
+func DefaultKubeConfig() KubeConfig { return kubeclient.Default() }
 
 // maxInterfacePrefix leaves room for the 11 hex digits in IFNAMSIZ-1.
 const maxInterfacePrefix = schemas.MaxInterfaceLength - ifaceHashDigits
@@ -267,9 +259,3 @@ func (c LeaderElectionConfig) Validate() error {
 }
 
 // Validate checks the client rate limits.
-func (c KubeConfig) Validate() error {
-	if c.QPS <= 0 || c.Burst < 1 {
-		return fmt.Errorf("kube: qps %g and burst %d must be positive", c.QPS, c.Burst)
-	}
-	return nil
-}
