@@ -98,6 +98,13 @@ type options struct {
 	// and a producer process; ChurnOnly runs it and nothing else.
 	Churn, ChurnOnly              bool
 	ChurnCycles, ChurnConcurrency int
+	// RouterScale runs the router scale phase (router_scale.go) and
+	// nothing else: RouterScalePods pods on RouterScaleNodes nodes and
+	// RouterScaleCaptures captures, RouterScaleChanges label changes
+	// timed, RouterScaleConcurrency API calls at a time while loading.
+	RouterScale                                            bool
+	RouterScaleNodes, RouterScalePods, RouterScaleCaptures int
+	RouterScaleChanges, RouterScaleConcurrency             int
 	// Log receives the components' warnings.
 	Log io.Writer
 }
@@ -123,6 +130,12 @@ func defaultOptions() options {
 
 		ChurnCycles:      10000,
 		ChurnConcurrency: 16,
+
+		RouterScaleNodes:       routerScaleDefaults.nodes,
+		RouterScalePods:        routerScaleDefaults.pods,
+		RouterScaleCaptures:    routerScaleDefaults.captures,
+		RouterScaleChanges:     routerScaleDefaults.changes,
+		RouterScaleConcurrency: routerScaleDefaults.concurrency,
 	}
 }
 
@@ -155,7 +168,17 @@ func main() {
 	flag.BoolVar(&o.ChurnOnly, "churn-only", false, "run the churn phase and nothing else")
 	flag.IntVar(&o.ChurnCycles, "churn-cycles", o.ChurnCycles, "create/delete cycles of the churn phase")
 	flag.IntVar(&o.ChurnConcurrency, "churn-concurrency", o.ChurnConcurrency, "cycles of the churn phase in flight at once")
+	flag.BoolVar(&o.RouterScale, "router-scale", false, "run the router scale phase and nothing else: the router process against many pods and captures in the real kube-apiserver")
+	flag.IntVar(&o.RouterScaleNodes, "router-scale-nodes", o.RouterScaleNodes, "nodes the router scale phase spreads its pods over")
+	flag.IntVar(&o.RouterScalePods, "router-scale-pods", o.RouterScalePods, "pods of the router scale phase")
+	flag.IntVar(&o.RouterScaleCaptures, "router-scale-captures", o.RouterScaleCaptures, "PacketCaptures of the router scale phase")
+	flag.IntVar(&o.RouterScaleChanges, "router-scale-changes", o.RouterScaleChanges, "pod label changes timed, one at a time, in the router scale phase")
+	flag.IntVar(&o.RouterScaleConcurrency, "router-scale-concurrency", o.RouterScaleConcurrency, "API calls in flight while the router scale phase creates and deletes objects")
 	flag.Parse()
+	if o.RouterScaleNodes < 1 || o.RouterScalePods < 1 || o.RouterScaleCaptures < 1 || o.RouterScaleChanges < 0 || o.RouterScaleConcurrency < 1 {
+		fmt.Fprintln(os.Stderr, "bench: want -router-scale-nodes, -pods, -captures, -concurrency >= 1 and -changes >= 0")
+		os.Exit(2)
+	}
 	if o.ChurnCycles < 1 || o.ChurnConcurrency < 1 {
 		fmt.Fprintln(os.Stderr, "bench: want -churn-cycles and -churn-concurrency >= 1")
 		os.Exit(2)
@@ -210,6 +233,9 @@ func run(ctx context.Context, o options, stdout io.Writer) (*result, error) {
 	}
 	if o.ChurnOnly {
 		return runChurnOnly(ctx, o, stdout)
+	}
+	if o.RouterScale {
+		return runRouterScaleOnly(ctx, o, stdout)
 	}
 	res := &result{Machine: readMachine(), Options: o}
 	dir, err := os.MkdirTemp("", "capstream-bench-")

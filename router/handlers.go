@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
 )
@@ -201,6 +202,64 @@ func asNamespace(obj any) *corev1.Namespace {
 	}
 	n, _ := obj.(*corev1.Namespace)
 	return n
+}
+
+// slimObject is the transform of the pod and namespace informers: it
+// keeps of a pod and of a namespace only the fields the router reads, so
+// the caches of a large cluster hold a few hundred bytes per pod instead of
+// the whole object (containers, env, volumes, annotations, conditions).
+// Anything else only loses its managed fields. It is idempotent: the
+// informers may pass an object through it again.
+//
+// What the router reads, and so what is kept: of a pod its name,
+// namespace, UID, resource version (resync detection), generation,
+// deletion timestamp, labels, spec.nodeName, spec.hostNetwork,
+// spec.serviceAccountName, status.phase and status.podIP(s)
+// (IsEndpoint, EndpointLabels, endpointChanged, Decide); of a namespace
+// its name, UID, resource version, deletion timestamp and labels
+// (EndpointLabels, onNamespace).
+func slimObject(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return slimPod(o), nil
+	case *corev1.Namespace:
+		return slimNamespace(o), nil
+	}
+	return stripManagedFields(obj)
+}
+
+func slimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:              m.Name,
+		Namespace:         m.Namespace,
+		UID:               m.UID,
+		ResourceVersion:   m.ResourceVersion,
+		Generation:        m.Generation,
+		CreationTimestamp: m.CreationTimestamp,
+		DeletionTimestamp: m.DeletionTimestamp,
+		Labels:            m.Labels,
+	}
+}
+
+func slimPod(p *corev1.Pod) *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta:   p.TypeMeta,
+		ObjectMeta: slimMeta(&p.ObjectMeta),
+		Spec: corev1.PodSpec{
+			NodeName:           p.Spec.NodeName,
+			HostNetwork:        p.Spec.HostNetwork,
+			ServiceAccountName: p.Spec.ServiceAccountName,
+		},
+		Status: corev1.PodStatus{
+			Phase:  p.Status.Phase,
+			PodIP:  p.Status.PodIP,
+			PodIPs: p.Status.PodIPs,
+		},
+	}
+}
+
+func slimNamespace(n *corev1.Namespace) *corev1.Namespace {
+	return &corev1.Namespace{TypeMeta: n.TypeMeta, ObjectMeta: slimMeta(&n.ObjectMeta)}
 }
 
 // stripManagedFields drops what the router never reads from cached objects,

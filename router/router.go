@@ -170,10 +170,10 @@ func (r *Router) Run(ctx context.Context) error {
 		scope = r.cfg.Namespace
 	}
 	kubeInformers := informers.NewSharedInformerFactoryWithOptions(r.deps.Kube, r.cfg.ResyncPeriod,
-		informers.WithTransform(stripManagedFields), informers.WithNamespace(scope))
+		informers.WithTransform(slimObject), informers.WithNamespace(scope))
 	// Namespaces are cluster-scoped: a scoped router watches its own only.
 	nsInformers := informers.NewSharedInformerFactoryWithOptions(r.deps.Kube, r.cfg.ResyncPeriod,
-		informers.WithTransform(stripManagedFields), informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		informers.WithTransform(slimObject), informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			if r.cfg.Namespace != "" {
 				o.FieldSelector = "metadata.name=" + r.cfg.Namespace
 			}
@@ -182,6 +182,10 @@ func (r *Router) Run(ctx context.Context) error {
 	podInf := kubeInformers.Core().V1().Pods()
 	nsInf := nsInformers.Core().V1().Namespaces()
 	pcInf := pcInformers.ForResource(v3.Resource)
+	// Captures are few and the reconcile reads their spec and status.
+	if err := pcInf.Informer().SetTransform(stripManagedFields); err != nil {
+		return fmt.Errorf("capture informer: %w", err)
+	}
 	r.pods, r.namespaces, r.captures = podInf.Lister(), nsInf.Lister(), pcInf.Lister()
 	if err := r.addHandlers(podInf.Informer(), nsInf.Informer(), pcInf.Informer()); err != nil {
 		return err
