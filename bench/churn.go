@@ -236,27 +236,13 @@ func runChurn(ctx context.Context, o options, dir string) (*churnResult, error) 
 	}
 	defer cleanup()
 
-	storeDir, err := os.MkdirTemp(dir, "nats-churn-")
+	bus, err := startPhaseBus(dir, "churn")
 	if err != nil {
 		return r, err
 	}
-	defer os.RemoveAll(storeDir)
-	ns, err := startNATS(storeDir)
-	if err != nil {
-		return r, err
-	}
-	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}()
-	nc, err := nats.Connect(ns.ClientURL(), nats.Name("capstream-bench-churn"))
-	if err != nil {
-		return r, fmt.Errorf("connect to nats: %w", err)
-	}
-	defer nc.Close()
-	if e.js, err = jetstream.New(nc); err != nil {
-		return r, err
-	}
+	defer bus.close()
+	nc := bus.nc
+	e.js = bus.js
 	if err := schemas.EnsureStreams(ctx, e.js, schemas.DefaultPacketsStreamLimits()); err != nil {
 		return r, err
 	}
@@ -266,11 +252,11 @@ func runChurn(ctx context.Context, o options, dir string) (*churnResult, error) 
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	if e.router, err = startChurnChild(ctx, o, dir, bin, "router", e.routerConfig(ns.ClientURL())); err != nil {
+	if e.router, err = startChurnChild(ctx, o, dir, bin, "router", e.routerConfig(bus.URL)); err != nil {
 		return r, err
 	}
 	defer func() { r.RouterExit = e.router.stop() }()
-	if e.producer, err = startChurnChild(ctx, o, dir, bin, "producer", e.producerConfig(ns.ClientURL(), pcap)); err != nil {
+	if e.producer, err = startChurnChild(ctx, o, dir, bin, "producer", e.producerConfig(bus.URL, pcap)); err != nil {
 		return r, err
 	}
 	defer func() { r.ProducerExit = e.producer.stop() }()

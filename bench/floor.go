@@ -189,3 +189,52 @@ func startNATS(dir string) (*server.Server, error) {
 	c.Plaintext = true                       // the floor measures JetStream alone
 	return assembly.StartServer(c, dir, nil) // and anonymous
 }
+
+// phaseBus is the embedded JetStream server a phase's child processes
+// (router, producer) connect to, with its store in a temporary directory
+// under dir, and the harness's own connection to it.
+type phaseBus struct {
+	srv   *server.Server
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	store string
+	// URL is the server's client URL, for the children's configs.
+	URL string
+}
+
+// startPhaseBus starts the bus of the phase name (also the harness
+// connection's name, capstream-bench-<name>); close stops it.
+func startPhaseBus(dir, name string) (_ *phaseBus, err error) {
+	b := &phaseBus{}
+	if b.store, err = os.MkdirTemp(dir, "nats-"+name+"-"); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	if b.srv, err = startNATS(b.store); err != nil {
+		return nil, err
+	}
+	b.URL = b.srv.ClientURL()
+	if b.nc, err = nats.Connect(b.URL, nats.Name("capstream-bench-"+name)); err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	if b.js, err = jetstream.New(b.nc); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// close drops the connection, stops the server and removes its store.
+func (b *phaseBus) close() {
+	if b.nc != nil {
+		b.nc.Close()
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+	_ = os.RemoveAll(b.store)
+}

@@ -30,7 +30,6 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sys/unix"
 
 	"github.com/capstream/capstream/internal/netns"
@@ -130,28 +129,12 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 	}
 	r.Setup = time.Since(ts)
 
-	storeDir, err := os.MkdirTemp(dir, "nats-scale-")
+	bus, err := startPhaseBus(dir, "scale")
 	if err != nil {
 		return r, err
 	}
-	defer os.RemoveAll(storeDir)
-	ns, err := startNATS(storeDir)
-	if err != nil {
-		return r, err
-	}
-	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}()
-	nc, err := nats.Connect(ns.ClientURL(), nats.Name("capstream-bench-scale"))
-	if err != nil {
-		return r, fmt.Errorf("connect to nats: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return r, err
-	}
+	defer bus.close()
+	nc, js := bus.nc, bus.js
 	if err := schemas.EnsureStreams(ctx, js, schemas.DefaultPacketsStreamLimits()); err != nil {
 		return r, err
 	}
@@ -167,7 +150,7 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	child, err := r.startProducer(ctx, o, dir, bin, ns.ClientURL(), netns.Path(node))
+	child, err := r.startProducer(ctx, o, dir, bin, bus.URL, netns.Path(node))
 	if err != nil {
 		return r, err
 	}

@@ -205,24 +205,12 @@ func runRouterScale(ctx context.Context, o options, dir string) (*routerScaleRes
 		r.Endpoints += len(pods)
 	}
 
-	storeDir, err := os.MkdirTemp(dir, "nats-router-scale-")
+	bus, err := startPhaseBus(dir, "router-scale")
 	if err != nil {
 		return r, err
 	}
-	defer os.RemoveAll(storeDir)
-	ns, err := startNATS(storeDir)
-	if err != nil {
-		return r, err
-	}
-	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}()
-	nc, err := nats.Connect(ns.ClientURL(), nats.Name("capstream-bench-router-scale"))
-	if err != nil {
-		return r, fmt.Errorf("connect to nats: %w", err)
-	}
-	defer nc.Close()
+	defer bus.close()
+	nc := bus.nc
 	sub, err := nc.Subscribe(schemas.CommandSubjectsAll, e.onCommand)
 	if err != nil {
 		return r, err
@@ -237,7 +225,7 @@ func runRouterScale(ctx context.Context, o options, dir string) (*routerScaleRes
 	}
 
 	ts := time.Now()
-	rt, err := startChurnChild(ctx, o, dir, bin, "router", e.routerConfig(ns.ClientURL()))
+	rt, err := startChurnChild(ctx, o, dir, bin, "router", e.routerConfig(bus.URL))
 	if err != nil {
 		return r, err
 	}
