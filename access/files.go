@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/capstream/capstream/internal/pcapmerge"
+	"github.com/capstream/capstream/internal/pcapobjects"
 	"github.com/capstream/capstream/schemas"
 )
 
@@ -25,33 +26,14 @@ import (
 // schemas/v3 for one GroupVersionResource.
 var packetCaptures = schema.GroupVersionResource{Group: "projectcalico.org", Version: "v3", Resource: "packetcaptures"}
 
-// Object metadata the pcap sink writes (read back canonicalised).
-const (
-	metaNode      = "Capstream-Node"
-	metaPod       = "Capstream-Pod"
-	metaInterface = "Capstream-Interface"
-	metaFirstTime = "Capstream-First-Time"
-	metaLastTime  = "Capstream-Last-Time"
-	metaSHA256    = "Capstream-Sha256"
-)
-
 // SHA256Header carries an object's SHA-256 (hex, as the sink recorded
 // it) on a download.
-const SHA256Header = "Capstream-Sha256"
+const SHA256Header = pcapobjects.MetaSHA256
 
-// Object is one completed pcap object of a capture.
-type Object struct {
-	// Key is relative to the capture UID's directory:
-	// <node>/<pod>_<iface>/<start>-<seq>.pcap.
-	Key       string    `json:"key"`
-	Size      int64     `json:"size"`
-	First     time.Time `json:"first,omitzero"`
-	Last      time.Time `json:"last,omitzero"`
-	SHA256    string    `json:"sha256,omitempty"`
-	Node      string    `json:"node,omitempty"`
-	Pod       string    `json:"pod,omitempty"`
-	Interface string    `json:"interface,omitempty"`
-}
+// Object is one completed pcap object of a capture; in the API's answers
+// its Key is relative to the capture UID's directory:
+// <node>/<pod>_<iface>/<start>-<seq>.pcap.
+type Object = pcapobjects.Object
 
 // FileList is the answer of GET files.
 type FileList struct {
@@ -226,50 +208,20 @@ func (s *Server) listObjects(ctx context.Context, dir, node string, since, until
 	if node != "" {
 		prefix += schemas.KeySegment(node) + "/"
 	}
-	var objs []Object
-	for info := range s.deps.S3.ListObjects(ctx, s.deps.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
-		if info.Err != nil {
-			return nil, s.s3Error(info.Err)
-		}
-		rel := strings.TrimPrefix(info.Key, dir)
-		if !strings.HasSuffix(rel, ".pcap") || checkKey(rel) != nil {
-			continue
-		}
-		if len(objs) == s.cfg.MaxObjects {
-			return nil, fail(http.StatusRequestEntityTooLarge, "more than %d objects: narrow the request with since and until", s.cfg.MaxObjects)
-		}
-		st, err := s.deps.S3.StatObject(ctx, s.deps.Bucket, info.Key, minio.StatObjectOptions{})
-		if err != nil {
-			return nil, s.s3Error(err)
-		}
-		o := objectOf(rel, st)
-		if !since.IsZero() && !o.Last.IsZero() && o.Last.Before(since) {
-			continue
-		}
-		if !until.IsZero() && !o.First.IsZero() && o.First.After(until) {
-			continue
-		}
-		objs = append(objs, o)
-	}
-	sort.Slice(objs, func(i, j int) bool {
-		if !objs[i].First.Equal(objs[j].First) {
-			return objs[i].First.Before(objs[j].First)
-		}
-		return objs[i].Key < objs[j].Key
+	objs, err := pcapobjects.List(ctx, s.deps.S3, s.deps.Bucket, prefix, pcapobjects.Filter{
+		Since: since, Until: until, Max: s.cfg.MaxObjects,
+		Keep: func(key string) bool { return checkKey(strings.TrimPrefix(key, dir)) == nil },
 	})
-	return objs, nil
-}
-
-func objectOf(rel string, st minio.ObjectInfo) Object {
-	meta := make(map[string]string, len(st.UserMetadata))
-	for k, v := range st.UserMetadata {
-		meta[strings.ToLower(k)] = v
+	switch {
+	case errors.Is(err, pcapobjects.ErrTooMany):
+		return nil, fail(http.StatusRequestEntityTooLarge, "more than %d objects: narrow the request with since and until", s.cfg.MaxObjects)
+	case err != nil:
+		return nil, s.s3Error(err)
 	}
-	get := func(k string) string { return meta[strings.ToLower(k)] }
-	o := Object{Key: rel, Size: st.Size, SHA256: get(metaSHA256), Node: get(metaNode), Pod: get(metaPod), Interface: get(metaInterface)}
-	o.First, _ = time.Parse(time.RFC3339Nano, get(metaFirstTime))
-	o.Last, _ = time.Parse(time.RFC3339Nano, get(metaLastTime))
-	return o
+	for i := range objs {
+		objs[i].Key = strings.TrimPrefix(objs[i].Key, dir)
+	}
+	return objs, nil
 }
 
 // listFiles serves GET files[?uid=&since=&until=&node=].
@@ -327,7 +279,7 @@ func (s *Server) getFile(q *request) error {
 		return s.s3Error(err)
 	}
 	defer obj.Close()
-	o := objectOf(rel, st)
+	o := pcapobjects.FromInfo(rel, st)
 	h := q.w.Header()
 	h.Set("Content-Type", "application/vnd.tcpdump.pcap")
 	h.Set("Content-Length", strconv.FormatInt(st.Size, 10))

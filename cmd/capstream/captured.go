@@ -22,15 +22,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/capstream/capstream/internal/pcapmerge"
+	"github.com/capstream/capstream/internal/pcapobjects"
 	"github.com/capstream/capstream/schemas"
 	v3 "github.com/capstream/capstream/schemas/v3"
-)
-
-// Object metadata the pcap sink writes (read back canonicalised).
-const (
-	metaFirstTime = "Capstream-First-Time"
-	metaLastTime  = "Capstream-Last-Time"
-	metaSHA256    = "Capstream-Sha256"
 )
 
 func newCapturedPacketsCmd() *cobra.Command {
@@ -62,40 +56,14 @@ type pcapObject struct {
 // listObjects lists the completed objects under dir, oldest first, keeping
 // those that overlap [since, until] when either is set.
 func listObjects(ctx context.Context, cl *minio.Client, s3 *s3Flags, dir string, since, until time.Time) ([]pcapObject, error) {
-	var objs []pcapObject
-	for info := range cl.ListObjects(ctx, s3.cfg.Bucket, minio.ListObjectsOptions{Prefix: dir, Recursive: true}) {
-		if info.Err != nil {
-			return nil, s3Error(info.Err, s3)
-		}
-		if !strings.HasSuffix(info.Key, ".pcap") {
-			continue
-		}
-		o := pcapObject{key: info.Key, size: info.Size}
-		st, err := cl.StatObject(ctx, s3.cfg.Bucket, info.Key, minio.StatObjectOptions{})
-		if err != nil {
-			return nil, s3Error(err, s3)
-		}
-		meta := map[string]string{}
-		for k, v := range st.UserMetadata {
-			meta[strings.ToLower(k)] = v
-		}
-		o.first, _ = time.Parse(time.RFC3339Nano, meta[strings.ToLower(metaFirstTime)])
-		o.last, _ = time.Parse(time.RFC3339Nano, meta[strings.ToLower(metaLastTime)])
-		o.sha256hex = meta[strings.ToLower(metaSHA256)]
-		if !since.IsZero() && !o.last.IsZero() && o.last.Before(since) {
-			continue
-		}
-		if !until.IsZero() && !o.first.IsZero() && o.first.After(until) {
-			continue
-		}
-		objs = append(objs, o)
+	listed, err := pcapobjects.List(ctx, cl, s3.cfg.Bucket, dir, pcapobjects.Filter{Since: since, Until: until})
+	if err != nil {
+		return nil, s3Error(err, s3)
 	}
-	sort.Slice(objs, func(i, j int) bool {
-		if !objs[i].first.Equal(objs[j].first) {
-			return objs[i].first.Before(objs[j].first)
-		}
-		return objs[i].key < objs[j].key
-	})
+	objs := make([]pcapObject, len(listed))
+	for i, o := range listed {
+		objs[i] = pcapObject{key: o.Key, size: o.Size, first: o.First, last: o.Last, sha256hex: o.SHA256}
+	}
 	return objs, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/capstream/capstream/internal/pcapmerge"
+	"github.com/capstream/capstream/internal/pcapobjects"
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
 	chschema "github.com/capstream/capstream/schemas/clickhouse"
@@ -194,9 +195,9 @@ func putPcap(t *testing.T, b *testenv.S3Bucket, key string, stamps ...int64) []b
 	file := testenv.PcapBytes(t, recs...)
 	sum := sha256.Sum256(file)
 	meta := map[string]string{
-		metaFirstTime: time.Unix(0, stamps[0]).UTC().Format(time.RFC3339Nano),
-		metaLastTime:  time.Unix(0, stamps[len(stamps)-1]).UTC().Format(time.RFC3339Nano),
-		metaSHA256:    hex.EncodeToString(sum[:]),
+		pcapobjects.MetaFirstTime: time.Unix(0, stamps[0]).UTC().Format(time.RFC3339Nano),
+		pcapobjects.MetaLastTime:  time.Unix(0, stamps[len(stamps)-1]).UTC().Format(time.RFC3339Nano),
+		pcapobjects.MetaSHA256:    hex.EncodeToString(sum[:]),
 	}
 	if _, err := b.Client.PutObject(t.Context(), b.Bucket, key, bytes.NewReader(file), int64(len(file)),
 		minio.PutObjectOptions{UserMetadata: meta}); err != nil {

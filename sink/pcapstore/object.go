@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capstream/capstream/internal/pcapobjects"
 	"github.com/capstream/capstream/schemas"
 )
 
@@ -152,43 +153,26 @@ func ifaceDir(prefix string, h *schemas.BatchHeader) string {
 	return nodeDir(prefix, h) + schemas.KeySegment(h.Pod+"_"+h.Interface) + "/"
 }
 
-// User metadata keys. minio-go sends them as X-Amz-Meta-*; servers return
-// them canonicalized, which is how they are read back.
-const (
-	metaNamespace = "Capstream-Namespace"
-	metaCapture   = "Capstream-Capture"
-	metaUID       = "Capstream-Capture-Uid"
-	metaNode      = "Capstream-Node"
-	metaPod       = "Capstream-Pod"
-	metaInterface = "Capstream-Interface"
-	metaFirstTime = "Capstream-First-Time"
-	metaLastTime  = "Capstream-Last-Time"
-	metaPackets   = "Capstream-Packets"
-	metaFirstSeq  = "Capstream-First-Seq"
-	metaLastSeq   = "Capstream-Last-Seq"
-	metaProducer  = "Capstream-Producer"
-	metaBatches   = "Capstream-Batches"
-	metaSHA256    = "Capstream-Sha256"
-	metaLinkType  = "Capstream-Link-Type"
-)
+// The object metadata keys are pcapobjects.Meta*, which the readers (the
+// access API, the CLI) share.
 
 func (o *object) metadata(sum string) map[string]string {
 	return map[string]string{
-		metaNamespace: o.hdr.Namespace,
-		metaCapture:   o.hdr.Capture,
-		metaUID:       o.hdr.CaptureUID,
-		metaNode:      o.hdr.Node,
-		metaPod:       o.hdr.Pod,
-		metaInterface: o.hdr.Interface,
-		metaFirstTime: time.Unix(0, o.firstTs).UTC().Format(time.RFC3339Nano),
-		metaLastTime:  time.Unix(0, o.lastTs).UTC().Format(time.RFC3339Nano),
-		metaPackets:   strconv.FormatUint(o.packets, 10),
-		metaFirstSeq:  strconv.FormatUint(o.firstSeq, 10),
-		metaLastSeq:   strconv.FormatUint(o.lastSeq, 10),
-		metaProducer:  o.hdr.Producer,
-		metaBatches:   o.seqs.String(),
-		metaSHA256:    sum,
-		metaLinkType:  strconv.FormatUint(uint64(o.hdr.LinkType), 10),
+		pcapobjects.MetaNamespace: o.hdr.Namespace,
+		pcapobjects.MetaCapture:   o.hdr.Capture,
+		pcapobjects.MetaUID:       o.hdr.CaptureUID,
+		pcapobjects.MetaNode:      o.hdr.Node,
+		pcapobjects.MetaPod:       o.hdr.Pod,
+		pcapobjects.MetaInterface: o.hdr.Interface,
+		pcapobjects.MetaFirstTime: time.Unix(0, o.firstTs).UTC().Format(time.RFC3339Nano),
+		pcapobjects.MetaLastTime:  time.Unix(0, o.lastTs).UTC().Format(time.RFC3339Nano),
+		pcapobjects.MetaPackets:   strconv.FormatUint(o.packets, 10),
+		pcapobjects.MetaFirstSeq:  strconv.FormatUint(o.firstSeq, 10),
+		pcapobjects.MetaLastSeq:   strconv.FormatUint(o.lastSeq, 10),
+		pcapobjects.MetaProducer:  o.hdr.Producer,
+		pcapobjects.MetaBatches:   o.seqs.String(),
+		pcapobjects.MetaSHA256:    sum,
+		pcapobjects.MetaLinkType:  strconv.FormatUint(uint64(o.hdr.LinkType), 10),
 	}
 }
 
@@ -220,9 +204,9 @@ func (o *object) row(sum string) indexRow {
 func rowFromMetadata(key string, size int64, meta map[string]string) (indexRow, error) {
 	get := func(k string) string { return meta[k] }
 	r := indexRow{
-		Namespace: get(metaNamespace), Capture: get(metaCapture), UID: get(metaUID), Node: get(metaNode),
-		Pod: get(metaPod), Interface: get(metaInterface), Key: key, Size: uint64(size),
-		SHA256: get(metaSHA256), Producer: get(metaProducer),
+		Namespace: get(pcapobjects.MetaNamespace), Capture: get(pcapobjects.MetaCapture), UID: get(pcapobjects.MetaUID), Node: get(pcapobjects.MetaNode),
+		Pod: get(pcapobjects.MetaPod), Interface: get(pcapobjects.MetaInterface), Key: key, Size: uint64(size),
+		SHA256: get(pcapobjects.MetaSHA256), Producer: get(pcapobjects.MetaProducer),
 	}
 	var errs []error
 	num := func(k string) uint64 {
@@ -239,10 +223,10 @@ func rowFromMetadata(key string, size int64, meta map[string]string) (indexRow, 
 		}
 		return t.UnixNano()
 	}
-	r.Packets, r.FirstSeq, r.LastSeq = num(metaPackets), num(metaFirstSeq), num(metaLastSeq)
-	r.LinkType = uint32(num(metaLinkType))
-	r.FirstTs, r.LastTs = ts(metaFirstTime), ts(metaLastTime)
-	b, err := parseRanges(get(metaBatches))
+	r.Packets, r.FirstSeq, r.LastSeq = num(pcapobjects.MetaPackets), num(pcapobjects.MetaFirstSeq), num(pcapobjects.MetaLastSeq)
+	r.LinkType = uint32(num(pcapobjects.MetaLinkType))
+	r.FirstTs, r.LastTs = ts(pcapobjects.MetaFirstTime), ts(pcapobjects.MetaLastTime)
+	b, err := parseRanges(get(pcapobjects.MetaBatches))
 	if err != nil {
 		errs = append(errs, err)
 	}
