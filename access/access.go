@@ -33,6 +33,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/capstream/capstream/internal/run"
 )
 
 // Deps are the API's collaborators, all built by the caller.
@@ -63,7 +65,7 @@ type Server struct {
 	metrics *metrics
 	reviews *reviewCache
 	tls     *tls.Config
-	ready   chan net.Addr
+	ready   run.BoundAddr
 	bound   atomic.Bool
 }
 
@@ -80,7 +82,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, deps: deps, log: deps.Logger.With("component", "access"), metrics: m,
-		reviews: newReviewCache(cfg.ReviewCacheSize, cfg.ReviewCacheTTL), ready: make(chan net.Addr, 1)}
+		reviews: newReviewCache(cfg.ReviewCacheSize, cfg.ReviewCacheTTL), ready: run.NewBoundAddr()}
 	if cfg.CertFile != "" {
 		pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
@@ -100,15 +102,7 @@ func (s *Server) Ready() error {
 }
 
 // Addr returns the address the API listens on once Run has bound it.
-func (s *Server) Addr(ctx context.Context) (net.Addr, error) {
-	select {
-	case a := <-s.ready:
-		s.ready <- a
-		return a, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
+func (s *Server) Addr(ctx context.Context) (net.Addr, error) { return s.ready.Wait(ctx) }
 
 // maxHeaderBytes bounds a request's line and headers. It is above
 // flowfilter.MaxLength many times over, so an overlong filter reaches the
@@ -131,7 +125,7 @@ func (s *Server) Run(ctx context.Context) error {
 		MaxHeaderBytes: maxHeaderBytes, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	s.ready <- ln.Addr()
+	s.ready.Set(ln.Addr())
 	s.bound.Store(true)
 	scheme := "https://"
 	if s.tls == nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"path"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -55,23 +54,6 @@ type UIDObjects struct {
 	Objects int    `json:"objects"`
 }
 
-// maxUIDLength is the longest capture UID the pipeline accepts.
-const maxUIDLength = 128
-
-// ValidUID reports whether s can be a capture UID: 1 to 128 letters,
-// digits and '-', as the pipeline accepts them (Kubernetes makes UUIDs).
-func ValidUID(s string) bool {
-	if s == "" || len(s) > maxUIDLength {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // Bounds of a relative object key.
 const (
 	maxKeyBytes    = 1024
@@ -115,8 +97,8 @@ func (s *Server) dir(namespace, name, uid string) string {
 // name. Several is 409 listing them.
 func (s *Server) resolveUID(q *request) (string, error) {
 	if v := q.r.URL.Query()["uid"]; len(v) > 0 {
-		if len(v) != 1 || !ValidUID(v[0]) {
-			return "", fail(http.StatusBadRequest, "invalid uid %q: want 1 to %d letters, digits or '-'", clip(strings.Join(v, ",")), maxUIDLength)
+		if len(v) != 1 || !pcapobjects.ValidUID(v[0]) {
+			return "", fail(http.StatusBadRequest, "invalid uid %q: want 1 to %d letters, digits or '-'", clip(strings.Join(v, ",")), pcapobjects.MaxUIDLength)
 		}
 		return v[0], nil
 	}
@@ -124,7 +106,7 @@ func (s *Server) resolveUID(q *request) (string, error) {
 	defer cancel()
 	u, err := s.deps.Dynamic.Resource(packetCaptures).Namespace(q.namespace).Get(ctx, q.name, metav1.GetOptions{})
 	switch {
-	case err == nil && ValidUID(string(u.GetUID())):
+	case err == nil && pcapobjects.ValidUID(string(u.GetUID())):
 		return string(u.GetUID()), nil
 	case err == nil:
 		return "", fail(http.StatusConflict, "PacketCapture %s/%s has an unusable uid: pass uid", q.namespace, q.name)
@@ -154,26 +136,21 @@ const maxListedUIDs = 20
 // how many objects each holds (the first maxListedUIDs).
 func (s *Server) listUIDs(ctx context.Context, namespace, name string) ([]UIDObjects, error) {
 	dir := s.dir(namespace, name, "")
-	var out []UIDObjects
-	for info := range s.deps.S3.ListObjects(ctx, s.deps.Bucket, minio.ListObjectsOptions{Prefix: dir}) {
-		if info.Err != nil {
-			return nil, s.s3Error(info.Err)
-		}
-		seg, ok := strings.CutSuffix(strings.TrimPrefix(info.Key, dir), "/")
-		if ok && ValidUID(seg) {
-			out = append(out, UIDObjects{UID: seg})
-		}
+	uids, err := pcapobjects.UIDs(ctx, s.deps.S3, s.deps.Bucket, dir)
+	if err != nil {
+		return nil, s.s3Error(err)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
-	for i := range out[:min(len(out), maxListedUIDs)] {
-		for info := range s.deps.S3.ListObjects(ctx, s.deps.Bucket, minio.ListObjectsOptions{Prefix: dir + out[i].UID + "/", Recursive: true}) {
-			if info.Err != nil {
-				return nil, s.s3Error(info.Err)
+	var out []UIDObjects
+	for i, uid := range uids {
+		u := UIDObjects{UID: uid}
+		if i < maxListedUIDs {
+			span, err := pcapobjects.Count(ctx, s.deps.S3, s.deps.Bucket, dir+uid+"/")
+			if err != nil {
+				return nil, s.s3Error(err)
 			}
-			if strings.HasSuffix(info.Key, ".pcap") {
-				out[i].Objects++
-			}
+			u.Objects = span.Objects
 		}
+		out = append(out, u)
 	}
 	return out, nil
 }
@@ -224,13 +201,20 @@ func (s *Server) listObjects(ctx context.Context, dir, node string, since, until
 	return objs, nil
 }
 
+// timeWindow reads the since and until parameters.
+func timeWindow(q *request) (since, until time.Time, err error) {
+	if since, err = timeParam(q, "since"); err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	if until, err = timeParam(q, "until"); err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	return since, until, nil
+}
+
 // listFiles serves GET files[?uid=&since=&until=&node=].
 func (s *Server) listFiles(q *request) error {
-	since, err := timeParam(q, "since")
-	if err != nil {
-		return err
-	}
-	until, err := timeParam(q, "until")
+	since, until, err := timeWindow(q)
 	if err != nil {
 		return err
 	}
@@ -304,11 +288,7 @@ func (s *Server) getFile(q *request) error {
 // MaxMergeObjects objects (one S3 stream each); a window with more is
 // 413, so memory is bounded by that many streams' buffers.
 func (s *Server) merged(q *request) error {
-	since, err := timeParam(q, "since")
-	if err != nil {
-		return err
-	}
-	until, err := timeParam(q, "until")
+	since, until, err := timeWindow(q)
 	if err != nil {
 		return err
 	}
@@ -361,37 +341,12 @@ func (s *Server) cleanFiles(q *request) error {
 	if err != nil {
 		return err
 	}
-	ctx := q.r.Context()
 	prefix := s.dir(q.namespace, q.name, uid)
-	keys := make(chan minio.ObjectInfo)
-	var listErr error
-	found := 0
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer close(keys)
-		for info := range s.deps.S3.ListObjects(ctx, s.deps.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
-			if info.Err != nil {
-				listErr = info.Err
-				return
-			}
-			found++
-			select {
-			case keys <- info:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	var errs []error
-	for r := range s.deps.S3.RemoveObjects(ctx, s.deps.Bucket, keys, minio.RemoveObjectsOptions{}) {
-		errs = append(errs, fmt.Errorf("delete %s: %w", r.ObjectName, r.Err))
-	}
-	<-done
+	found, listErr, err := pcapobjects.Remove(q.r.Context(), s.deps.S3, s.deps.Bucket, prefix)
 	if listErr != nil {
 		return s.s3Error(listErr)
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return s.s3Error(err)
 	}
 	if found == 0 {

@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/capstream/capstream/internal/testenv"
 )
 
 // TestChurn runs the churn phase small (200 cycles): once every stop has
@@ -14,17 +12,10 @@ import (
 // measured and exit cleanly. The memory figures are only reported here;
 // `go run ./bench -churn-only` measures them over 10000 cycles.
 func TestChurn(t *testing.T) {
-	testenv.Kube(t) // skips (or fails with CAPSTREAM_TEST_REQUIRE_DEPS) without the API server
-	o := defaultOptions()
+	o := kubePhaseOptions(t)
 	o.ChurnCycles, o.ChurnConcurrency = 200, 16
-	o.Timeout = 30 * time.Second
-	o.Log = testWriter{t}
 	churnRSSQuiet = 2 * time.Second // no RSS figure is asserted here
-	r, err := runChurn(t.Context(), o, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log("\n" + r.report())
+	r := runPhase(t, o, runChurn)
 	if r.End.Msgs != r.Start.Msgs || r.End.Bytes != r.Start.Bytes || !r.Drained {
 		t.Errorf("CAPSTREAM_COMMANDS: %d messages, %d bytes after the churn, %d and %d at the start", r.End.Msgs, r.End.Bytes, r.Start.Msgs, r.Start.Bytes)
 	}
@@ -50,7 +41,7 @@ func TestChurn(t *testing.T) {
 // TestGCTraceWriter: gctrace lines set the collection count and the live
 // heap (the third figure); every other line passes through whole.
 func TestGCTraceWriter(t *testing.T) {
-	c := &churnChild{}
+	c := &proc{}
 	var rest strings.Builder
 	w := &gcTraceWriter{c: c, rest: &rest}
 	in := "gc 1 @0.012s 2%: 0.011+1.2+0.003 ms clock, 0.022+0.5/1.0/0+0.006 ms cpu, 4->4->1 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P\n" +

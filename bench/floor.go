@@ -7,11 +7,13 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	assembly "github.com/capstream/capstream/pipeline"
 	"github.com/capstream/capstream/producer"
@@ -55,16 +57,15 @@ func runFloor(ctx context.Context, dir string, w workload, storage jetstream.Sto
 		return r, err
 	}
 	r.Batches = len(batches)
-	storeDir, err := os.MkdirTemp(dir, "nats-floor-")
-	if err != nil {
-		return r, fmt.Errorf("nats store: %w", err)
-	}
-	defer os.RemoveAll(storeDir)
-	ns, err := startNATS(storeDir)
+	// The producer's in-flight bound: its byte budget in full batches.
+	pc := producer.DefaultConfig()
+	inFlight := jetstream.WithPublishAsyncMaxPending(min(pc.MaxInFlightBatches, pc.MaxInFlightBytes/pc.BatchBytes))
+	bus, err := startPhaseBus(dir, "floor", inFlight)
 	if err != nil {
 		return r, err
 	}
-	defer ns.Shutdown()
+	defer bus.close()
+	js := bus.js
 	var conns []*nats.Conn
 	defer func() {
 		for _, nc := range conns {
@@ -72,18 +73,12 @@ func runFloor(ctx context.Context, dir string, w workload, storage jetstream.Sto
 		}
 	}()
 	connect := func(name string) (jetstream.JetStream, error) {
-		nc, err := nats.Connect(ns.ClientURL(), nats.Name(name))
+		nc, err := nats.Connect(bus.URL, nats.Name(name))
 		if err != nil {
 			return nil, fmt.Errorf("connect to nats: %w", err)
 		}
 		conns = append(conns, nc)
-		// The producer's in-flight bound: its byte budget in full batches.
-		pc := producer.DefaultConfig()
-		return jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(min(pc.MaxInFlightBatches, pc.MaxInFlightBytes/pc.BatchBytes)))
-	}
-	js, err := connect("capstream-bench-floor")
-	if err != nil {
-		return r, err
+		return jetstream.New(nc, inFlight)
 	}
 	limits := schemas.DefaultPacketsStreamLimits()
 	limits.MaxBytes = max(limits.MaxBytes, 2*w.FileBytes)
@@ -100,20 +95,27 @@ func runFloor(ctx context.Context, dir string, w workload, storage jetstream.Sto
 			return r, fmt.Errorf("memory floor: %w", err)
 		}
 	}
-	var cons []jetstream.Consumer
+	// Each sink's consumers, one per partition, on a connection of its
+	// own, as the sinks have.
+	var cons [][]jetstream.Consumer
 	for _, cc := range []jetstream.ConsumerConfig{schemas.PcapSinkConsumer(), schemas.FlowSinkConsumer()} {
-		if _, err := sink.Bind(ctx, js, cc, 0); err != nil {
+		bound, err := sink.Bind(ctx, js, cc, 0)
+		if err != nil {
 			return r, err
 		}
 		cjs, err := connect("capstream-bench-floor-" + cc.Durable)
 		if err != nil {
 			return r, err
 		}
-		c, err := cjs.Consumer(ctx, schemas.StreamPackets, cc.Durable)
-		if err != nil {
-			return r, fmt.Errorf("consumer %s: %w", cc.Durable, err)
+		var own []jetstream.Consumer
+		for _, b := range bound {
+			c, err := cjs.Consumer(ctx, schemas.StreamPackets, b.CachedInfo().Name)
+			if err != nil {
+				return r, fmt.Errorf("consumer %s: %w", b.CachedInfo().Name, err)
+			}
+			own = append(own, c)
 		}
-		cons = append(cons, c)
+		cons = append(cons, own)
 	}
 
 	c0 := selfCPU()
@@ -139,23 +141,44 @@ func runFloor(ctx context.Context, dir string, w workload, storage jetstream.Sto
 }
 
 // drainN pulls and acks n batches with the sinks' pull buffer.
-func drainN(ctx context.Context, c jetstream.Consumer, n int) error {
-	it, err := c.Messages(jetstream.PullMaxBytes(sink.DefaultConsumerConfig().PullMaxBytes))
-	if err != nil {
-		return fmt.Errorf("pull: %w", err)
+func drainN(ctx context.Context, cons []jetstream.Consumer, n int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var got atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for _, c := range cons {
+		g.Go(func() error {
+			it, err := c.Messages(jetstream.PullMaxBytes(sink.DefaultConsumerConfig().PullMaxBytes/len(cons)),
+				jetstream.PullPriorityGroup(schemas.SinkPriorityGroup))
+			if err != nil {
+				return fmt.Errorf("pull: %w", err)
+			}
+			go func() {
+				<-gctx.Done()
+				it.Stop()
+			}()
+			for {
+				m, err := it.Next()
+				if err != nil {
+					if gctx.Err() != nil {
+						return nil
+					}
+					return fmt.Errorf("pull batch %d of %d: %w", got.Load()+1, n, err)
+				}
+				if err := m.Ack(); err != nil {
+					return fmt.Errorf("ack: %w", err)
+				}
+				if got.Add(1) == int64(n) {
+					cancel()
+				}
+			}
+		})
 	}
-	defer it.Stop()
-	for got := 0; got < n; got++ {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		m, err := it.Next()
-		if err != nil {
-			return fmt.Errorf("pull batch %d of %d: %w", got+1, n, err)
-		}
-		if err := m.Ack(); err != nil {
-			return fmt.Errorf("ack: %w", err)
-		}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if got.Load() < int64(n) {
+		return ctx.Err()
 	}
 	return nil
 }
@@ -203,8 +226,9 @@ type phaseBus struct {
 }
 
 // startPhaseBus starts the bus of the phase name (also the harness
-// connection's name, capstream-bench-<name>); close stops it.
-func startPhaseBus(dir, name string) (_ *phaseBus, err error) {
+// connection's name, capstream-bench-<name>), the harness's JetStream
+// context made with opts; close stops it.
+func startPhaseBus(dir, name string, opts ...jetstream.JetStreamOpt) (_ *phaseBus, err error) {
 	b := &phaseBus{}
 	if b.store, err = os.MkdirTemp(dir, "nats-"+name+"-"); err != nil {
 		return nil, err
@@ -221,7 +245,7 @@ func startPhaseBus(dir, name string) (_ *phaseBus, err error) {
 	if b.nc, err = nats.Connect(b.URL, nats.Name("capstream-bench-"+name)); err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
-	if b.js, err = jetstream.New(b.nc); err != nil {
+	if b.js, err = jetstream.New(b.nc, opts...); err != nil {
 		return nil, err
 	}
 	return b, nil

@@ -329,15 +329,8 @@ func run(ctx context.Context, o options, stdout io.Writer) (*result, error) {
 	report := res.report() + res.ProducerScale.report()
 	report += res.Churn.report()
 	fmt.Fprint(stdout, report)
-	if o.Out != "" {
-		if err := os.MkdirAll(o.Out, 0o755); err != nil {
-			return res, err
-		}
-		name := filepath.Join(o.Out, time.Now().UTC().Format("20060102T150405Z")+".txt")
-		if err := os.WriteFile(name, []byte(report), 0o644); err != nil {
-			return res, err
-		}
-		fmt.Fprintln(o.Log, "bench: results written to", name)
+	if err := writeReport(o, "", report); err != nil {
+		return res, err
 	}
 	if len(res.Problems) > 0 {
 		return res, fmt.Errorf("stored data disagrees with the workload: %v", res.Problems)

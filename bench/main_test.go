@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -99,4 +100,33 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// phaseOptions are a phase test's options: the defaults, each wait
+// bounded by timeout, the progress in the test log.
+func phaseOptions(t *testing.T, timeout time.Duration) options {
+	o := defaultOptions()
+	o.Timeout = timeout
+	o.Log = testWriter{t}
+	return o
+}
+
+// kubePhaseOptions are phaseOptions for a phase against the
+// kube-apiserver, 30 s a wait; the test skips without the API server (or
+// fails with CAPSTREAM_TEST_REQUIRE_DEPS).
+func kubePhaseOptions(t *testing.T) options {
+	testenv.Kube(t)
+	return phaseOptions(t, 30*time.Second)
+}
+
+// runPhase runs a phase with o in a temporary directory, fails the test
+// if it returns an error and logs its report.
+func runPhase[R interface{ report() string }](t *testing.T, o options, run func(context.Context, options, string) (R, error)) R {
+	t.Helper()
+	r, err := run(t.Context(), o, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + r.report())
+	return r
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capstream/capstream/schemas"
@@ -92,13 +91,8 @@ type memoryRun struct {
 	Publish, Wall time.Duration
 	// PcapSink and FlowSink are the two sinks.
 	PcapSink, FlowSink sinkMemory
-	// Stored data: pcap_objects' count, bytes and packets, and the flows
-	// table's rows and packets, for the input's capture.
-	Objects       int
-	ObjectBytes   uint64
-	ObjectPackets uint64
-	FlowRecords   int
-	FlowPackets   uint64
+	// storedCounts is what ClickHouse holds for the input's capture.
+	storedCounts
 	// LongNames is how many flow records hold all three long L7 names
 	// (each of the hostile input's flows carries them).
 	LongNames int
@@ -168,28 +162,12 @@ func runMemory(ctx context.Context, o options, dir string, st storage, w workloa
 	}
 	res.Build = time.Since(t0)
 
-	storeDir, err := os.MkdirTemp(dir, "nats-memory-")
-	if err != nil {
-		return res, fmt.Errorf("nats store: %w", err)
-	}
-	defer os.RemoveAll(storeDir)
-	ns, err := startNATS(storeDir)
+	bus, err := startPhaseBus(dir, "memory", jetstream.WithPublishAsyncMaxPending(256))
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}()
-	nc, err := nats.Connect(ns.ClientURL(), nats.Name("capstream-bench-memory"))
-	if err != nil {
-		return res, fmt.Errorf("connect to nats: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
-	if err != nil {
-		return res, fmt.Errorf("jetstream: %w", err)
-	}
+	defer bus.close()
+	js := bus.js
 	limits := schemas.DefaultPacketsStreamLimits()
 	// The whole input waits in the stream before the sinks start.
 	limits.MaxBytes = max(limits.MaxBytes, 2*w.FileBytes)
@@ -209,7 +187,7 @@ func runMemory(ctx context.Context, o options, dir string, st storage, w workloa
 	}
 	defer ch.Close()
 
-	env := memEnv{o: o, dir: dir, bin: bin, natsURL: ns.ClientURL(), st: st, js: js, ch: ch}
+	env := memEnv{o: o, dir: dir, bin: bin, natsURL: bus.URL, st: st, js: js, ch: ch}
 	inputs := []struct {
 		name    string
 		publish func(context.Context, *memoryRun) error
@@ -340,32 +318,21 @@ func (e *memEnv) runSinks(ctx context.Context, r *memoryRun) error {
 		}
 		children = append(children, c)
 	}
-	samplerDone := make(chan struct{})
-	stopSampler := make(chan struct{})
-	go func() {
-		defer close(samplerDone)
-		t := time.NewTicker(rssEvery)
-		defer t.Stop()
-		every := int(gaugeEvery / rssEvery)
-		for i := 0; ; i++ {
-			for _, c := range children {
-				c.sample()
-				if i%every == 0 {
-					c.scrape()
-				}
-			}
-			select {
-			case <-stopSampler:
-				return
-			case <-t.C:
+	every, i := int(gaugeEvery/rssEvery), 0
+	stopSampler := sampleEvery(rssEvery, func() {
+		for _, c := range children {
+			c.sample()
+			if i%every == 0 {
+				c.scrape()
 			}
 		}
-	}()
+		i++
+	})
 	err := e.waitStored(ctx, r, children)
 	if err == nil {
 		r.Wall = time.Since(t0)
 		for _, c := range children {
-			if _, hwm, perr := procMem(c.cmd.Process.Pid); perr != nil {
+			if _, hwm, perr := procMem(c.pid()); perr != nil {
 				err = errors.Join(err, fmt.Errorf("sink %s: %w", c.mem.Sink, perr))
 			} else {
 				c.mem.PeakRSS = hwm
@@ -374,8 +341,7 @@ func (e *memEnv) runSinks(ctx context.Context, r *memoryRun) error {
 	}
 	// Shutdown is sampled too (MaxSampledRSS), until the exit.
 	stopAll()
-	close(stopSampler)
-	<-samplerDone
+	stopSampler()
 	return err
 }
 
@@ -421,31 +387,15 @@ func (e *memEnv) waitStored(ctx context.Context, r *memoryRun, children []*child
 // the input's packets are all queryable too.
 func (e *memEnv) stored(ctx context.Context, r *memoryRun, capture string) (bool, error) {
 	for _, name := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
-		c, err := e.js.Consumer(ctx, schemas.StreamPackets, name)
-		if err != nil {
+		if err := sink.Drained(ctx, e.js, name, false); err != nil {
 			return false, err
 		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			return false, err
-		}
-		if info.NumPending > 0 || info.NumAckPending > 0 {
-			return false, fmt.Errorf("%s: %d pending, %d unacked", name, info.NumPending, info.NumAckPending)
-		}
 	}
-	q := fmt.Sprintf("SELECT count(), sum(size), sum(packets) FROM pcap_objects FINAL WHERE namespace = '%s' AND capture = '%s'", benchNamespace, capture)
-	var objects uint64
-	if err := e.ch.QueryRow(ctx, q).Scan(&objects, &r.ObjectBytes, &r.ObjectPackets); err != nil {
-		return false, fmt.Errorf("query pcap_objects: %w", err)
+	var err error
+	if r.storedCounts, err = queryStored(ctx, e.ch, capture); err != nil {
+		return false, err
 	}
-	r.Objects = int(objects)
-	q = fmt.Sprintf("SELECT count(), sum(orig_packets + resp_packets) FROM flows FINAL WHERE namespace = '%s' AND capture = '%s'", benchNamespace, capture)
-	var records uint64
-	if err := e.ch.QueryRow(ctx, q).Scan(&records, &r.FlowPackets); err != nil {
-		return false, fmt.Errorf("query flows: %w", err)
-	}
-	r.FlowRecords = int(records)
-	q = fmt.Sprintf("SELECT count() FROM flows FINAL WHERE namespace = '%s' AND capture = '%s' AND length(dns_query) = %d AND length(tls_sni) = %d AND length(http_host) = %d", benchNamespace, capture, hostileName, hostileName, hostileName)
+	q := fmt.Sprintf("SELECT count() FROM flows FINAL WHERE namespace = '%s' AND capture = '%s' AND length(dns_query) = %d AND length(tls_sni) = %d AND length(http_host) = %d", benchNamespace, capture, hostileName, hostileName, hostileName)
 	var long uint64
 	if err := e.ch.QueryRow(ctx, q).Scan(&long); err != nil {
 		return false, fmt.Errorf("query flows: %w", err)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -30,19 +31,12 @@ type throughputResult struct {
 	// Drops is the producer's publish drops, in packets; anything but 0
 	// is a failure.
 	Drops int
-	// Objects, ObjectBytes and ObjectPackets are pcap_objects' count and
-	// sums for the capture.
-	Objects       int
-	ObjectBytes   uint64
-	ObjectPackets uint64
+	// storedCounts is what ClickHouse holds for the capture.
+	storedCounts
 	// S3Objects and S3Bytes are what a listing of the capture's prefix
 	// shows.
 	S3Objects int
 	S3Bytes   uint64
-	// FlowRecords and FlowPackets are the flows table's row count and
-	// packet sum for the capture.
-	FlowRecords int
-	FlowPackets uint64
 }
 
 // runThroughput replays the workload as fast as possible and waits until
@@ -95,18 +89,10 @@ func runThroughput(ctx context.Context, p *pipeline, o options, w workload, pids
 	r.Batches = int(p.counter("capstream_producer_batches_published_total"))
 	r.Drops = int(p.counter("capstream_producer_publish_drops_total"))
 
-	q := fmt.Sprintf("SELECT count(), sum(size), sum(packets) FROM pcap_objects FINAL WHERE namespace = '%s' AND capture = '%s'", benchNamespace, throughputName)
-	var objects uint64
-	if err := p.ch.QueryRow(ctx, q).Scan(&objects, &r.ObjectBytes, &r.ObjectPackets); err != nil {
-		return r, fmt.Errorf("query pcap_objects: %w", err)
+	var err error
+	if r.storedCounts, err = queryStored(ctx, p.ch, throughputName); err != nil {
+		return r, err
 	}
-	r.Objects = int(objects)
-	q = fmt.Sprintf("SELECT count(), sum(orig_packets + resp_packets) FROM flows FINAL WHERE namespace = '%s' AND capture = '%s'", benchNamespace, throughputName)
-	var records uint64
-	if err := p.ch.QueryRow(ctx, q).Scan(&records, &r.FlowPackets); err != nil {
-		return r, fmt.Errorf("query flows: %w", err)
-	}
-	r.FlowRecords = int(records)
 	prefix := fmt.Sprintf("%s/%s/%s/", pcapPrefix, benchNamespace, throughputName)
 	for obj := range st.s3Client.ListObjects(ctx, st.s3.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if obj.Err != nil {
@@ -212,4 +198,32 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	}
 	i := int(q*float64(len(ds)) + 0.5)
 	return ds[min(max(i-1, 0), len(ds)-1)]
+}
+
+// storedCounts is what ClickHouse holds for one capture: pcap_objects'
+// count and sums, the flows table's row count and packet sum.
+type storedCounts struct {
+	Objects       int
+	ObjectBytes   uint64
+	ObjectPackets uint64
+	FlowRecords   int
+	FlowPackets   uint64
+}
+
+// queryStored reads the storedCounts of capture.
+func queryStored(ctx context.Context, ch driver.Conn, capture string) (storedCounts, error) {
+	var c storedCounts
+	q := fmt.Sprintf("SELECT count(), sum(size), sum(packets) FROM pcap_objects FINAL WHERE namespace = '%s' AND capture = '%s'", benchNamespace, capture)
+	var objects uint64
+	if err := ch.QueryRow(ctx, q).Scan(&objects, &c.ObjectBytes, &c.ObjectPackets); err != nil {
+		return c, fmt.Errorf("query pcap_objects: %w", err)
+	}
+	c.Objects = int(objects)
+	q = fmt.Sprintf("SELECT count(), sum(orig_packets + resp_packets) FROM flows FINAL WHERE namespace = '%s' AND capture = '%s'", benchNamespace, capture)
+	var records uint64
+	if err := ch.QueryRow(ctx, q).Scan(&records, &c.FlowPackets); err != nil {
+		return c, fmt.Errorf("query flows: %w", err)
+	}
+	c.FlowRecords = int(records)
+	return c, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/capstream/capstream/producer/source"
 	"github.com/capstream/capstream/producer/source/file"
 	"github.com/capstream/capstream/schemas"
+	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/flowstore"
 	"github.com/capstream/capstream/sink/pcapstore"
 )
@@ -154,25 +155,9 @@ func startPipeline(ctx context.Context, o options, dir string, st storage, w wor
 // until calls fn every pollEvery until it returns nil, the timeout passes,
 // ctx ends or a component fails.
 func (p *pipeline) until(ctx context.Context, timeout time.Duration, fn func() error) error {
-	deadline := time.Now().Add(timeout)
-	t := time.NewTicker(pollEvery)
-	defer t.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %s: %w", timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.gctx.Done():
-			return fmt.Errorf("a component failed: %w", p.g.Wait())
-		case <-t.C:
-		}
-	}
+	return poll(ctx, timeout, pollEvery, p.gctx.Done(), func(error) error {
+		return fmt.Errorf("a component failed: %w", p.g.Wait())
+	}, fn)
 }
 
 // onStatus notes the producer's Finished report for a capture: the end of
@@ -233,16 +218,8 @@ func (p *pipeline) counter(name string) float64 {
 // in inserted flow rows), so drained means stored.
 func (p *pipeline) drained(ctx context.Context) error {
 	for _, name := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
-		c, err := p.js.Consumer(ctx, schemas.StreamPackets, name)
-		if err != nil {
+		if err := sink.Drained(ctx, p.js, name, false); err != nil {
 			return err
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.NumPending > 0 || info.NumAckPending > 0 {
-			return fmt.Errorf("%s: %d pending, %d unacked", name, info.NumPending, info.NumAckPending)
 		}
 	}
 	return nil

@@ -15,7 +15,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -24,7 +23,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -85,8 +83,7 @@ type scaleResult struct {
 	Traffic, Wall    time.Duration
 	Exit             string
 	Problems         []string
-	producerPid      int
-	metricsURL       string
+	producer         *proc
 	statusMu         sync.Mutex
 	status           map[string]*schemas.Status
 	maxRing, maxAnon float64
@@ -150,61 +147,16 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	child, err := r.startProducer(ctx, o, dir, bin, bus.URL, netns.Path(node))
-	if err != nil {
+	if r.producer, err = r.startProducer(ctx, o, dir, bin, bus.URL, netns.Path(node)); err != nil {
 		return r, err
 	}
-	r.producerPid = child.Process.Pid
-	// exited closes when the producer has exited, with its error in
-	// exitErr.
-	exited := make(chan struct{})
-	var exitErr error
-	go func() {
-		exitErr = child.Wait()
-		close(exited)
-	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = child.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-			if exitErr != nil {
-				r.Exit = exitErr.Error()
-			}
-		case <-time.After(exitTimeout):
-			_ = child.Process.Kill()
-			<-exited
-			r.Exit = fmt.Sprintf("killed: not exited %s after SIGTERM", exitTimeout)
-		}
-	}
-	defer stop()
-	samplerDone, stopSampler := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(samplerDone)
-		t := time.NewTicker(rssEvery)
-		defer t.Stop()
-		for {
-			r.sample()
-			select {
-			case <-stopSampler:
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	defer func() { r.Exit = r.producer.stop() }()
 	// stopSampling ends the sampler, which writes maxAnon and maxRing;
 	// they are read only after it.
-	stopSampling := sync.OnceFunc(func() {
-		close(stopSampler)
-		<-samplerDone
-	})
+	stopSampling := sampleEvery(rssEvery, r.sample)
 	defer stopSampling()
-	cpu0 := procCPU(r.producerPid)
-	if err := r.until(ctx, o.Timeout, exited, func() error { _, err := r.scrape("capstream_producer_captures"); return err }); err != nil {
+	cpu0 := procCPU(r.producer.pid())
+	if err := r.producer.until(ctx, o.Timeout, func() error { _, err := r.producer.scrape("capstream_producer_captures"); return err }); err != nil {
 		return r, fmt.Errorf("producer not serving metrics: %w", err)
 	}
 
@@ -232,12 +184,12 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 		}
 	}
 	fits := min(int64(r.Interfaces), r.MaxRingBytes/r.RingBytes)
-	if err := r.until(ctx, o.Timeout, exited, func() error {
-		sockets, err := r.scrape("capstream_producer_shared_sockets")
+	if err := r.producer.until(ctx, o.Timeout, func() error {
+		sockets, err := r.producer.scrape("capstream_producer_shared_sockets")
 		if err != nil {
 			return err
 		}
-		subs, _ := r.scrape("capstream_producer_shared_subscribers")
+		subs, _ := r.producer.scrape("capstream_producer_shared_subscribers")
 		if int64(sockets) < fits || int(subs) < r.Interfaces*r.Captures {
 			return fmt.Errorf("%v of %d sockets open, %v of %d subscriptions", sockets, fits, subs, r.Interfaces*r.Captures)
 		}
@@ -246,17 +198,17 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 		return r, err
 	}
 	r.Open = time.Since(to)
-	r.Sockets, _ = r.scrape("capstream_producer_shared_sockets")
-	r.Subscribers, _ = r.scrape("capstream_producer_shared_subscribers")
+	r.Sockets, _ = r.producer.scrape("capstream_producer_shared_sockets")
+	r.Subscribers, _ = r.producer.scrape("capstream_producer_shared_subscribers")
 	r.Waiting = r.Interfaces - int(r.Sockets)
 
-	c1 := procCPU(r.producerPid)
+	c1 := procCPU(r.producer.pid())
 	select {
 	case <-time.After(r.Idle):
 	case <-ctx.Done():
 		return r, ctx.Err()
 	}
-	c2 := procCPU(r.producerPid)
+	c2 := procCPU(r.producer.pid())
 	r.CPUIdle = c2 - c1
 
 	// Traffic on every interface, from its peer; every capture selects
@@ -266,7 +218,7 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 		return r, err
 	}
 	r.Expected = uint64(r.Sockets) * uint64(r.PacketsPerIface) * uint64(r.Captures)
-	err = r.until(ctx, o.Timeout, exited, func() error {
+	err = r.producer.until(ctx, o.Timeout, func() error {
 		r.statusMu.Lock()
 		defer r.statusMu.Unlock()
 		var got uint64
@@ -278,14 +230,14 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 		}
 		return nil
 	})
-	r.CPUTraffic = procCPU(r.producerPid) - c2
+	r.CPUTraffic = procCPU(r.producer.pid()) - c2
 	r.Traffic = time.Since(tt)
-	r.BudgetWaits, _ = r.scrape("capstream_producer_ring_budget_waits_total")
-	if _, hwm, perr := procMem(r.producerPid); perr == nil {
+	r.BudgetWaits, _ = r.producer.scrape("capstream_producer_ring_budget_waits_total")
+	if _, hwm, perr := procMem(r.producer.pid()); perr == nil {
 		r.PeakRSS = hwm
 	}
-	r.CPU = procCPU(r.producerPid) - cpu0
-	stop()
+	r.CPU = procCPU(r.producer.pid()) - cpu0
+	r.Exit = r.producer.stop()
 	r.Wall = time.Since(t0)
 	r.statusMu.Lock()
 	r.Packets = 0
@@ -312,29 +264,9 @@ func scaleCapture(c int) string { return fmt.Sprintf("scale-%02d", c) }
 // startProducer writes the producer's configuration (connections, the node
 // namespace and the ring sizes; every other setting is the default) and
 // starts it.
-func (r *scaleResult) startProducer(ctx context.Context, o options, dir, bin, natsURL, nsPath string) (*exec.Cmd, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	r.metricsURL = "http://" + addr + "/metrics"
+func (r *scaleResult) startProducer(ctx context.Context, o options, dir, bin, natsURL, nsPath string) (*proc, error) {
 	block := min(r.RingBytes, 1<<20)
-	cfg := fmt.Sprintf(`node: %s
-log:
-  level: warn
-  format: text
-http:
-  listen: %s
-nats:
-  url: %s
-  name: capstream-producer
-  # The phase's embedded server is local, plain and anonymous, as the
-  # floor's: what is measured is the producer, not TLS.
-  plaintext: true
-  anonymous: true
-producer:
+	cfg := fmt.Sprintf("node: %s\n", scaleNode) + natsYAML(natsURL, "capstream-producer") + fmt.Sprintf(`producer:
   source: afpacket
   interfacePrefix: cali
   maxRingBytes: %d
@@ -343,95 +275,23 @@ producer:
     ringBytes: %d
     blockBytes: %d
     netns: %s
-`, scaleNode, addr, natsURL, r.MaxRingBytes, r.RingBytes, block, nsPath)
-	path := filepath.Join(dir, "producer-scale.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, bin, "producer", "--config", path)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = exitTimeout
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CAPSTREAM_PRODUCER_") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = env
-	cmd.Stdout = &prefixWriter{w: o.Log, prefix: "bench: producer: "}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start producer: %w", err)
-	}
-	return cmd, nil
+`, r.MaxRingBytes, r.RingBytes, block, nsPath)
+	// Scraped without a timeout: the sampler's ring figure is checked
+	// exactly, and a busy producer may answer late.
+	return startProc(ctx, o.Log, dir, bin, procSpec{Args: []string{"producer"}, Name: "producer", Config: cfg, File: "producer-scale.yaml",
+		Drop: []string{"CAPSTREAM_PRODUCER_"}, Client: http.DefaultClient})
 }
 
 // sample reads the producer's RssAnon and scrapes its ring gauge, keeping
 // the largest of each.
 func (r *scaleResult) sample() {
-	if raw, err := os.ReadFile("/proc/" + strconv.Itoa(r.producerPid) + "/status"); err == nil {
-		for line := range strings.Lines(string(raw)) {
-			if k, v, ok := strings.Cut(line, ":"); ok && k == "RssAnon" {
-				if f := strings.Fields(v); len(f) == 2 {
-					kb, _ := strconv.ParseFloat(f[0], 64)
-					r.maxAnon = max(r.maxAnon, kb*1024)
-				}
-			}
+	if f, err := procStatus(r.producer.pid(), "RssAnon"); err == nil {
+		if anon, ok := f["RssAnon"]; ok {
+			r.maxAnon = max(r.maxAnon, float64(anon))
 		}
 	}
-	if v, err := r.scrape("capstream_producer_ring_bytes"); err == nil {
+	if v, err := r.producer.scrape("capstream_producer_ring_bytes"); err == nil {
 		r.maxRing = max(r.maxRing, v)
-	}
-}
-
-// scrape returns the sum of metric name on the producer's /metrics.
-func (r *scaleResult) scrape(name string) (float64, error) {
-	resp, err := http.Get(r.metricsURL)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	found, sum := false, 0.0
-	for line := range strings.Lines(string(body)) {
-		f := strings.Fields(line)
-		if len(f) != 2 || (f[0] != name && !strings.HasPrefix(f[0], name+"{")) {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[1], 64)
-		if err != nil {
-			return 0, err
-		}
-		found, sum = true, sum+v
-	}
-	if !found {
-		return 0, fmt.Errorf("no %s on %s", name, r.metricsURL)
-	}
-	return sum, nil
-}
-
-// until polls fn every 100ms until it succeeds, the producer exits or
-// timeout passes.
-func (r *scaleResult) until(ctx context.Context, timeout time.Duration, exited <-chan struct{}, fn func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %s: %w", timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-exited:
-			return fmt.Errorf("producer exited (waiting for: %w)", err)
-		case <-time.After(100 * time.Millisecond):
-		}
 	}
 }
 
@@ -470,58 +330,3 @@ func sendScale(node string, ifaces, count int) error {
 		return nil
 	})
 }
-
-// check returns every way the phase went wrong.
-func (r *scaleResult) check() []string {
-	var probs []string
-	if r.RingInUse > float64(r.MaxRingBytes) {
-		probs = append(probs, fmt.Sprintf("producer scale: %.0f ring bytes in use, over maxRingBytes %d", r.RingInUse, r.MaxRingBytes))
-	}
-	if want := float64(min(int64(r.Interfaces), r.MaxRingBytes/r.RingBytes) * r.RingBytes); r.RingInUse != want {
-		probs = append(probs, fmt.Sprintf("producer scale: %.0f ring bytes in use, want one ring per open interface: %.0f", r.RingInUse, want))
-	}
-	if r.Packets != r.Expected || r.KernelDrops != 0 || r.PublishDrops != 0 {
-		probs = append(probs, fmt.Sprintf("producer scale: captures reported %d packets (kernel drops %d, publish drops %d), want %d",
-			r.Packets, r.KernelDrops, r.PublishDrops, r.Expected))
-	}
-	if r.Exit != "" {
-		probs = append(probs, "producer scale: the producer did not exit cleanly on SIGTERM: "+r.Exit)
-	}
-	return probs
-}
-
-// report is the phase's lines of the bench report.
-func (r *scaleResult) report() string {
-	if r == nil || r.Skipped {
-		return "producer scale: skipped (-producer-scale=false)\n"
-	}
-	var sb strings.Builder
-	const mib = 1 << 20
-	open := int(r.Sockets)
-	fmt.Fprintf(&sb, "producer scale (one producer process, %d interfaces in a node namespace, %d captures each selecting all of them, every other one filtering UDP/%d; afpacket.ringBytes %d MiB, maxRingBytes %d MiB; phase %s, %d veths made in %s):\n",
-		r.Interfaces, r.Captures, scalePort, r.RingBytes/mib, r.MaxRingBytes/mib, r.Wall.Round(time.Millisecond), r.Interfaces, r.Setup.Round(time.Millisecond))
-	fmt.Fprintf(&sb, "  rings: %.0f MiB in use of the %d MiB budget = %d open interfaces x %d MiB (%d interfaces wait for the budget, %v budget waits counted); %v sockets carry %v subscriptions, opened %s after the commands; without sharing the %d x %d selections would ask for %d MiB\n",
-		r.RingInUse/mib, r.MaxRingBytes/mib, open, r.RingBytes/mib, r.Waiting, r.BudgetWaits, r.Sockets, r.Subscribers, r.Open.Round(time.Millisecond),
-		r.Captures, r.Interfaces, int64(r.Captures*r.Interfaces)*r.RingBytes/mib)
-	fmt.Fprintf(&sb, "  producer peak RSS (VmHWM of the producer process, its mapped rings included) %.1f MiB, of which anonymous (heap, stacks) at most %.1f MiB (RssAnon sampled every %s)\n",
-		float64(r.PeakRSS)/mib, float64(r.PeakAnon)/mib, rssEvery)
-	fmt.Fprintf(&sb, "  producer CPU: idle with every socket open %.3f cores (%s over %s); %d packets sent (%d per interface) stored %d times in %s with %s CPU (%.2f µs per packet stored); whole phase %s\n",
-		r.CPUIdle.Seconds()/r.Idle.Seconds(), r.CPUIdle.Round(time.Millisecond), r.Idle, r.Interfaces*r.PacketsPerIface, r.PacketsPerIface,
-		r.Packets, r.Traffic.Round(time.Millisecond), r.CPUTraffic.Round(time.Millisecond), float64(r.CPUTraffic.Microseconds())/float64(max(r.Packets, 1)), r.CPU.Round(time.Millisecond))
-	mark := "met"
-	if r.RingInUse > float64(r.MaxRingBytes) || len(r.Problems) > 0 {
-		mark = "MISSED"
-	}
-	fmt.Fprintf(&sb, "  %-6s ring memory within the node budget, every capture got every selected packet: %.0f of %d MiB, %d of %d packets\n",
-		mark, r.RingInUse/mib, r.MaxRingBytes/mib, r.Packets, r.Expected)
-	return sb.String()
-}
-
-// scaleDefaults are the phase's flag defaults: 2 MiB rings fit 500
-// interfaces in the producer's default 1 GiB budget only because the ten
-// captures share each interface's ring.
-var scaleDefaults = struct {
-	ifaces, captures int
-	ring, budget     int64
-	idle             time.Duration
-}{500, 10, 2 << 20, 1 << 30, 5 * time.Second}

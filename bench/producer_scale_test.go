@@ -1,9 +1,10 @@
 package main
 
 import (
-	"os"
 	"testing"
 	"time"
+
+	"github.com/capstream/capstream/internal/testenv"
 )
 
 // TestProducerScale runs the producer scale phase small (20 interfaces,
@@ -11,22 +12,12 @@ import (
 // one ring per open interface within the budget, the rest waiting, every
 // capture getting every packet of every open interface.
 func TestProducerScale(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the phase builds the binary and makes network namespaces")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("the producer scale phase needs root")
-	}
-	o := defaultOptions()
+	testenv.RequireRoot(t) // network namespaces and AF_PACKET
+	o := phaseOptions(t, time.Minute)
 	o.ScaleInterfaces, o.ScaleCaptures = 20, 3
 	o.ScaleRingBytes, o.ScaleMaxRingBytes = 1<<20, 16<<20
-	o.Timeout, o.ScaleIdle = time.Minute, 500*time.Millisecond
-	o.Log = testWriter{t}
-	r, err := runProducerScale(t.Context(), o, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log("\n" + r.report())
+	o.ScaleIdle = 500 * time.Millisecond
+	r := runPhase(t, o, runProducerScale)
 	if len(r.Problems) > 0 {
 		t.Errorf("problems: %v", r.Problems)
 	}

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -302,4 +305,49 @@ func (r *result) report() string {
 		fmt.Fprintf(&sb, "PROBLEM: %s\n", p)
 	}
 	return sb.String()
+}
+
+// runAlone runs one phase and nothing else (-churn-only, -router-scale)
+// in a temporary directory: run returns the phase's lines of the report
+// and sets res.Problems; the report, after the machine line, goes to
+// stdout and under -out as <time>-<phase>.txt (spaces as dashes).
+func runAlone(ctx context.Context, o options, stdout io.Writer, phase string, run func(dir string, res *result) (string, error)) (*result, error) {
+	res := &result{Machine: readMachine(), Options: o}
+	dir, err := os.MkdirTemp("", "capstream-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	fmt.Fprintf(o.Log, "bench: %s phase\n", phase)
+	lines, err := run(dir, res)
+	if err != nil {
+		return nil, fmt.Errorf("%s phase: %w", phase, err)
+	}
+	m := res.Machine
+	report := fmt.Sprintf("machine: %d CPUs (%s), %d MiB, Linux %s, %s, %s\n", m.CPUs, m.Model, m.MemMiB, m.Kernel, m.Go, m.Date.Format(time.RFC3339)) +
+		lines
+	fmt.Fprint(stdout, report)
+	if err := writeReport(o, "-"+strings.ReplaceAll(phase, " ", "-"), report); err != nil {
+		return res, err
+	}
+	if len(res.Problems) > 0 {
+		return res, fmt.Errorf("%s: %v", phase, res.Problems)
+	}
+	return res, nil
+}
+
+// writeReport writes report under -out, if set, as <time><suffix>.txt.
+func writeReport(o options, suffix, report string) error {
+	if o.Out == "" {
+		return nil
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return err
+	}
+	name := filepath.Join(o.Out, time.Now().UTC().Format("20060102T150405Z")+suffix+".txt")
+	if err := os.WriteFile(name, []byte(report), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintln(o.Log, "bench: results written to", name)
+	return nil
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"testing"
 	"time"
-
-	"github.com/capstream/capstream/internal/testenv"
 )
 
 // TestRouterScale runs the router scale phase small (50 nodes, 500 pods,
@@ -14,17 +12,10 @@ import (
 // figures are only reported; `go run ./bench -router-scale` measures them
 // at 1000 nodes, 20,000 pods and 500 captures.
 func TestRouterScale(t *testing.T) {
-	testenv.Kube(t) // skips (or fails with CAPSTREAM_TEST_REQUIRE_DEPS) without the API server
-	o := defaultOptions()
+	o := kubePhaseOptions(t)
 	o.RouterScaleNodes, o.RouterScalePods, o.RouterScaleCaptures, o.RouterScaleChanges = 50, 500, 20, 20
-	o.Timeout = 30 * time.Second
-	o.Log = testWriter{t}
 	routerScaleChangeWait = 5 * time.Second
-	r, err := runRouterScale(t.Context(), o, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log("\n" + r.report())
+	r := runPhase(t, o, runRouterScale)
 	if r.Expected < r.Captures || r.Endpoints < r.Expected {
 		t.Errorf("the workload calls for %d commands with %d endpoints: too few to test anything", r.Expected, r.Endpoints)
 	}

@@ -2,19 +2,13 @@ package pipeline
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -55,7 +49,7 @@ func TestFunctionalClusterLeaderChange(t *testing.T) {
 	// R3 streams and both durables (R3 like their stream), before the
 	// producer publishes: the packets stream has interest retention.
 	limits := schemas.DefaultPacketsStreamLimits()
-	limits.Replicas = 3
+	limits.Replicas, limits.Partitions = 3, 2
 	if err := schemas.EnsureStreams(ctx, cl.JS, limits); err != nil {
 		t.Fatal(err)
 	}
@@ -91,8 +85,10 @@ func TestFunctionalClusterLeaderChange(t *testing.T) {
 	t.Logf("%s leads %s and both sink consumers", cl.Name(leader), schemas.StreamPackets)
 	// The kill takes the leaders of both sink consumers with it too.
 	for _, durable := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
-		if err := cl.MoveConsumerLeader(ctx, schemas.StreamPackets, durable, leader); err != nil {
-			t.Fatal(err)
+		for p := range limits.Partitions {
+			if err := cl.MoveConsumerLeader(ctx, schemas.StreamPackets, schemas.SinkPartitionName(durable, p), leader); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 
@@ -229,22 +225,18 @@ func TestFunctionalClusterLeaderChange(t *testing.T) {
 
 	// Every packet the producer did not count as dropped is in S3 exactly
 	// once.
-	want, got := packetsIn(t, in), packetsIn(t, downloadAll(t, bucket)...)
-	sort.Strings(want)
-	sort.Strings(got)
-	t.Logf("%d packets in, %d in S3", len(want), len(got))
+	_, paths := sinktest.Download(t, bucket, "pcaps/")
+	n := sinktest.SamePackets(t, in, paths, "")
+	t.Logf("%d packets in, stored in %d objects", n, len(paths))
 	if final.PublishDrops != 0 {
 		// Counted, as the acceptance allows, but the retries are there to
 		// make it zero: an election longer than they last?
 		t.Errorf("%d packets dropped by the producer during the election", final.PublishDrops)
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("packets (-input +objects):\n%s", diff)
-	}
 
 	// The flow rows are those of a run without faults, which equal tshark's
 	// conversations (TestFunctionalFlowsMatchTshark).
-	if diff := cmp.Diff(tsharkSums(t, in), flowSums(t, db)); diff != "" {
+	if diff := cmp.Diff(sinktest.TsharkSums(t, in), sinktest.FlowSums(t, db.Conn)); diff != "" {
 		t.Errorf("flows (-tshark +sink):\n%s", diff)
 	}
 }
@@ -313,105 +305,4 @@ func (r *producerReports) wait(t *testing.T, timeout time.Duration) *schemas.Sta
 		return nil
 	})
 	return got
-}
-
-// downloadAll fetches every object into a temp dir.
-func downloadAll(t *testing.T, b *testenv.S3Bucket) []string {
-	t.Helper()
-	dir := t.TempDir()
-	var paths []string
-	for info := range b.Client.ListObjects(t.Context(), b.Bucket, minio.ListObjectsOptions{Prefix: "pcaps/", Recursive: true}) {
-		if info.Err != nil {
-			t.Fatal(info.Err)
-		}
-		obj, err := b.Client.GetObject(t.Context(), b.Bucket, info.Key, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(dir, fmt.Sprintf("%03d.pcap", len(paths)))
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(f, obj); err != nil {
-			t.Fatalf("get %s: %v", info.Key, err)
-		}
-		f.Close()
-		obj.Close()
-		paths = append(paths, p)
-	}
-	return paths
-}
-
-// packetsIn lists the packets of pcap files as tcpdump prints them (time,
-// summary and every byte), one string each.
-func packetsIn(t *testing.T, paths ...string) []string {
-	t.Helper()
-	var all []string
-	for _, p := range paths {
-		pk, err := sinktest.TcpdumpPackets(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, pk...)
-	}
-	return all
-}
-
-type flowSum struct{ OrigPackets, OrigBytes, RespPackets, RespBytes uint64 }
-
-// flowSums sums the flow rows per 5-tuple, client (the high port) first,
-// keyed as tshark prints conversations.
-func flowSums(t *testing.T, db *testenv.ClickHouseDB) map[string]flowSum {
-	t.Helper()
-	rows, err := db.Conn.Query(t.Context(), `SELECT protocol, orig_addr, orig_port, resp_addr, resp_port,
-		sum(orig_packets), sum(orig_bytes), sum(resp_packets), sum(resp_bytes)
-		FROM flows FINAL GROUP BY protocol, orig_addr, orig_port, resp_addr, resp_port`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]flowSum{}
-	for rows.Next() {
-		var proto uint8
-		var oa, ra string
-		var op, rp uint16
-		var s flowSum
-		if err := rows.Scan(&proto, &oa, &op, &ra, &rp, &s.OrigPackets, &s.OrigBytes, &s.RespPackets, &s.RespBytes); err != nil {
-			t.Fatal(err)
-		}
-		o, r := hostPort(oa, op), hostPort(ra, rp)
-		if op < rp {
-			o, r = r, o
-			s.OrigPackets, s.OrigBytes, s.RespPackets, s.RespBytes = s.RespPackets, s.RespBytes, s.OrigPackets, s.OrigBytes
-		}
-		k := fmt.Sprintf("%s %s %s", map[uint8]string{6: "tcp", 17: "udp"}[proto], o, r)
-		prev := out[k]
-		out[k] = flowSum{prev.OrigPackets + s.OrigPackets, prev.OrigBytes + s.OrigBytes, prev.RespPackets + s.RespPackets, prev.RespBytes + s.RespBytes}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func hostPort(addr string, port uint16) string {
-	ip := net.IP([]byte(addr))
-	if v4 := ip.To4(); v4 != nil {
-		ip = v4
-	}
-	return ip.String() + ":" + strconv.Itoa(int(port))
-}
-
-func tsharkSums(t *testing.T, path string) map[string]flowSum {
-	t.Helper()
-	convs, err := sinktest.TsharkConversations(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]flowSum{}
-	for _, c := range convs {
-		out[fmt.Sprintf("%s %s %s", c.Proto, c.A, c.B)] = flowSum{c.AtoBFrames, c.AtoBBytes, c.BtoAFrames, c.BtoABytes}
-	}
-	return out
 }

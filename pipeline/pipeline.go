@@ -266,7 +266,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Pipeline, err error) 
 		// The router keeps the server's stream limits rather than
 		// applying its own defaults.
 		l := cfg.Server.Limits()
-		rcfg.PacketsStream = router.PacketsStreamConfig{Manage: true, MaxBytes: l.MaxBytes, MaxAge: l.MaxAge, Replicas: l.Replicas, Duplicates: l.Duplicates}
+		rcfg.PacketsStream = router.PacketsStreamConfig{Manage: true, MaxBytes: l.MaxBytes, MaxAge: l.MaxAge, Replicas: l.Replicas, Duplicates: l.Duplicates, Partitions: l.Partitions}
 		r, err := router.New(rcfg, router.Deps{Logger: deps.Logger, Registerer: deps.Registerer, Kube: deps.Kube, Dynamic: deps.Dynamic, JetStream: js})
 		if err != nil {
 			return nil, err

@@ -173,6 +173,21 @@ func (h *harness) waitState(name string, state schemas.State) *schemas.Status {
 	return got
 }
 
+// warmUp sends traffic with poke until every capture of names reports
+// Capturing, so their sockets are open before a compared window starts.
+func (h *harness) warmUp(poke func(), names ...string) {
+	h.t.Helper()
+	testenv.Eventually(h.t, 10*time.Second, func() error {
+		poke()
+		for _, name := range names {
+			if s := h.lastStatus(name); s == nil || s.State != schemas.StateCapturing {
+				return fmt.Errorf("%s not capturing yet: %+v", name, s)
+			}
+		}
+		return nil
+	})
+}
+
 func (h *harness) lastStatus(name string) *schemas.Status {
 	subj, _ := schemas.StatusSubject("default", name, testNode)
 	h.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -41,54 +42,25 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 	}
 	// A source of its own (file replay: each capture replays from the
 	// start).
-	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
-		backoff.WithMaxInterval(cfg.InterfaceRetry), backoff.WithMaxElapsedTime(0))
-	// wait reports the interface waiting and backs off before the next try.
-	wait := func() {
-		l.state.Store(ifWaiting)
-		m.notify()
-		select {
-		case <-time.After(b.NextBackOff()):
-		case <-ctx.Done():
-		}
-	}
-	waitingLogged, budgetLogged := false, false
-	ring := m.p.ringBytes
+	r := m.newReopen(log, func() { l.state.Store(ifWaiting) }, c.ctr.setError)
 	for ctx.Err() == nil {
-		if !m.p.rings.reserve(ring) {
-			why := m.p.rings.refusal(ring)
-			c.ctr.setError(why)
-			if !budgetLogged {
-				log.Warn("waiting for ring memory", "reason", why)
-				budgetLogged = true
-			}
-			m.p.m.ringRefusals.Inc()
-			wait()
+		if !r.reserve(ctx) {
 			continue
 		}
-		budgetLogged = false
 		src, err := m.p.opener.Open(source.Options{Interface: l.ep.Interface, Filter: c.filter, SnapLength: c.snap})
 		if err != nil {
-			m.p.rings.release(ring)
 			if errors.Is(err, source.ErrFilter) {
+				r.release()
 				log.Warn("capture refused", "error", err)
 				c.ctr.setError(err.Error())
 				l.state.Store(ifError)
 				m.notify()
 				return
 			}
-			if !errors.Is(err, source.ErrNoInterface) {
-				c.ctr.setError(err.Error())
-				log.Warn("open capture", "error", err)
-			} else if !waitingLogged {
-				log.Info("waiting for interface")
-				waitingLogged = true
-			}
-			wait()
+			r.openFailed(ctx, err)
 			continue
 		}
-		b.Reset()
-		waitingLogged = false
+		r.opened()
 		log.Info("capturing")
 		if l.state.Load() != ifCapturing {
 			l.state.Store(ifOpen)
@@ -96,7 +68,7 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 		bat.hdr.LinkType = src.LinkType()
 		err = m.readLoop(ctx, src, bat, c, l)
 		_ = src.Close()
-		m.p.rings.release(ring)
+		r.release()
 		switch {
 		case err == nil:
 			return
@@ -114,6 +86,78 @@ func (m *manager) runIface(ctx context.Context, c *capture, uid string, l *iface
 		l.state.Store(ifWaiting)
 		m.notify()
 	}
+}
+
+// reopen is what a reader (runIface, or a shared socket's run) keeps
+// between opens of its source: the backoff, and which waits it has
+// logged, so each reason is logged once.
+type reopen struct {
+	m   *manager
+	log *slog.Logger
+	b   *backoff.ExponentialBackOff
+	// waiting marks the reader's interfaces waiting; setError records a
+	// reason on its captures.
+	waiting                     func()
+	setError                    func(string)
+	waitingLogged, budgetLogged bool
+}
+
+func (m *manager) newReopen(log *slog.Logger, waiting func(), setError func(string)) *reopen {
+	return &reopen{m: m, log: log, waiting: waiting, setError: setError,
+		b: backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
+			backoff.WithMaxInterval(m.p.cfg.InterfaceRetry), backoff.WithMaxElapsedTime(0))}
+}
+
+// wait reports the interfaces waiting and backs off before the next try.
+func (r *reopen) wait(ctx context.Context) {
+	r.waiting()
+	r.m.notify()
+	select {
+	case <-time.After(r.b.NextBackOff()):
+	case <-ctx.Done():
+	}
+}
+
+// reserve takes one ring from the budget. Without room it records and
+// logs why, waits and returns false, for the caller to try again.
+func (r *reopen) reserve(ctx context.Context) bool {
+	rings := &r.m.p.rings
+	if !rings.reserve(r.m.p.ringBytes) {
+		why := rings.refusal(r.m.p.ringBytes)
+		r.setError(why)
+		if !r.budgetLogged {
+			r.log.Warn("waiting for ring memory", "reason", why)
+			r.budgetLogged = true
+		}
+		r.m.p.m.ringRefusals.Inc()
+		r.wait(ctx)
+		return false
+	}
+	r.budgetLogged = false
+	return true
+}
+
+// release gives the ring back to the budget.
+func (r *reopen) release() { r.m.p.rings.release(r.m.p.ringBytes) }
+
+// openFailed handles a failed open: the ring goes back, the failure is
+// recorded and logged (a missing interface only once), and it waits.
+func (r *reopen) openFailed(ctx context.Context, err error) {
+	r.release()
+	if !errors.Is(err, source.ErrNoInterface) {
+		r.setError(err.Error())
+		r.log.Warn("open capture", "error", err)
+	} else if !r.waitingLogged {
+		r.log.Info("waiting for interface")
+		r.waitingLogged = true
+	}
+	r.wait(ctx)
+}
+
+// opened resets the backoff and the waiting log after an open.
+func (r *reopen) opened() {
+	r.b.Reset()
+	r.waitingLogged = false
 }
 
 // readLoop moves packets from src into bat until ctx ends (nil) or the

@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/net/bpf"
 
 	"github.com/capstream/capstream/producer/filter"
@@ -302,32 +301,13 @@ func (s *shared) run(ctx context.Context) {
 	if s.prev != nil {
 		<-s.prev.done
 	}
-	m, cfg := s.m, s.m.p.cfg
-	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond),
-		backoff.WithMaxInterval(cfg.InterfaceRetry), backoff.WithMaxElapsedTime(0))
-	wait := func() {
-		s.each(func(sub *subscriber) { sub.l.state.Store(ifWaiting) })
-		m.notify()
-		select {
-		case <-time.After(b.NextBackOff()):
-		case <-ctx.Done():
-		}
-	}
-	waitingLogged, budgetLogged := false, false
-	ring := m.p.ringBytes
+	m := s.m
+	r := m.newReopen(s.log, func() { s.each(func(sub *subscriber) { sub.l.state.Store(ifWaiting) }) },
+		func(why string) { s.each(func(sub *subscriber) { sub.c.ctr.setError(why) }) })
 	for ctx.Err() == nil {
-		if !m.p.rings.reserve(ring) {
-			why := m.p.rings.refusal(ring)
-			s.each(func(sub *subscriber) { sub.c.ctr.setError(why) })
-			if !budgetLogged {
-				s.log.Warn("waiting for ring memory", "reason", why)
-				budgetLogged = true
-			}
-			m.p.m.ringRefusals.Inc()
-			wait()
+		if !r.reserve(ctx) {
 			continue
 		}
-		budgetLogged = false
 		s.mu.Lock()
 		prog, snap, ok, why := s.union()
 		s.mu.Unlock()
@@ -342,19 +322,10 @@ func (s *shared) run(ctx context.Context) {
 			src, err = m.p.opener.Open(opts)
 		}
 		if err != nil {
-			m.p.rings.release(ring)
-			if !errors.Is(err, source.ErrNoInterface) {
-				s.each(func(sub *subscriber) { sub.c.ctr.setError(err.Error()) })
-				s.log.Warn("open capture", "error", err)
-			} else if !waitingLogged {
-				s.log.Info("waiting for interface")
-				waitingLogged = true
-			}
-			wait()
+			r.openFailed(ctx, err)
 			continue
 		}
-		b.Reset()
-		waitingLogged = false
+		r.opened()
 		m.p.m.sharedSockets.Inc()
 		s.mu.Lock()
 		s.src, s.prog, s.exactFrom, s.drops = src, opts.Filter, time.Time{}, 0
@@ -375,7 +346,7 @@ func (s *shared) run(ctx context.Context) {
 		s.src = nil
 		s.mu.Unlock()
 		_ = src.Close()
-		m.p.rings.release(ring)
+		r.release()
 		m.p.m.sharedSockets.Dec()
 		switch {
 		case err == nil:

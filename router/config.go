@@ -99,11 +99,18 @@ type PacketsStreamConfig struct {
 	Replicas int `yaml:"replicas"`
 	// Duplicates is the Nats-Msg-Id de-duplication window. Default 2m.
 	Duplicates time.Duration `yaml:"duplicates"`
+	// Partitions is how many partitions the stream spreads the batches
+	// over, by (namespace, capture, node): the most replicas of each sink
+	// that share the work, each partition served by one replica at a time.
+	// 1 to 16; change it only while the stream is empty (batches stored
+	// under a partition that no longer exists are not delivered).
+	// Default 8.
+	Partitions int `yaml:"partitions"`
 }
 
 // Limits converts the config to the schemas limits.
 func (c PacketsStreamConfig) Limits() schemas.PacketsStreamLimits {
-	return schemas.PacketsStreamLimits{MaxBytes: c.MaxBytes, MaxAge: c.MaxAge, Replicas: c.Replicas, Duplicates: c.Duplicates}
+	return schemas.PacketsStreamLimits{MaxBytes: c.MaxBytes, MaxAge: c.MaxAge, Replicas: c.Replicas, Duplicates: c.Duplicates, Partitions: c.Partitions}
 }
 
 // LeaderElectionConfig configures the coordination.k8s.io Lease that elects
@@ -163,7 +170,7 @@ func DefaultConfig() Config {
 
 func defaultPacketsStream() PacketsStreamConfig {
 	l := schemas.DefaultPacketsStreamLimits()
-	return PacketsStreamConfig{Manage: true, MaxBytes: l.MaxBytes, MaxAge: l.MaxAge, Replicas: l.Replicas, Duplicates: l.Duplicates}
+	return PacketsStreamConfig{Manage: true, MaxBytes: l.MaxBytes, MaxAge: l.MaxAge, Replicas: l.Replicas, Duplicates: l.Duplicates, Partitions: l.Partitions}
 }
 
 // DefaultKubeConfig returns in-cluster defaults.

@@ -346,7 +346,7 @@ func TestRouterManagesPacketsStream(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		_, err = st.Consumer(ctx, schemas.ConsumerFlowSink)
+		_, err = st.Consumer(ctx, schemas.SinkPartitionName(schemas.ConsumerFlowSink, schemas.DefaultPacketPartitions-1))
 		return err
 	})
 	info, err := st.Info(ctx)
@@ -356,9 +356,14 @@ func TestRouterManagesPacketsStream(t *testing.T) {
 	if info.Config.MaxBytes != 64<<20 || info.Config.Retention != jetstream.InterestPolicy {
 		t.Errorf("packets stream config: max bytes %d retention %v", info.Config.MaxBytes, info.Config.Retention)
 	}
-	for _, name := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
-		if _, err := st.Consumer(ctx, name); err != nil {
-			t.Errorf("consumer %s: %v", name, err)
+	if n, err := schemas.PacketPartitions(info.Config); err != nil || n != schemas.DefaultPacketPartitions {
+		t.Errorf("packets stream partitions: %d, %v; want %d", n, err, schemas.DefaultPacketPartitions)
+	}
+	for _, durable := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
+		for p := range schemas.DefaultPacketPartitions {
+			if _, err := st.Consumer(ctx, schemas.SinkPartitionName(durable, p)); err != nil {
+				t.Errorf("consumer %s: %v", schemas.SinkPartitionName(durable, p), err)
+			}
 		}
 	}
 	subj, err := schemas.PacketSubject(h.ns, "c", "node-a")

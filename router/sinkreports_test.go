@@ -15,12 +15,10 @@ import (
 	v3 "github.com/capstream/capstream/schemas/v3"
 )
 
-// TestSinkReportsShow checks, against the API server, that the sinks'
-// reports reach the capture: a pcap sink's failures become the Error
-// condition (reason SinkError) and a Warning Event, a sink's losses to the
-// stream's limits count as drops, and the object count is the sink's total
-// rather than the names listed.
-func TestSinkReportsShow(t *testing.T) {
+// onePodCapture is onePodHarness with capture "cap" of its pod,
+// commanded, and the capture's UID.
+func onePodCapture(t *testing.T) (*harness, string) {
+	t.Helper()
 	h := onePodHarness(t)
 	h.createCapture("cap", "all()")
 	h.expect("cap", map[string][]string{"node-1": {"p"}})
@@ -28,9 +26,19 @@ func TestSinkReportsShow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return h, string(pc.UID)
+}
+
+// TestSinkReportsShow checks, against the API server, that the sinks'
+// reports reach the capture: a pcap sink's failures become the Error
+// condition (reason SinkError) and a Warning Event, a sink's losses to the
+// stream's limits count as drops, and the object count is the sink's total
+// rather than the names listed.
+func TestSinkReportsShow(t *testing.T) {
+	h, uid := onePodCapture(t)
 	publish := func(s *schemas.Status) {
 		t.Helper()
-		s.Namespace, s.Name, s.UID, s.Node, s.State, s.Time = h.ns, "cap", string(pc.UID), "node-1", schemas.StateCapturing, time.Now()
+		s.Namespace, s.Name, s.UID, s.Node, s.State, s.Time = h.ns, "cap", uid, "node-1", schemas.StateCapturing, time.Now()
 		if err := h.publishStatus(s); err != nil {
 			t.Fatal(err)
 		}
@@ -74,14 +82,8 @@ func TestSinkReportsShow(t *testing.T) {
 // failure on a capture; the producer's own report that follows it
 // applies.
 func TestForgedSourceRefused(t *testing.T) {
-	h := onePodHarness(t)
-	h.createCapture("cap", "all()")
-	h.expect("cap", map[string][]string{"node-1": {"p"}})
-	pc, err := h.getCapture("cap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	forged := &schemas.Status{Source: schemas.SourceFlowSink, Namespace: h.ns, Name: "cap", UID: string(pc.UID), Node: "node-1",
+	h, uid := onePodCapture(t)
+	forged := &schemas.Status{Source: schemas.SourceFlowSink, Namespace: h.ns, Name: "cap", UID: uid, Node: "node-1",
 		State: schemas.StateCapturing, Time: time.Now(), LostBatches: 5, LostPackets: 500,
 		Failures: []schemas.Failure{{Reason: schemas.FailureStorageRefused, Batches: 5, Message: "forged"}}}
 	data, err := schemas.EncodeStatus(forged)
@@ -95,7 +97,7 @@ func TestForgedSourceRefused(t *testing.T) {
 	if _, err := h.nats.JS.Publish(t.Context(), producerSubject, data); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.publishStatus(&schemas.Status{Source: schemas.SourceProducer, Namespace: h.ns, Name: "cap", UID: string(pc.UID), Node: "node-1",
+	if err := h.publishStatus(&schemas.Status{Source: schemas.SourceProducer, Namespace: h.ns, Name: "cap", UID: uid, Node: "node-1",
 		State: schemas.StateCapturing, Time: time.Now(), Packets: 77}); err != nil {
 		t.Fatal(err)
 	}

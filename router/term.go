@@ -314,19 +314,31 @@ func request(ctx context.Context, fn func(context.Context) error) error {
 	return fn(ctx)
 }
 
-// ensureSinkConsumers creates the sinks' durable consumers if they do not
-// exist, so batches are retained from the first publish even before a sink
-// has started. An existing consumer is left as it is: the sinks own its
-// settings (their ack wait, for one) and bind it themselves.
+// ensureSinkConsumers creates the sinks' durable consumers, one per
+// partition of the packets stream, if they do not exist, so batches are
+// retained from the first publish even before a sink has started. An
+// existing consumer is left as it is: the sinks own its settings (their
+// ack wait, for one) and bind it themselves.
 func ensureSinkConsumers(ctx context.Context, js jetstream.JetStream) error {
-	for _, cc := range []jetstream.ConsumerConfig{schemas.PcapSinkConsumer(), schemas.FlowSinkConsumer()} {
-		if _, err := js.Consumer(ctx, schemas.StreamPackets, cc.Durable); err == nil {
-			continue
-		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return fmt.Errorf("look up consumer %s: %w", cc.Durable, err)
-		}
-		if _, err := js.CreateConsumer(ctx, schemas.StreamPackets, cc); err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
-			return fmt.Errorf("create consumer %s: %w", cc.Durable, err)
+	st, err := js.Stream(ctx, schemas.StreamPackets)
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", schemas.StreamPackets, err)
+	}
+	n, err := schemas.PacketPartitions(st.CachedInfo().Config)
+	if err != nil {
+		return err
+	}
+	for _, tmpl := range []jetstream.ConsumerConfig{schemas.PcapSinkConsumer(), schemas.FlowSinkConsumer()} {
+		for p := range n {
+			cc := schemas.SinkPartitionConsumer(tmpl, p)
+			if _, err := st.Consumer(ctx, cc.Durable); err == nil {
+				continue
+			} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return fmt.Errorf("look up consumer %s: %w", cc.Durable, err)
+			}
+			if _, err := st.CreateConsumer(ctx, cc); err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+				return fmt.Errorf("create consumer %s: %w", cc.Durable, err)
+			}
 		}
 	}
 	return nil

@@ -86,18 +86,35 @@ func ProducerIdentity(node string) (Identity, error) {
 	), nil
 }
 
-// sinkIdentity may read its own durable on CAPSTREAM_PACKETS (bind it,
-// pull, ack) and publish its own kind of status report (ReportSubject)
-// for any capture and node: never a producer's, nor the other sink's.
+// sinkIdentity may read its own durables on CAPSTREAM_PACKETS, one per
+// partition up to MaxPacketPartitions (bind, pull, ack, unpin), read the
+// stream's configuration (its partitions), delete its unpartitioned
+// durable of before partitions once that is empty, announce itself to its
+// fellow replicas on its SinkGroupSubject and hear theirs, and publish its
+// own kind of status report (ReportSubject) for any capture and node:
+// never a producer's, nor the other sink's.
 func sinkIdentity(user, durable string, source Source) Identity {
 	p := StreamPackets
-	return identity(user,
+	group := SinkGroupSubject(source)
+	id := identity(user,
 		statusPrefix+"*.*.*."+string(source),
-		jsAPI+"CONSUMER.CREATE."+p+"."+durable+".>",
+		group,
+		jsAPI+"STREAM.INFO."+p,
 		jsAPI+"CONSUMER.INFO."+p+"."+durable,
-		jsAPI+"CONSUMER.MSG.NEXT."+p+"."+durable,
-		"$JS.ACK."+p+"."+durable+".>",
+		jsAPI+"CONSUMER.DELETE."+p+"."+durable,
 	)
+	for i := range MaxPacketPartitions {
+		d := SinkPartitionName(durable, i)
+		id.Publish = append(id.Publish,
+			jsAPI+"CONSUMER.CREATE."+p+"."+d+".>",
+			jsAPI+"CONSUMER.INFO."+p+"."+d,
+			jsAPI+"CONSUMER.MSG.NEXT."+p+"."+d,
+			jsAPI+"CONSUMER.UNPIN."+p+"."+d,
+			"$JS.ACK."+p+"."+d+".>",
+		)
+	}
+	id.Subscribe = append(id.Subscribe, group)
+	return id
 }
 
 // PcapSinkIdentity is the pcap sink's: its durable and status reports.

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -238,16 +236,7 @@ func TestPcapgoReadsBatches(t *testing.T) {
 		}
 	}
 	file = append(append(file, b1...), b2...)
-	path := filepath.Join(t.TempDir(), "x.pcap")
-	if err := os.WriteFile(path, file, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
+	r, err := pcapgo.NewReader(bytes.NewReader(file))
 	if err != nil {
 		t.Fatal(err)
 	}

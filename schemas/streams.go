@@ -185,6 +185,10 @@ type PacketsStreamLimits struct {
 	// Duplicates is the window in which a repeated Nats-Msg-Id is dropped.
 	// It must cover a producer's publish retries.
 	Duplicates time.Duration
+	// Partitions is the number of partitions the stream's subject
+	// transform spreads the batches over (see PacketsTransform): the most
+	// sink replicas of one kind that share the work.
+	Partitions int
 }
 
 // DefaultPacketsStreamLimits returns limits for one small node: 1 GiB or one
@@ -196,6 +200,7 @@ func DefaultPacketsStreamLimits() PacketsStreamLimits {
 		MaxAge:     time.Hour,
 		Replicas:   1,
 		Duplicates: 2 * time.Minute,
+		Partitions: DefaultPacketPartitions,
 	}
 }
 
@@ -214,6 +219,9 @@ func (l PacketsStreamLimits) Validate() error {
 	}
 	if l.Duplicates <= 0 || l.Duplicates > l.MaxAge {
 		errs = append(errs, fmt.Errorf("packets stream duplicates window %s: must be positive and at most max age", l.Duplicates))
+	}
+	if err := CheckPartitions(l.Partitions); err != nil {
+		errs = append(errs, fmt.Errorf("packets stream %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -240,14 +248,16 @@ func PacketsStream(l PacketsStreamLimits) jetstream.StreamConfig {
 		Name:        StreamPackets,
 		Description: "capstream packet batches, kept until both sinks ack",
 		Subjects:    []string{PacketSubjectsAll},
-		Retention:   jetstream.InterestPolicy,
-		MaxBytes:    l.MaxBytes,
-		MaxAge:      l.MaxAge,
-		Discard:     jetstream.DiscardNew,
-		MaxMsgSize:  MaxBatchBytes,
-		Storage:     jetstream.FileStorage,
-		Replicas:    l.Replicas,
-		Duplicates:  l.Duplicates,
+		// Stored subjects carry their partition (PacketsTransform).
+		SubjectTransform: PacketsTransform(l.Partitions),
+		Retention:        jetstream.InterestPolicy,
+		MaxBytes:         l.MaxBytes,
+		MaxAge:           l.MaxAge,
+		Discard:          jetstream.DiscardNew,
+		MaxMsgSize:       MaxBatchBytes,
+		Storage:          jetstream.FileStorage,
+		Replicas:         l.Replicas,
+		Duplicates:       l.Duplicates,
 		// Packet payloads compress poorly and the stream is on the hot path.
 		Compression: jetstream.NoCompression,
 	}

@@ -280,8 +280,9 @@ func TestPacketsDelivery(t *testing.T) {
 	for name, c := range consumers {
 		t.Run(name, func(t *testing.T) {
 			m := fetchExactly(t, c, 1)[0]
-			if m.Subject() != subj {
-				t.Errorf("subject %q, want %q", m.Subject(), subj)
+			// The stream stores the subject with its partition.
+			if p, ok := strings.CutPrefix(m.Subject(), subj+"."); !ok || len(p) == 0 || strings.Trim(p, "0123456789") != "" {
+				t.Errorf("subject %q, want %q and a partition", m.Subject(), subj)
 			}
 			key, err := ParsePacketSubject(m.Subject())
 			if err != nil {

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -226,8 +227,18 @@ func ParseCommandSubject(subj string) (Key, error) {
 	return Key{Namespace: ns, Name: name, Node: node}, nil
 }
 
-// ParsePacketSubject parses capstream.pkt.<namespace>.<name>.<node>.
+// ParsePacketSubject parses capstream.pkt.<namespace>.<name>.<node>, as a
+// producer publishes it, or as the packets stream stores it, with the
+// partition number as a fourth token (PacketsTransform); the partition is
+// not part of the key.
 func ParsePacketSubject(subj string) (Key, error) {
+	if strings.Count(subj, ".") == strings.Count(packetPrefix, ".")+3 {
+		i := strings.LastIndexByte(subj, '.')
+		if p, err := strconv.Atoi(subj[i+1:]); err != nil || p < 0 || p >= MaxPacketPartitions || strconv.Itoa(p) != subj[i+1:] {
+			return Key{}, fmt.Errorf("%w %s: partition token %s: want 0 to %d", ErrInvalidSubject, quote(subj), quote(subj[i+1:]), MaxPacketPartitions-1)
+		}
+		subj = subj[:i]
+	}
 	ns, name, node, err := parseSubject(packetPrefix, subj)
 	if err != nil {
 		return Key{}, err

@@ -12,8 +12,10 @@ type ConsumerConfig struct {
 	// in bytes. It must stay under 64 MiB or the client drops messages as
 	// a slow consumer. Default 16 MiB.
 	PullMaxBytes int `yaml:"pullMaxBytes"`
-	// AckWait, when set, overrides the schema's AckWait of the durable.
-	// Tests shorten it; production leaves it 0 (2m). Default 0.
+	// AckWait, when set, overrides the schema's AckWait of the durables,
+	// and caps their pinned TTL (schemas.SinkPinnedTTL, 30s), the time a
+	// dead replica keeps its partitions. Tests shorten it; production
+	// leaves it 0 (2m). Default 0.
 	AckWait time.Duration `yaml:"ackWait"`
 	// LostAfter is how long a gap in a producer run's batches may still
 	// fill before its batches count as lost: a producer publishes a batch
@@ -22,12 +24,17 @@ type ConsumerConfig struct {
 	// schemas.PublishRetryWindow (1m), the longest a producer retries;
 	// tests shorten it. Default 0.
 	LostAfter time.Duration `yaml:"lostAfter"`
+	// RebalanceInterval is how often a replica announces itself to the
+	// other replicas of its sink and evens out its share of the packet
+	// partitions: it releases at most one partition per round, and a
+	// replica not heard from for three rounds counts as gone. Default 5s.
+	RebalanceInterval time.Duration `yaml:"rebalanceInterval"`
 }
 
-// DefaultConsumerConfig returns a 16 MiB pull buffer and the schema's
-// AckWait.
+// DefaultConsumerConfig returns a 16 MiB pull buffer, the schema's
+// AckWait and a 5s rebalance round.
 func DefaultConsumerConfig() ConsumerConfig {
-	return ConsumerConfig{PullMaxBytes: 16 << 20}
+	return ConsumerConfig{PullMaxBytes: 16 << 20, RebalanceInterval: 5 * time.Second}
 }
 
 // Validate checks the bounds.
@@ -38,6 +45,9 @@ func (c ConsumerConfig) Validate() error {
 	}
 	if c.AckWait < 0 || (c.AckWait > 0 && c.AckWait < time.Second) {
 		errs = append(errs, fmt.Errorf("consumer.ackWait %s: want 0 or at least 1s", c.AckWait))
+	}
+	if c.RebalanceInterval < 100*time.Millisecond || c.RebalanceInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("consumer.rebalanceInterval %s: want 100ms to 1m", c.RebalanceInterval))
 	}
 	if c.LostAfter < 0 {
 		errs = append(errs, fmt.Errorf("consumer.lostAfter %s: must not be negative", c.LostAfter))

@@ -79,7 +79,11 @@ type RunnerConfig struct {
 	// Component is "pcap" or "flows": metric names are
 	// capstream_sink_<component>_*, the logger's component sink-<component>.
 	Component string
-	// Durable is the consumer to bind.
+	// Source is the sink's schemas.Source: its replicas announce themselves
+	// on schemas.SinkGroupSubject(Source).
+	Source schemas.Source
+	// Durable is the template of the consumers to bind, one per partition
+	// (schemas.SinkPartitionConsumer).
 	Durable jetstream.ConsumerConfig
 	// RunConfig is the pull, the grace period and whether to migrate.
 	RunConfig
@@ -112,7 +116,6 @@ type Runner struct {
 	// Ledger holds the failures and losses of each capture and node, for
 	// the sink's status reports.
 	Ledger Ledger
-	gaps   gaps
 
 	do       chan func()
 	finished chan struct{}
@@ -124,6 +127,9 @@ func NewRunner(cfg RunnerConfig, deps Deps) (*Runner, error) {
 		if err := cfg.Config.Validate(); err != nil {
 			return nil, fmt.Errorf("%s config: %w", cfg.Name, err)
 		}
+	}
+	if _, err := schemas.Token(string(cfg.Source)); err != nil || cfg.Source == "" {
+		return nil, fmt.Errorf("%s: source %q: want the sink's schemas.Source", cfg.Name, cfg.Source)
 	}
 	if deps.Logger == nil || deps.Registerer == nil || deps.JetStream == nil ||
 		((cfg.NeedClickHouse || cfg.Migrate) && deps.ClickHouse == nil) || (cfg.NeedS3 && deps.S3 == nil) {
@@ -151,7 +157,6 @@ func NewRunner(cfg RunnerConfig, deps Deps) (*Runner, error) {
 		retry:    retry,
 		do:       make(chan func()),
 		finished: make(chan struct{}),
-		gaps:     gaps{wait: cfg.Consumer.LostAfter},
 	}, nil
 }
 
@@ -219,40 +224,45 @@ func (r *Runner) Do(fn func()) bool {
 	}
 }
 
-// Run binds the consumer and runs the loop with h until ctx ends and the
+// Run binds the consumers and runs the loop with h until ctx ends and the
 // sink has completed (or GracePeriod is over), with workers, the sink's
 // goroutines, in the same group. A worker's context ends when the loop
 // does, which is at most GracePeriod after ctx. A clean cancel returns
 // nil. Run may be called once.
 func (r *Runner) Run(ctx context.Context, h Handler, workers ...func(context.Context) error) error {
-	cons, ackWait, err := Start(ctx, r.log, r.deps.ClickHouse, r.cfg.Migrate, r.deps.JetStream, r.cfg.Durable, r.cfg.Consumer.AckWait)
+	b, ackWait, err := start(ctx, r.log, r.deps.ClickHouse, r.cfg.Migrate, r.deps.JetStream, r.cfg.Durable, r.cfg.Consumer.AckWait)
 	if err != nil {
 		return NilIfDone(ctx, err)
 	}
+	nc := r.deps.JetStream.Conn()
+	s := newShare(r.log, r.M, nc, b, r.cfg.Source, r.cfg.Consumer, r.cfg.Consumer.LostAfter)
+	sub, err := nc.Subscribe(s.subject, s.heard)
+	if err != nil {
+		return NilIfDone(ctx, fmt.Errorf("hear the other replicas on %s: %w", s.subject, err))
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	r.health.SetBound(true)
 	defer r.health.SetBound(false)
-	// The client's pull buffer is the queue; this channel only hands over.
-	in := make(chan jetstream.Msg, 4)
-	stop := make(chan struct{})
 	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer wcancel()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return Pump(gctx, cons, r.cfg.Consumer.PullMaxBytes, in, stop) })
+	g, _ := errgroup.WithContext(ctx)
 	for _, w := range workers {
 		g.Go(func() error { return w(wctx) })
 	}
 	g.Go(func() error {
-		defer close(stop)
+		defer s.close()
 		defer wcancel()
 		defer close(r.finished)
-		return r.loop(ctx, h, in, ackWait)
+		return r.loop(ctx, h, s, ackWait)
 	})
 	return g.Wait()
 }
 
-func (r *Runner) loop(ctx context.Context, h Handler, in <-chan jetstream.Msg, ackWait time.Duration) error {
+func (r *Runner) loop(ctx context.Context, h Handler, s *share, ackWait time.Duration) error {
 	progress := time.NewTicker(ackWait / 4)
 	defer progress.Stop()
+	rebalance := time.NewTimer(time.Hour)
+	defer rebalance.Stop()
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 	var armed time.Time
@@ -270,14 +280,26 @@ func (r *Runner) loop(ctx context.Context, h Handler, in <-chan jetstream.Msg, a
 		}
 	}
 	var closedErr error
-	src := in
+	// src is the pumps' output until they have all ended at shutdown.
+	src, shutting := s.out, false
+	shutdown := func() {
+		shutting = true
+		startGrace()
+		s.drainAll()
+		if s.running() == 0 {
+			src = nil
+			h.Drain(hctx)
+		}
+	}
 	h.Tick(hctx, time.Now())
+	s.rebalance(time.Now())
+	rebalance.Reset(time.Until(s.next))
 	for {
 		if src == nil && h.Idle() {
 			return closedErr
 		}
 		pull := src
-		if pull != nil && !h.Accepting(done == nil) {
+		if pull != nil && !h.Accepting(shutting) {
 			pull = nil
 		}
 		if at := h.Wake(); !at.Equal(armed) {
@@ -285,19 +307,30 @@ func (r *Runner) loop(ctx context.Context, h Handler, in <-chan jetstream.Msg, a
 			wake.Reset(time.Until(at))
 		}
 		select {
-		case msg, ok := <-pull:
-			if !ok {
-				// The pump drained the client's buffer (shutdown) or the
-				// connection closed: complete everything.
-				src = nil
+		case p := <-pull:
+			s.delivered(p.part)
+			r.handle(hctx, h, s, p)
+		case p := <-s.ended:
+			if s.onEnded(p) && !shutting {
+				// The iterator closed by itself: the connection is
+				// gone. Complete everything.
 				if ctx.Err() == nil {
 					closedErr = errors.New("packet consumer closed")
 				}
-				startGrace()
+				shutdown()
+			} else if shutting && src != nil && s.running() == 0 {
+				// The pumps handed over what the client had buffered
+				// (shutdown): complete everything.
+				src = nil
 				h.Drain(hctx)
-				continue
 			}
-			r.handle(hctx, h, msg)
+		case now := <-rebalance.C:
+			if !shutting {
+				s.rebalance(now)
+			}
+			rebalance.Reset(time.Until(s.next))
+		case <-s.joined:
+			s.announce()
 		case fn := <-r.do:
 			fn()
 		case now := <-wake.C:
@@ -305,14 +338,18 @@ func (r *Runner) loop(ctx context.Context, h Handler, in <-chan jetstream.Msg, a
 			h.Tick(hctx, now)
 		case now := <-progress.C:
 			h.Held(func(reply string) { r.count(r.acker.Progress(reply), "progress") })
-			r.gaps.prune(now, false)
 			rep, _ := h.(Reporter)
-			for _, l := range r.gaps.expire(now) {
-				r.lose(rep, l)
+			for i := range s.gaps {
+				s.gaps[i].prune(now, false)
+				for _, l := range s.gaps[i].expire(now) {
+					r.lose(rep, l)
+				}
 			}
 		case <-done:
 			done = nil
-			startGrace()
+			if !shutting {
+				shutdown()
+			}
 		case <-grace:
 			r.log.Warn("grace period over before the sink completed; the batches it holds will be redelivered")
 			return closedErr
@@ -322,7 +359,8 @@ func (r *Runner) loop(ctx context.Context, h Handler, in <-chan jetstream.Msg, a
 
 // handle decodes and classifies one message and hands it to h inside the
 // per-message panic boundary.
-func (r *Runner) handle(ctx context.Context, h Handler, msg jetstream.Msg) {
+func (r *Runner) handle(ctx context.Context, h Handler, s *share, p pulled) {
+	msg := p.msg
 	d, err := Decode(msg)
 	if err != nil {
 		if IsPermanent(err) {
@@ -337,7 +375,7 @@ func (r *Runner) handle(ctx context.Context, h Handler, msg jetstream.Msg) {
 		return
 	}
 	rep, _ := h.(Reporter)
-	if l, ok := r.gaps.see(&d, msg.Subject(), time.Now()); ok {
+	if l, ok := s.gaps[p.part].see(&d, msg.Subject(), time.Now()); ok {
 		r.lose(rep, l)
 	}
 	defer func() {

@@ -67,7 +67,7 @@ func TestFunctionalRunnerPanicBoundary(t *testing.T) {
 	rc := sink.DefaultRunConfig(5 * time.Second)
 	rc.Migrate = false // no ClickHouse here
 	run, err := sink.NewRunner(sink.RunnerConfig{
-		Component: "test", Durable: durable, RunConfig: rc,
+		Component: "test", Source: schemas.SourceFlowSink, Durable: durable, RunConfig: rc,
 		BatchesHelp: "batches", PendingHelp: "pending",
 	}, sink.Deps{
 		Logger: testenv.Logger(t), Registerer: reg,

@@ -1,14 +1,15 @@
 // Package sink holds what the two packet sinks share: the consumer loop
-// (Runner: migrating ClickHouse and binding the durable consumer on
-// CAPSTREAM_PACKETS with retries, pulling, decoding a JetStream message
+// (Runner: migrating ClickHouse and binding one durable consumer per
+// partition of CAPSTREAM_PACKETS with retries, sharing the partitions with
+// the sink's other replicas, pulling, decoding a JetStream message
 // into a Delivery and classifying it, progress for held batches, the
 // per-message panic boundary and the grace-period shutdown), acknowledging
 // by reply subject, readiness (Health), and the client configurations for
 // ClickHouse and S3.
 //
 // Nothing here starts a goroutine on its own: a sink's Run calls
-// Runner.Run, which runs the pump, the loop and the sink's workers in one
-// group and returns once all have returned.
+// Runner.Run, which runs the pumps, the loop and the sink's workers and
+// returns once all have returned.
 package sink
 
 import (
@@ -120,58 +121,36 @@ func (a Acker) send(reply, body string) error {
 	return nil
 }
 
-// Bind creates or updates a sink's durable consumer. ackWait, when non-zero,
-// replaces the schema's AckWait (tests shorten it so redeliveries after a
-// simulated crash come quickly).
-func Bind(ctx context.Context, js jetstream.JetStream, cc jetstream.ConsumerConfig, ackWait time.Duration) (jetstream.Consumer, error) {
+// Bind creates or updates a sink's consumers from the template cc, one per
+// partition of the packets stream (bindPartitions), and returns them in
+// partition order. ackWait, when non-zero, replaces the schema's AckWait
+// (tests shorten it so redeliveries after a simulated crash come quickly).
+func Bind(ctx context.Context, js jetstream.JetStream, cc jetstream.ConsumerConfig, ackWait time.Duration) ([]jetstream.Consumer, error) {
+	b, err := bindPartitions(ctx, js, cc, ackWait)
+	if err != nil {
+		return nil, err
+	}
+	return b.cons, nil
+}
+
+// minPinnedTTL is the shortest pinned TTL: three pulls of the shortest
+// expiry the client allows (1s).
+const minPinnedTTL = 3 * time.Second
+
+// bindOne creates or updates one consumer. An ackWait below the consumer's
+// pinned TTL shortens that too, to no less than minPinnedTTL: a replica
+// holds a batch at most AckWait without progress, so it never needs its
+// partition longer.
+func bindOne(ctx context.Context, js jetstream.JetStream, cc jetstream.ConsumerConfig, ackWait time.Duration) (jetstream.Consumer, error) {
 	if ackWait > 0 {
 		cc.AckWait = ackWait
+		if cc.PinnedTTL > ackWait {
+			cc.PinnedTTL = max(ackWait, minPinnedTTL)
+		}
 	}
 	c, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamPackets, cc)
 	if err != nil {
 		return nil, fmt.Errorf("bind consumer %s: %w", cc.Durable, err)
 	}
 	return c, nil
-}
-
-// Pump reads messages from c into out until ctx ends, then drains what the
-// client already buffered into out and closes it. maxBytes bounds the
-// client's buffer (under 64 MiB, or the client drops messages as a slow
-// consumer and they come back only after AckWait). Pump returns
-// when the iterator is closed; the caller runs it in its group and keeps
-// reading out until it is closed.
-func Pump(ctx context.Context, c jetstream.Consumer, maxBytes int, out chan<- jetstream.Msg, stop <-chan struct{}) error {
-	defer close(out)
-	it, err := c.Messages(jetstream.PullMaxBytes(maxBytes), jetstream.PullHeartbeat(5*time.Second))
-	if err != nil {
-		return fmt.Errorf("pull messages: %w", err)
-	}
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-ctx.Done():
-			it.Drain()
-		case <-done:
-		}
-	}()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			// Missing heartbeats and the like: the iterator keeps going.
-			continue
-		}
-		select {
-		case out <- msg:
-		case <-stop:
-			it.Stop()
-			return nil
-		}
-	}
 }

@@ -32,12 +32,13 @@ func NilIfDone(ctx context.Context, err error) error {
 	return err
 }
 
-// Start is what both sinks do before consuming: apply the ClickHouse
-// migrations (when migrate is set) and bind the durable consumer cc,
-// retrying each while ClickHouse or NATS are away. It returns the consumer
-// and the ack wait in force: ackWait when non-zero, else cc's.
-func Start(ctx context.Context, log *slog.Logger, ch driver.Conn, migrate bool, js jetstream.JetStream,
-	cc jetstream.ConsumerConfig, ackWait time.Duration) (jetstream.Consumer, time.Duration, error) {
+// start is what both sinks do before consuming: apply the ClickHouse
+// migrations (when migrate is set) and bind one consumer per packet
+// partition from the template cc (bindPartitions), retrying each while
+// ClickHouse or NATS are away. It returns the consumers and the ack wait
+// in force: ackWait when non-zero, else cc's.
+func start(ctx context.Context, log *slog.Logger, ch driver.Conn, migrate bool, js jetstream.JetStream,
+	cc jetstream.ConsumerConfig, ackWait time.Duration) (*bound, time.Duration, error) {
 	if migrate {
 		if err := Retry(ctx, log, "migrate", func() error {
 			_, err := chschema.Migrate(ctx, ch)
@@ -46,10 +47,10 @@ func Start(ctx context.Context, log *slog.Logger, ch driver.Conn, migrate bool, 
 			return nil, 0, fmt.Errorf("migrate clickhouse: %w", err)
 		}
 	}
-	var cons jetstream.Consumer
-	if err := Retry(ctx, log, "bind consumer", func() error {
+	var b *bound
+	if err := Retry(ctx, log, "bind consumers", func() error {
 		var err error
-		cons, err = Bind(ctx, js, cc, ackWait)
+		b, err = bindPartitions(ctx, js, cc, ackWait)
 		return err
 	}); err != nil {
 		return nil, 0, err
@@ -57,5 +58,5 @@ func Start(ctx context.Context, log *slog.Logger, ch driver.Conn, migrate bool, 
 	if ackWait <= 0 {
 		ackWait = cc.AckWait
 	}
-	return cons, ackWait, nil
+	return b, ackWait, nil
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
-	"github.com/minio/minio-go/v7"
 
 	"github.com/capstream/capstream/internal/testenv"
 )
@@ -91,21 +88,6 @@ func TestDevPipelineNoCleartext(t *testing.T) {
 			}
 		}
 	}
-}
-
-// objectBytes is the content of an object in b.
-func objectBytes(t *testing.T, b *testenv.S3Bucket, key string) []byte {
-	t.Helper()
-	obj, err := b.Client.GetObject(t.Context(), b.Bucket, key, minio.GetObjectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obj.Close()
-	data, err := io.ReadAll(obj)
-	if err != nil {
-		t.Fatalf("read %s: %v", key, err)
-	}
-	return data
 }
 
 // freePort returns a TCP port nothing listens on now.
@@ -190,28 +172,16 @@ func loopbackStreams(t *testing.T, path string, ports map[string]uint16) (map[st
 		t.Fatal(err)
 	}
 	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
 	want := map[uint16]bool{}
 	for _, p := range ports {
 		want[p] = true
 	}
 	streams := map[string][]byte{}
 	seen := map[uint16]int{}
-	for {
-		data, _, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("read %s: %v", path, err)
-		}
-		p := gopacket.NewPacket(data, r.LinkType(), gopacket.DecodeOptions{Lazy: true, NoCopy: true})
+	eachPacket(t, path, f, func(p gopacket.Packet) {
 		tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
 		if !ok || len(tcp.Payload) == 0 {
-			continue
+			return
 		}
 		src, dst := uint16(tcp.SrcPort), uint16(tcp.DstPort)
 		for _, port := range []uint16{src, dst} {
@@ -221,6 +191,6 @@ func loopbackStreams(t *testing.T, path string, ports map[string]uint16) (map[st
 		}
 		id := fmt.Sprintf("tcp %d->%d", src, dst)
 		streams[id] = append(streams[id], tcp.Payload...)
-	}
+	})
 	return streams, seen
 }

@@ -104,14 +104,20 @@ func TestRealClients(t *testing.T) {
 			}
 		}
 		out = runTool(t, natsCLI, natsCmd("consumer", "report", schemas.StreamPackets)...)
-		for _, c := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
+		var partitions []string
+		for _, durable := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
+			for p := range schemas.DefaultPacketPartitions {
+				partitions = append(partitions, schemas.SinkPartitionName(durable, p))
+			}
+		}
+		for _, c := range partitions {
 			if !strings.Contains(out, c) {
 				t.Errorf("nats consumer report lacks %s:\n%s", c, out)
 			}
 		}
 		// Every batch of the replay is delivered and acked once its object
 		// and flows are written: both sinks drain to zero pending.
-		for _, c := range []string{schemas.ConsumerPcapSink, schemas.ConsumerFlowSink} {
+		for _, c := range partitions {
 			// Waiting for: each consumer pending and unacked drained.
 			testenv.Eventually(t, 60*time.Second, func() error {
 				var info struct {

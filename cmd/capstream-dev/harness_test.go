@@ -5,6 +5,7 @@ package main
 // what the tests read back (objects, ports, status).
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -130,30 +131,26 @@ func waitObjects(t *testing.T, bucket *testenv.S3Bucket, prefix string) []string
 	return keys
 }
 
-// countPorts adds the TCP and UDP ports of every packet in a pcap object
-// to ports, checking on the way that the object is a readable pcap.
-func countPorts(t *testing.T, b *testenv.S3Bucket, key string, ports map[uint16]int) int {
+// objectBytes is the content of an object in b.
+func objectBytes(t *testing.T, b *testenv.S3Bucket, key string) []byte {
 	t.Helper()
 	obj, err := b.Client.GetObject(t.Context(), b.Bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer obj.Close()
-	r, err := pcapgo.NewReader(obj)
+	data, err := io.ReadAll(obj)
 	if err != nil {
-		t.Fatalf("object %s is not a pcap: %v", key, err)
+		t.Fatalf("read %s: %v", key, err)
 	}
-	n := 0
-	for {
-		data, _, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("read %s: %v", key, err)
-		}
-		n++
-		p := gopacket.NewPacket(data, r.LinkType(), gopacket.DecodeOptions{Lazy: true, NoCopy: true})
+	return data
+}
+
+// countPorts adds the TCP and UDP ports of every packet in a pcap object
+// to ports, checking on the way that the object is a readable pcap.
+func countPorts(t *testing.T, b *testenv.S3Bucket, key string, ports map[uint16]int) int {
+	t.Helper()
+	n := eachPacket(t, "object "+key, bytes.NewReader(objectBytes(t, b, key)), func(p gopacket.Packet) {
 		if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
 			ports[uint16(tcp.SrcPort)]++
 			ports[uint16(tcp.DstPort)]++
@@ -162,11 +159,33 @@ func countPorts(t *testing.T, b *testenv.S3Bucket, key string, ports map[uint16]
 			ports[uint16(udp.SrcPort)]++
 			ports[uint16(udp.DstPort)]++
 		}
-	}
+	})
 	if n == 0 {
 		t.Errorf("object %s holds no packets", key)
 	}
 	return n
+}
+
+// eachPacket reads the pcap in in (name says which, in failures), hands
+// each packet, decoded, to fn and returns how many there were.
+func eachPacket(t *testing.T, name string, in io.Reader, fn func(gopacket.Packet)) int {
+	t.Helper()
+	r, err := pcapgo.NewReader(in)
+	if err != nil {
+		t.Fatalf("%s is not a pcap: %v", name, err)
+	}
+	n := 0
+	for {
+		data, _, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			return n
+		}
+		if err != nil {
+			t.Fatalf("read %s: %v", name, err)
+		}
+		n++
+		fn(gopacket.NewPacket(data, r.LinkType(), gopacket.DecodeOptions{Lazy: true, NoCopy: true}))
+	}
 }
 
 // replay is a running dev pipeline that replays a generated pcap (one

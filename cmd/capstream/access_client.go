@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/capstream/capstream/access"
+	"github.com/capstream/capstream/internal/pcapobjects"
 )
 
 // The access API's location, read like every user-command setting.
@@ -160,48 +158,6 @@ func timeQuery(q url.Values, name string, t time.Time) {
 	}
 }
 
-// downloadAPI streams one object to dst through a temp file, verifying
-// the size and the SHA-256 the sink recorded, as download does.
-func (c *apiClient) downloadAPI(ctx context.Context, namespace, name, uid string, o access.Object, dst string, p *progress) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodGet, namespace, name, "files/"+o.Key, url.Values{"uid": {uid}})
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".download-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h, p), resp.Body)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("download %s: %w", o.Key, err)
-	}
-	if n != o.Size {
-		return fmt.Errorf("download %s: got %d bytes, want %d", o.Key, n, o.Size)
-	}
-	if sum := hex.EncodeToString(h.Sum(nil)); o.SHA256 != "" && !strings.EqualFold(sum, o.SHA256) {
-		return fmt.Errorf("download %s: sha256 %s, the sink recorded %s", o.Key, sum, o.SHA256)
-	}
-	p.object()
-	return os.Rename(tmp.Name(), dst)
-}
-
-// copyRequest is what copy was asked for.
-type copyRequest struct {
-	namespace, name, uid, node string
-	since, until               time.Time
-	dir                        string
-	merge, quiet               bool
-}
-
 // copyViaAPI is copy through the access API: list the capture's objects
 // (the API picks the UID as copy does directly), download each, verified,
 // and merge them here with --merge.
@@ -222,40 +178,17 @@ func copyViaAPI(ctx context.Context, stdout, stderr io.Writer, api *apiClient, r
 	if len(list.Objects) == 0 {
 		return fmt.Errorf("no pcap objects for capture %s/%s (uid %s): %w", r.namespace, r.name, list.UID, errNotFound)
 	}
-	if !access.ValidUID(list.UID) {
+	if !pcapobjects.ValidUID(list.UID) {
 		return fmt.Errorf("access API: unusable uid %q", list.UID)
 	}
-	out, err := prepareCopyDir(r.dir, r.namespace, r.name, r.merge)
-	if err != nil {
-		return err
-	}
-	var total int64
-	for _, o := range list.Objects {
-		total += o.Size
-	}
-	p := newProgress(stderr, total, len(list.Objects), r.quiet)
-	partsDir := r.dir
-	if r.merge {
-		if partsDir, err = os.MkdirTemp(r.dir, ".parts-"); err != nil {
-			return err
+	open := func(ctx context.Context, o access.Object) (io.ReadCloser, error) {
+		resp, err := api.do(ctx, http.MethodGet, r.namespace, r.name, "files/"+o.Key, url.Values{"uid": {list.UID}})
+		if err != nil {
+			return nil, err
 		}
-		defer os.RemoveAll(partsDir)
+		return resp.Body, nil
 	}
-	var files []string
-	for _, o := range list.Objects {
-		// The API checks keys; a hostile or broken server is checked
-		// here too before a key becomes a path.
-		if strings.Contains(o.Key, "..") || filepath.IsAbs(o.Key) || strings.HasPrefix(o.Key, "/") {
-			return fmt.Errorf("object key %q escapes the download directory", o.Key)
-		}
-		dst := filepath.Join(partsDir, filepath.FromSlash(o.Key))
-		if err := api.downloadAPI(ctx, r.namespace, r.name, list.UID, o, dst, p); err != nil {
-			return err
-		}
-		files = append(files, dst)
-	}
-	p.done()
-	return finishCopy(stdout, files, total, list.UID, r.dir, out, r.merge)
+	return copyObjects(ctx, stdout, stderr, r, list.UID, "", list.Objects, open)
 }
 
 // cleanViaAPI is clean through the access API.

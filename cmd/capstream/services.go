@@ -6,9 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -51,33 +49,27 @@ CAPSTREAM_ROUTER_ROUTER_LEADERELECTION_NAMESPACE.`,
 // runRouter runs the router and the health/metrics server until ctx ends
 // (SIGINT or SIGTERM) or one of them fails.
 func runRouter(ctx context.Context, cfg *router.Settings) error {
-	logger := svc.NewLogger(cfg.Log)
-	// client-go (leader election, informers) logs through klog: send it
-	// to the same handler.
-	klog.SetSlogLogger(logger.With("component", "client-go"))
-	warnInsecure(logger, cfg.NATS.Warnings()...)
-	reg := svc.NewRegistry()
-	kube, dyn, err := cfg.Kube.Clients("capstream-router")
-	if err != nil {
-		return err
-	}
-	// The router starts (and campaigns) while NATS is still coming up; the
-	// leader waits for it.
-	nc, js, err := clients.JetStream(cfg.NATS)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	rcfg := cfg.Router
-	if rcfg.LeaderElection.Identity == "" {
-		host, _ := os.Hostname()
-		rcfg.LeaderElection.Identity = host + "_" + rand.String(8)
-	}
-	r, err := router.New(rcfg, router.Deps{Logger: logger, Registerer: reg, Kube: kube, Dynamic: dyn, JetStream: js})
-	if err != nil {
-		return usageError{Err: err}
-	}
-	return svc.Serve(ctx, cfg.HTTP, reg, logger, map[string]svc.Component{"router": r})
+	return serve(ctx, "router", cfg.Log, cfg.HTTP, cfg.NATS.Warnings(), func(s *service) (svc.Component, error) {
+		// Leader election and the informers log through klog.
+		s.useClientGo()
+		kube, dyn, err := cfg.Kube.Clients("capstream-router")
+		if err != nil {
+			return nil, err
+		}
+		// The router starts (and campaigns) while NATS is still coming up;
+		// the leader waits for it.
+		nc, js, err := clients.JetStream(cfg.NATS)
+		if err != nil {
+			return nil, err
+		}
+		s.onStop(nc.Close)
+		rcfg := cfg.Router
+		if rcfg.LeaderElection.Identity == "" {
+			host, _ := os.Hostname()
+			rcfg.LeaderElection.Identity = host + "_" + rand.String(8)
+		}
+		return usage(router.New(rcfg, router.Deps{Logger: s.logger, Registerer: s.reg, Kube: kube, Dynamic: dyn, JetStream: js}))
+	})
 }
 
 func newProducerCmd() *cobra.Command {
@@ -100,19 +92,14 @@ spec.nodeName) and CAPSTREAM_PRODUCER_NATS_URL.`,
 // runProducer runs the producer and the health/metrics server until ctx ends
 // (SIGINT or SIGTERM) or one of them fails.
 func runProducer(ctx context.Context, cfg *producer.Settings) error {
-	logger := svc.NewLogger(cfg.Log)
-	warnInsecure(logger, cfg.NATS.Warnings()...)
-	reg := svc.NewRegistry()
-	nc, err := cfg.NATS.Connect(producer.ConnOptions(logger)...)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	p, err := producer.New(cfg.Producer, producer.Deps{Logger: logger, Registerer: reg, NATS: nc})
-	if err != nil {
-		return err
-	}
-	return svc.Serve(ctx, cfg.HTTP, reg, logger, map[string]svc.Component{"producer": p})
+	return serve(ctx, "producer", cfg.Log, cfg.HTTP, cfg.NATS.Warnings(), func(s *service) (svc.Component, error) {
+		nc, err := cfg.NATS.Connect(producer.ConnOptions(s.logger)...)
+		if err != nil {
+			return nil, err
+		}
+		s.onStop(nc.Close)
+		return producer.New(cfg.Producer, producer.Deps{Logger: s.logger, Registerer: s.reg, NATS: nc})
+	})
 }
 
 func newSinkPcapCmd() *cobra.Command {
@@ -135,11 +122,10 @@ CAPSTREAM_SINK_PCAP_S3_SECRETKEY, CAPSTREAM_SINK_PCAP_CLICKHOUSE_PASSWORD.`,
 			if err != nil {
 				return err
 			}
-			return runSink(ctx, cfg.ServiceSettings, "sink-pcap",
-				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (svc.Component, error) {
-					warnInsecure(logger, cfg.S3.Warnings()...)
-					return pcapstore.New(cfg.Pcap, sink.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch, S3: s3})
-				})
+			return runSink(ctx, cfg.ServiceSettings, "sink-pcap", cfg.S3.Warnings(), func(deps sink.Deps) (svc.Component, error) {
+				deps.S3 = s3
+				return pcapstore.New(cfg.Pcap, deps)
+			})
 		},
 	})
 }
@@ -160,10 +146,9 @@ CAPSTREAM_SINK_FLOWS_CLICKHOUSE_PASSWORD.`,
 		EnvPrefix: flowstore.EnvPrefix,
 		Defaults:  flowstore.DefaultSettings,
 		Run: func(ctx context.Context, cfg *flowstore.Settings) error {
-			return runSink(ctx, cfg.ServiceSettings, "sink-flows",
-				func(logger *slog.Logger, reg prometheus.Registerer, js jetstream.JetStream, ch driver.Conn) (svc.Component, error) {
-					return flowstore.New(cfg.Flows, sink.Deps{Logger: logger, Registerer: reg, JetStream: js, ClickHouse: ch})
-				})
+			return runSink(ctx, cfg.ServiceSettings, "sink-flows", nil, func(deps sink.Deps) (svc.Component, error) {
+				return flowstore.New(cfg.Flows, deps)
+			})
 		},
 	})
 }
@@ -191,28 +176,24 @@ CAPSTREAM_ACCESS_CLICKHOUSE_PASSWORD, CAPSTREAM_ACCESS_ACCESS_CERTFILE.`,
 // runAccess runs the access API and the health/metrics server until ctx
 // ends or one of them fails.
 func runAccess(ctx context.Context, cfg *access.Settings) error {
-	logger := svc.NewLogger(cfg.Log)
-	klog.SetSlogLogger(logger.With("component", "client-go"))
-	warnInsecure(logger, append(append(cfg.Access.Warnings(), cfg.S3.Warnings()...), cfg.ClickHouse.Warnings()...)...)
-	reg := svc.NewRegistry()
-	kube, dyn, err := cfg.Kube.Clients("capstream-access")
-	if err != nil {
-		return err
-	}
-	s3, err := cfg.S3.Client()
-	if err != nil {
-		return err
-	}
-	ch, err := cfg.ClickHouse.Open()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = ch.Close() }()
-	a, err := access.New(cfg.Access, access.Deps{Logger: logger, Registerer: reg, Kube: kube, Dynamic: dyn, S3: s3, Bucket: cfg.S3.Bucket, ClickHouse: ch})
-	if err != nil {
-		return usageError{Err: err}
-	}
-	return svc.Serve(ctx, cfg.HTTP, reg, logger, map[string]svc.Component{"access": a})
+	warnings := append(append(cfg.Access.Warnings(), cfg.S3.Warnings()...), cfg.ClickHouse.Warnings()...)
+	return serve(ctx, "access", cfg.Log, cfg.HTTP, warnings, func(s *service) (svc.Component, error) {
+		s.useClientGo()
+		kube, dyn, err := cfg.Kube.Clients("capstream-access")
+		if err != nil {
+			return nil, err
+		}
+		s3, err := cfg.S3.Client()
+		if err != nil {
+			return nil, err
+		}
+		ch, err := cfg.ClickHouse.Open()
+		if err != nil {
+			return nil, err
+		}
+		s.onStop(func() { _ = ch.Close() })
+		return usage(access.New(cfg.Access, access.Deps{Logger: s.logger, Registerer: s.reg, Kube: kube, Dynamic: dyn, S3: s3, Bucket: cfg.S3.Bucket, ClickHouse: ch}))
+	})
 }
 
 func newNATSAuthCmd() *cobra.Command {
@@ -239,26 +220,68 @@ CAPSTREAM_NATSAUTH_KUBE_KUBECONFIG.`,
 // runNATSAuth runs the callout and the health/metrics server until ctx
 // ends or one of them fails.
 func runNATSAuth(ctx context.Context, cfg *natsauth.Settings) error {
-	logger := svc.NewLogger(cfg.Log)
-	klog.SetSlogLogger(logger.With("component", "client-go"))
-	warnInsecure(logger, cfg.NATS.Warnings()...)
-	reg := svc.NewRegistry()
-	kube, err := cfg.Kube.Client("capstream-nats-auth")
+	return serve(ctx, "nats-auth", cfg.Log, cfg.HTTP, cfg.NATS.Warnings(), func(s *service) (svc.Component, error) {
+		s.useClientGo()
+		kube, err := cfg.Kube.Client("capstream-nats-auth")
+		if err != nil {
+			return nil, err
+		}
+		nc, err := cfg.NATS.Connect(nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			s.logger.Error("nats", "error", err)
+		}))
+		if err != nil {
+			return nil, err
+		}
+		s.onStop(nc.Close)
+		return usage(natsauth.New(cfg.Callout, natsauth.Deps{Logger: s.logger, Registerer: s.reg, NATS: nc, Kube: kube}))
+	})
+}
+
+// service is what serve hands the function that dials and builds a
+// service's component: the logger and registry every service has, and
+// what to close once it has stopped.
+type service struct {
+	logger  *slog.Logger
+	reg     *prometheus.Registry
+	closers []func()
+}
+
+// serve runs one service: it makes the logger, logs each warning about a
+// setting that turns a protection off, makes the registry, has build dial
+// and build the component, and runs it as name with the health and
+// metrics server until ctx ends (SIGINT or SIGTERM) or either fails. What
+// build handed to onStop is closed last, the latest first.
+func serve(ctx context.Context, name string, log svc.LogConfig, http svc.HTTPConfig, warnings []string,
+	build func(*service) (svc.Component, error)) error {
+	s := &service{logger: svc.NewLogger(log)}
+	defer func() {
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			s.closers[i]()
+		}
+	}()
+	warnInsecure(s.logger, warnings...)
+	s.reg = svc.NewRegistry()
+	c, err := build(s)
 	if err != nil {
 		return err
 	}
-	nc, err := cfg.NATS.Connect(nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		logger.Error("nats", "error", err)
-	}))
+	return svc.Serve(ctx, http, s.reg, s.logger, map[string]svc.Component{name: c})
+}
+
+// onStop has serve call f once the service has stopped.
+func (s *service) onStop(f func()) { s.closers = append(s.closers, f) }
+
+// useClientGo sends client-go's logs (klog) to the service's logger, for
+// the services that talk to the Kubernetes API.
+func (s *service) useClientGo() { klog.SetSlogLogger(s.logger.With("component", "client-go")) }
+
+// usage returns what a component's New returned, an error as a usage
+// error: New refuses only configuration.
+func usage[C svc.Component](c C, err error) (svc.Component, error) {
 	if err != nil {
-		return err
+		return nil, usageError{Err: err}
 	}
-	defer nc.Close()
-	c, err := natsauth.New(cfg.Callout, natsauth.Deps{Logger: logger, Registerer: reg, NATS: nc, Kube: kube})
-	if err != nil {
-		return usageError{Err: err}
-	}
-	return svc.Serve(ctx, cfg.HTTP, reg, logger, map[string]svc.Component{"nats-auth": c})
+	return c, nil
 }
 
 // warnInsecure logs each non-empty warning about a setting that turns a
@@ -271,29 +294,25 @@ func warnInsecure(logger *slog.Logger, warnings ...string) {
 	}
 }
 
-// runSink connects, builds the sink and runs it with the health and
-// metrics server until ctx ends or either fails.
-func runSink(ctx context.Context, c sink.ServiceSettings, name string,
-	build func(*slog.Logger, prometheus.Registerer, jetstream.JetStream, driver.Conn) (svc.Component, error)) error {
-	logger := svc.NewLogger(c.Log)
-	warnInsecure(logger, append(c.NATS.Warnings(), c.ClickHouse.Warnings()...)...)
-	applyMemoryLimit(logger, c.MemoryLimit)
-	reg := svc.NewRegistry()
-	nc, js, err := clients.JetStream(c.NATS)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	ch, err := c.ClickHouse.Open()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = ch.Close() }()
-	s, err := build(logger, reg, js, ch)
-	if err != nil {
-		return err
-	}
-	return svc.Serve(ctx, c.HTTP, reg, logger, map[string]svc.Component{name: s})
+// runSink dials NATS and ClickHouse, has build build the sink from its
+// Deps and serves it; warnings are the sink's own, beside those of the
+// shared sections.
+func runSink(ctx context.Context, c sink.ServiceSettings, name string, warnings []string, build func(sink.Deps) (svc.Component, error)) error {
+	warnings = append(append(c.NATS.Warnings(), c.ClickHouse.Warnings()...), warnings...)
+	return serve(ctx, name, c.Log, c.HTTP, warnings, func(s *service) (svc.Component, error) {
+		applyMemoryLimit(s.logger, c.MemoryLimit)
+		nc, js, err := clients.JetStream(c.NATS)
+		if err != nil {
+			return nil, err
+		}
+		s.onStop(nc.Close)
+		ch, err := c.ClickHouse.Open()
+		if err != nil {
+			return nil, err
+		}
+		s.onStop(func() { _ = ch.Close() })
+		return build(sink.Deps{Logger: s.logger, Registerer: s.reg, JetStream: js, ClickHouse: ch})
+	})
 }
 
 // applyMemoryLimit sets the runtime's soft memory limit unless GOMEMLIMIT

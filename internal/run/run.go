@@ -76,7 +76,7 @@ type Server struct {
 	reg    *prometheus.Registry
 	checks map[string]Check
 	logger *slog.Logger
-	ready  chan net.Addr
+	ready  BoundAddr
 
 	// why holds each failing check's last error, so each new reason is
 	// logged once: /readyz itself says only which check fails, never why,
@@ -95,14 +95,27 @@ func NewRegistry() *prometheus.Registry {
 
 // NewServer checks the config; it does not listen.
 func NewServer(cfg HTTPConfig, reg *prometheus.Registry, checks map[string]Check, logger *slog.Logger) *Server {
-	return &Server{cfg: cfg, reg: reg, checks: checks, logger: logger, ready: make(chan net.Addr, 1)}
+	return &Server{cfg: cfg, reg: reg, checks: checks, logger: logger, ready: NewBoundAddr()}
 }
 
 // Addr returns the address the server listens on once Run has bound it.
-func (s *Server) Addr(ctx context.Context) (net.Addr, error) {
+func (s *Server) Addr(ctx context.Context) (net.Addr, error) { return s.ready.Wait(ctx) }
+
+// BoundAddr is the address a server listens on, published once by its
+// Run for any number of callers to wait for.
+type BoundAddr chan net.Addr
+
+// NewBoundAddr returns a BoundAddr not set yet.
+func NewBoundAddr() BoundAddr { return make(BoundAddr, 1) }
+
+// Set publishes a; it is called once.
+func (b BoundAddr) Set(a net.Addr) { b <- a }
+
+// Wait returns the address once it is set, or ctx's error.
+func (b BoundAddr) Wait(ctx context.Context) (net.Addr, error) {
 	select {
-	case a := <-s.ready:
-		s.ready <- a
+	case a := <-b:
+		b <- a
 		return a, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -181,7 +194,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if tc != nil {
 		ln = tls.NewListener(ln, tc)
 	}
-	s.ready <- ln.Addr()
+	s.ready.Set(ln.Addr())
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

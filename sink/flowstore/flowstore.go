@@ -106,7 +106,7 @@ func New(cfg Config, deps sink.Deps) (*Sink, error) {
 	}
 	var err error
 	s.run, err = sink.NewRunner(sink.RunnerConfig{
-		Name: "flow sink", Config: cfg, NeedClickHouse: true, Component: "flows", Durable: schemas.FlowSinkConsumer(), RunConfig: cfg.RunConfig,
+		Name: "flow sink", Config: cfg, NeedClickHouse: true, Component: "flows", Source: schemas.SourceFlowSink, Durable: schemas.FlowSinkConsumer(), RunConfig: cfg.RunConfig,
 		BatchesHelp: "Packet batches handled, by result (aggregated, duplicate, empty: a last batch with no packets, terminated, retried).",
 		PendingHelp: "Batches held unacked until their records are inserted.",
 		Metrics:     s.m.register,

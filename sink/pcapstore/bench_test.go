@@ -95,18 +95,17 @@ func BenchmarkPcapSink(b *testing.B) {
 		t0 := time.Now()
 		var delivered time.Time
 		go func() { done <- s.Run(ctx) }()
-		cons, _ := srv.JS.Consumer(b.Context(), schemas.StreamPackets, schemas.ConsumerPcapSink)
 		for {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			if ms.HeapInuse > maxHeap.Load() {
 				maxHeap.Store(ms.HeapInuse)
 			}
-			info, err := cons.Info(b.Context())
-			if err == nil && info.NumPending == 0 && delivered.IsZero() {
+			bl, err := sink.BacklogOf(b.Context(), srv.JS, schemas.ConsumerPcapSink)
+			if err == nil && bl.Pending == 0 && delivered.IsZero() {
 				delivered = time.Now()
 			}
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			if err == nil && bl.Pending == 0 && bl.AckPending == 0 {
 				break
 			}
 			time.Sleep(20 * time.Millisecond)

@@ -188,7 +188,7 @@ func TestFunctionalPcapOneCaptureRefusedForAWhile(t *testing.T) {
 		return nil
 	})
 	s.Stop()
-	keys, paths := download(t, e, t.TempDir())
+	keys, paths := e.download(t)
 	var slowPaths, fastPaths []string
 	for i, k := range keys {
 		if strings.Contains(k, "/slow/") {
@@ -197,8 +197,8 @@ func TestFunctionalPcapOneCaptureRefusedForAWhile(t *testing.T) {
 			fastPaths = append(fastPaths, paths[i])
 		}
 	}
-	samePackets(t, in, slowPaths, "of the capture refused for a while")
-	samePackets(t, in, fastPaths, "of the other capture")
+	sinktest.SamePackets(t, in, slowPaths, "of the capture refused for a while")
+	sinktest.SamePackets(t, in, fastPaths, "of the other capture")
 	if got := s.Metric("capstream_sink_pcap_batches_total", map[string]string{"result": "terminated"}); got != 0 {
 		t.Errorf("%v batches terminated: a transient refusal must lose nothing", got)
 	}

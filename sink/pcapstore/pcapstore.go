@@ -75,7 +75,7 @@ type Sink struct {
 func New(cfg Config, deps sink.Deps) (*Sink, error) {
 	m := &metrics{}
 	run, err := sink.NewRunner(sink.RunnerConfig{
-		Name: "pcap sink", Config: cfg, NeedClickHouse: true, NeedS3: true, Component: "pcap", Durable: schemas.PcapSinkConsumer(), RunConfig: cfg.RunConfig,
+		Name: "pcap sink", Config: cfg, NeedClickHouse: true, NeedS3: true, Component: "pcap", Source: schemas.SourcePcapSink, Durable: schemas.PcapSinkConsumer(), RunConfig: cfg.RunConfig,
 		BatchesHelp: "Packet batches handled, by result (buffered, duplicate, empty: a last batch with nothing to complete, terminated, retried).",
 		PendingHelp: "Batches held unacked in open objects.",
 		Metrics:     m.register,

@@ -43,11 +43,15 @@ const GracePeriod = 5 * time.Second
 // it counts as lost: short, so tests see the count within seconds.
 const LostAfter = time.Second
 
+// RebalanceInterval is the rebalance round of the sinks under test: short,
+// so replicas share the partitions within a second.
+const RebalanceInterval = 200 * time.Millisecond
+
 // Consumer is the pull configuration of a sink under test: the default,
-// with AckWait and LostAfter.
+// with AckWait, LostAfter and RebalanceInterval.
 func Consumer() sink.ConsumerConfig {
 	c := sink.DefaultConsumerConfig()
-	c.AckWait, c.LostAfter = AckWait, LostAfter
+	c.AckWait, c.LostAfter, c.RebalanceInterval = AckWait, LostAfter, RebalanceInterval
 	return c
 }
 
@@ -69,24 +73,12 @@ func Setup(t *testing.T, durable jetstream.ConsumerConfig) *Env {
 	return e
 }
 
-// WaitDrained waits until the durable has nothing pending or unacked, and
-// with noRedelivered, nothing redelivered either.
+// WaitDrained waits until the consumers of the durable (one per partition,
+// schemas.SinkPartitionName) have nothing pending or unacked, and with
+// noRedelivered, nothing redelivered either.
 func (e *Env) WaitDrained(t *testing.T, durable string, timeout time.Duration, noRedelivered bool) {
 	t.Helper()
-	testenv.Eventually(t, timeout, func() error {
-		c, err := e.NATS.JS.Consumer(t.Context(), schemas.StreamPackets, durable)
-		if err != nil {
-			return err
-		}
-		info, err := c.Info(t.Context())
-		if err != nil {
-			return err
-		}
-		if info.NumPending != 0 || info.NumAckPending != 0 || (noRedelivered && info.NumRedelivered != 0) {
-			return fmt.Errorf("consumer: %d pending, %d unacked, %d redelivered", info.NumPending, info.NumAckPending, info.NumRedelivered)
-		}
-		return nil
-	})
+	testenv.Eventually(t, timeout, func() error { return sink.Drained(t.Context(), e.NATS.JS, durable, noRedelivered) })
 }
 
 // Traffic is the mixed test traffic of rounds rounds as a pcap file (for

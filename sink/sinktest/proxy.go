@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"testing"
 )
 
 // Proxy is a TCP proxy a test controls: Down closes the listener and every
@@ -101,6 +102,19 @@ func (p *Proxy) Up() error {
 	}
 	p.serve(ln)
 	return nil
+}
+
+// EndOutage checks, at the end of an outage of service (as in "the S3
+// outage"), that the sink it is kept from is not ready (ready is the
+// sink's Ready), then brings the service back.
+func (p *Proxy) EndOutage(t *testing.T, service string, ready func() error) {
+	t.Helper()
+	if ready() == nil {
+		t.Errorf("Ready during the %s outage", service)
+	}
+	if err := p.Up(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Close takes the proxy down for good and waits for its goroutines.
