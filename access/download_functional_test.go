@@ -1,4 +1,4 @@
-package access
+package access_test
 
 import (
 	"crypto/sha256"
@@ -93,13 +93,13 @@ func TestLargeDownloadBoundedMemory(t *testing.T) {
 	}
 	size := mb << 20
 	e := startAPI(t, nil)
-	user := e.kube.User(t)
-	ns := e.kube.Namespace(t, nil)
-	uid := string(e.kube.CreateCapture(t, ns, "big", `app == "big"`).GetUID())
-	e.kube.GrantCaptureFiles(t, ns, user.Name, "get")
+	user := e.Kube.User(t)
+	ns := e.Kube.Namespace(t, nil)
+	uid := string(e.Kube.CreateCapture(t, ns, "big", `app == "big"`).GetUID())
+	e.Kube.GrantCaptureFiles(t, ns, user.Name, "get")
 	rel := "node-a/big-1_cali0123456789a/20261127T100000.000000000Z-1.pcap"
 	h := sha256.New()
-	if _, err := e.bucket.Client.PutObject(t.Context(), e.bucket.Bucket, schemas.CaptureDir("capstream", ns, "big", uid)+rel,
+	if _, err := e.Bucket.Client.PutObject(t.Context(), e.Bucket.Bucket, schemas.CaptureDir("capstream", ns, "big", uid)+rel,
 		io.TeeReader(newPcapStream(size), h), size, minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -130,9 +130,9 @@ func TestLargeDownloadBoundedMemory(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", e.url+capturePrefix(ns, "big")+"files/"+rel, nil)
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", e.URL+capturePrefix(ns, "big")+"files/"+rel, nil)
 	req.Header.Set("Authorization", "Bearer "+user.Token)
-	resp, err := e.client.Do(req)
+	resp, err := e.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -260,7 +260,7 @@ func (e *env) producerToken(t *testing.T, node string) string {
 
 // producer is node's producer connection: the token in a file (as the
 // projected volume holds it), the node identity's inbox prefix.
-func (e *env) producer(t *testing.T, node, tokenFile string, extra ...nats.Option) (*nats.Conn, *violations, error) {
+func (e *env) producer(t *testing.T, node, tokenFile string, extra ...nats.Option) (*nats.Conn, *testenv.Violations, error) {
 	t.Helper()
 	id, err := schemas.ProducerIdentity(node)
 	if err != nil {
@@ -268,8 +268,8 @@ func (e *env) producer(t *testing.T, node, tokenFile string, extra ...nats.Optio
 	}
 	c := e.base("capstream-producer")
 	c.TokenFile, c.InboxPrefix = tokenFile, id.InboxPrefix
-	v := &violations{}
-	nc, err := c.Connect(append([]nats.Option{nats.ErrorHandler(v.handler)}, extra...)...)
+	v := &testenv.Violations{}
+	nc, err := c.Connect(append([]nats.Option{nats.ErrorHandler(v.Handler)}, extra...)...)
 	if err == nil {
 		t.Cleanup(nc.Close)
 	}
@@ -281,43 +281,6 @@ func writeToken(t *testing.T, path, token string) {
 	if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// violations collects the permission errors the server sends.
-type violations struct {
-	mu   sync.Mutex
-	errs []string
-}
-
-func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.errs = append(v.errs, err.Error())
-}
-
-func (v *violations) has(s string) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, e := range v.errs {
-		if strings.Contains(e, s) {
-			return nil
-		}
-	}
-	return errors.New("no error containing " + s + " in [" + strings.Join(v.errs, "; ") + "]")
-}
-
-// deniedPublish publishes and waits for the server's permission error.
-func deniedPublish(t *testing.T, nc *nats.Conn, v *violations, subject string) {
-	t.Helper()
-	if err := nc.Publish(subject, []byte(`{"forged":true}`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 5*time.Second, func() error {
-		return v.has(`Permissions Violation for Publish to "` + subject + `"`)
-	})
 }
 
 // TestProducerIdentity: a producer pod's token on node A gets node A's
@@ -370,17 +333,11 @@ func TestProducerIdentity(t *testing.T) {
 			// A consumer on node B's commands: the create request the
 			// jetstream client sends, refused by the server.
 			tokenB, _ := schemas.Token(nodeB)
-			deniedPublish(t, nc, v, "$JS.API.CONSUMER.CREATE."+schemas.StreamCommands+".probe.capstream.cmd."+tokenB+".>")
+			testenv.RequirePublishDenied(t, nc, v, "$JS.API.CONSUMER.CREATE."+schemas.StreamCommands+".probe.capstream.cmd."+tokenB+".>")
 
 			batchB, _ := schemas.PacketSubject("team-b", "cap", nodeB)
-			deniedPublish(t, nc, v, batchB)
-			deniedPublish(t, nc, v, cmdA)
-			if _, err := nc.SubscribeSync(schemas.PacketSubjectsAll); err != nil {
-				t.Fatal(err)
-			}
-			testenv.Eventually(t, 5*time.Second, func() error {
-				return v.has(`Permissions Violation for Subscription to "` + schemas.PacketSubjectsAll + `"`)
-			})
+			testenv.RequirePublishDenied(t, nc, v, batchB, cmdA)
+			testenv.RequireSubscribeDenied(t, nc, v, schemas.PacketSubjectsAll)
 
 			s, err := e.router.Stream(ctx, schemas.StreamPackets)
 			if err != nil {
@@ -508,7 +465,7 @@ func TestExpiryReconnect(t *testing.T) {
 	// The connection's inbox prefix is node A's, which node B's identity
 	// may not read: core publishes show the rights.
 	batchA, _ := schemas.PacketSubject("team", "cap", nodeA)
-	deniedPublish(t, nc, v, batchA)
+	testenv.RequirePublishDenied(t, nc, v, batchA)
 	batchB, _ := schemas.PacketSubject("team", "cap", nodeB)
 	if err := nc.Publish(batchB, []byte("batch")); err != nil {
 		t.Fatal(err)

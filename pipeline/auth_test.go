@@ -2,9 +2,7 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,39 +50,16 @@ func newAuthServer(t *testing.T) *authServer {
 	return a
 }
 
-// violations collects the permission errors the server sends a connection.
-type violations struct {
-	mu   sync.Mutex
-	errs []string
-}
-
-func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.errs = append(v.errs, err.Error())
-}
-
-func (v *violations) has(s string) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, e := range v.errs {
-		if strings.Contains(e, s) {
-			return nil
-		}
-	}
-	return errors.New("no error containing " + s + " in " + strings.Join(v.errs, "; "))
-}
-
 // connect connects as user, with a handler that records the server's
 // permission errors.
-func (a *authServer) connect(user string) (*violations, jetstream.JetStream) {
+func (a *authServer) connect(user string) (*testenv.Violations, jetstream.JetStream) {
 	a.t.Helper()
 	nconf, err := a.creds.Client(a.server.client(a.url), user)
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	v := &violations{}
-	opts, err := nconf.Options(nats.ErrorHandler(v.handler), nats.RetryOnFailedConnect(false))
+	v := &testenv.Violations{}
+	opts, err := nconf.Options(nats.ErrorHandler(v.Handler), nats.RetryOnFailedConnect(false))
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -180,19 +155,13 @@ func TestProducerIdentity(t *testing.T) {
 	if _, err := prod.Publish(shortCtx(t), mine, []byte(`{"forged":true}`)); err == nil {
 		t.Fatal("producer published a command")
 	}
-	testenv.Eventually(t, 5*time.Second, func() error { return pv.has(`Permissions Violation for Publish to "` + mine + `"`) })
+	pv.WaitPublishDenied(t, mine)
 	if after := streamMsgs(t, router, schemas.StreamCommands); after != before {
 		t.Errorf("commands stream went from %d to %d messages", before, after)
 	}
 
 	// Reading batches: neither a core subscription nor a consumer.
-	nc := prod.Conn()
-	if _, err := nc.SubscribeSync(schemas.PacketSubjectsAll); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 5*time.Second, func() error {
-		return pv.has(`Permissions Violation for Subscription to "` + schemas.PacketSubjectsAll + `"`)
-	})
+	testenv.RequireSubscribeDenied(t, prod.Conn(), pv, schemas.PacketSubjectsAll)
 	if _, err := prod.OrderedConsumer(shortCtx(t), schemas.StreamPackets, jetstream.OrderedConsumerConfig{}); err == nil {
 		t.Error("producer created a consumer on the packets stream")
 	}
@@ -229,28 +198,45 @@ func TestSinkIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	sv, sinkJS := a.connect(schemas.UserPcapSink)
-	own, err := sinkJS.Consumer(t.Context(), schemas.StreamPackets, schemas.ConsumerPcapSink)
+	// Its own durables, one per partition: bind, pull, ack, unpin, and
+	// read the stream's partitions.
+	st, err := sinkJS.Stream(t.Context(), schemas.StreamPackets)
 	if err != nil {
-		t.Fatalf("pcap sink cannot bind its durable: %v", err)
+		t.Fatalf("pcap sink cannot read the packets stream's configuration: %v", err)
 	}
-	msgs, err := own.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	parts, err := schemas.PacketPartitions(st.CachedInfo().Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for m := range msgs.Messages() {
-		n++
-		if err := m.Ack(); err != nil {
-			t.Errorf("ack: %v", err)
+	for p := range parts {
+		own, err := sinkJS.Consumer(t.Context(), schemas.StreamPackets, schemas.SinkPartitionName(schemas.ConsumerPcapSink, p))
+		if err != nil {
+			t.Fatalf("pcap sink cannot bind its durable of partition %d: %v", p, err)
+		}
+		msgs, err := own.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond), jetstream.FetchPriorityGroup(schemas.SinkPriorityGroup))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range msgs.Messages() {
+			n++
+			if err := m.Ack(); err != nil {
+				t.Errorf("ack: %v", err)
+			}
+			if err := st.UnpinConsumer(t.Context(), own.CachedInfo().Name, schemas.SinkPriorityGroup); err != nil {
+				t.Errorf("unpin its own partition: %v", err)
+			}
 		}
 	}
 	if n != 1 {
-		t.Errorf("pulled %d batches from its own durable, want 1 (%v)", n, msgs.Error())
+		t.Errorf("pulled %d batches from its own durables, want 1", n)
 	}
-	if other, err := sinkJS.Consumer(shortCtx(t), schemas.StreamPackets, schemas.ConsumerFlowSink); err == nil {
-		if m, err := other.Fetch(1, jetstream.FetchMaxWait(time.Second)); err == nil {
-			for range m.Messages() {
-				t.Error("pcap sink pulled from the flow sink's durable")
+	for p := range parts {
+		if other, err := sinkJS.Consumer(shortCtx(t), schemas.StreamPackets, schemas.SinkPartitionName(schemas.ConsumerFlowSink, p)); err == nil {
+			if m, err := other.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond), jetstream.FetchPriorityGroup(schemas.SinkPriorityGroup)); err == nil {
+				for range m.Messages() {
+					t.Error("pcap sink pulled from the flow sink's durable")
+				}
 			}
 		}
 	}
@@ -258,7 +244,7 @@ func TestSinkIdentity(t *testing.T) {
 	if _, err := sinkJS.Publish(shortCtx(t), cmd, []byte(`{}`)); err == nil {
 		t.Error("pcap sink published a command")
 	}
-	testenv.Eventually(t, 5*time.Second, func() error { return sv.has(`Permissions Violation for Publish to "` + cmd + `"`) })
+	sv.WaitPublishDenied(t, cmd)
 	if _, err := sinkJS.Publish(shortCtx(t), batch, []byte("forged")); err == nil {
 		t.Error("pcap sink published a batch")
 	}

@@ -1,9 +1,13 @@
 package sink
 
 import (
+	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capstream/capstream/schemas"
 )
@@ -150,4 +154,20 @@ func (l *Ledger) Due(now time.Time, every time.Duration) []CaptureKey {
 		}
 	}
 	return out
+}
+
+// PublishReport publishes a sink's status report on its ReportSubject.
+func PublishReport(ctx context.Context, js jetstream.JetStream, st *schemas.Status) error {
+	body, err := schemas.EncodeStatus(st)
+	if err != nil {
+		return err
+	}
+	subj, err := schemas.ReportSubject(st)
+	if err != nil {
+		return err
+	}
+	if _, err := js.Publish(ctx, subj, body); err != nil {
+		return fmt.Errorf("publish status %s: %w", subj, err)
+	}
+	return nil
 }

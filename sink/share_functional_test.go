@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/capstream/capstream/internal/testenv"
@@ -103,15 +102,7 @@ func TestFunctionalSinkReplicasSharePartitions(t *testing.T) {
 	}
 	j := &journal{}
 	start := func(name string) *replica {
-		nc, err := nats.Connect(srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		nc, js := srv.Connect(t, "sink-"+name)
 		rc := sink.DefaultRunConfig(5 * time.Second)
 		rc.Migrate = false // no ClickHouse here
 		rc.Consumer.AckWait, rc.Consumer.RebalanceInterval = ackWait, 200*time.Millisecond

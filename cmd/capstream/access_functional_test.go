@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -11,25 +10,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/capstream/capstream/access"
+	"github.com/capstream/capstream/access/accesstest"
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
-	chschema "github.com/capstream/capstream/schemas/clickhouse"
 )
 
-// userKubeconfig is a kubeconfig for the API server k uses, as user.
-func userKubeconfig(t *testing.T, k *testenv.KubeEnv, user testenv.KubeUser) string {
+// kubeconfigFile writes a kubeconfig of one context, cluster and user,
+// the YAML flow mappings given, and returns its path.
+func kubeconfigFile(t *testing.T, cluster, user string) string {
 	p := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: '%s', insecure-skip-tls-verify: true}}]\n"+
-		"users: [{name: u, user: {token: '%s'}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n", k.Config.Host, user.Token)
+	cfg := "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: " + cluster + "}]\n" +
+		"users: [{name: u, user: " + user + "}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// userKubeconfig is a kubeconfig for the API server k uses, as user.
+func userKubeconfig(t *testing.T, k *testenv.KubeEnv, user testenv.KubeUser) string {
+	return kubeconfigFile(t, fmt.Sprintf("{server: '%s', insecure-skip-tls-verify: true}", k.Config.Host), fmt.Sprintf("{token: '%s'}", user.Token))
 }
 
 // TestCLIThroughAccessAPI runs copy, copy --merge, flows and clean in
@@ -37,36 +38,12 @@ func userKubeconfig(t *testing.T, k *testenv.KubeEnv, user testenv.KubeUser) str
 // get (and later delete) on packetcaptures/files in one namespace; the
 // S3 and ClickHouse credentials are nowhere in the CLI's environment.
 func TestCLIThroughAccessAPI(t *testing.T) {
-	k := testenv.Kube(t)
-	b := testenv.S3(t)
-	db := testenv.ClickHouse(t)
-	if _, err := chschema.Migrate(t.Context(), db.Conn); err != nil {
-		t.Fatal(err)
-	}
-	chCfg, _ := testenv.ClickHouseReaderConfig(db.Database)
-	ch, err := chCfg.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	s3, _ := b.Config().Client()
-	kube, _ := kubernetes.NewForConfig(k.Config)
-	dyn, _ := dynamic.NewForConfig(k.Config)
+	st := accesstest.NewStores(t)
+	k, b, db := st.Kube, st.Bucket, st.DB
 	files := testenv.TLS(t)
 	cfg := access.DefaultConfig()
 	cfg.Listen, cfg.CertFile, cfg.KeyFile = "127.0.0.1:0", files.ServerCert, files.ServerKey
-	srv, err := access.New(cfg, access.Deps{Logger: testenv.Logger(t), Registerer: prometheus.NewRegistry(), Kube: kube, Dynamic: dyn, S3: s3, Bucket: b.Bucket, ClickHouse: ch})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Start(t, "access", srv.Run)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	addr, err := srv.Addr(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(addr.String())
+	port := accesstest.Start(t, cfg, st.Deps, files.CA).Port
 	t.Setenv(envAccessURL, "https://127.0.0.1:"+port)
 	t.Setenv(envAccessCA, files.CA)
 	for _, v := range []string{"CAPSTREAM_S3_ENDPOINT", "CAPSTREAM_S3_ACCESSKEY", "CAPSTREAM_S3_SECRETKEY", "CAPSTREAM_CLICKHOUSE_PASSWORD"} {
@@ -145,12 +122,8 @@ func TestCLIThroughAccessAPI(t *testing.T) {
 	}
 }
 
+// unreachableKubeconfigNoToken is a kubeconfig of a server nothing
+// listens on and a user without credentials.
 func unreachableKubeconfigNoToken(t *testing.T) string {
-	p := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n" +
-		"users: [{name: u, user: {}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
-	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return kubeconfigFile(t, "{server: 'https://127.0.0.1:1'}", "{}")
 }

@@ -3,12 +3,8 @@ package k8s
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/capstream/capstream/access"
+	"github.com/capstream/capstream/access/accesstest"
 	"github.com/capstream/capstream/internal/config"
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
@@ -35,18 +32,6 @@ import (
 
 // accessSA is the access API's identity in the cluster.
 const accessSA = "system:serviceaccount:" + namespace + ":capstream-access"
-
-// accessComponent is the access entry of components.
-func accessComponent(t *testing.T) component {
-	t.Helper()
-	for _, c := range components {
-		if c.name == "access" {
-			return c
-		}
-	}
-	t.Fatal("no access component")
-	return component{}
-}
 
 // devTLSDirs stands in for the access pod's two TLS mounts with the dev
 // services' CA (deps.sh), which signed the S3 and ClickHouse certificates,
@@ -119,7 +104,7 @@ func TestAccessFromManifests(t *testing.T) {
 
 	// The same capture name, with one object each, in both namespaces.
 	objs := loadManifests(t)
-	c := accessComponent(t)
+	c := componentNamed(t, "access")
 	w := workloadOf(t, objs, c)
 	path := configPath(t, objs, c, w, t.TempDir(), caDir)
 	cfgText, err := os.ReadFile(path)
@@ -182,46 +167,13 @@ func TestAccessFromManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = chConn.Close() })
-	srv, err := access.New(s.Access, access.Deps{Logger: testenv.Logger(t), Registerer: prometheus.NewRegistry(),
-		Kube: kc, Dynamic: dyn, S3: s3, Bucket: s.S3.Bucket, ClickHouse: chConn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Start(t, "access", srv.Run)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	addr, err := srv.Addr(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := os.ReadFile(filepath.Join(caDir, "ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	_, port, _ := net.SplitHostPort(addr.String())
-	base := "https://127.0.0.1:" + port
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: time.Minute}
+	api := accesstest.Start(t, s.Access, access.Deps{Logger: testenv.Logger(t), Registerer: prometheus.NewRegistry(),
+		Kube: kc, Dynamic: dyn, S3: s3, Bucket: s.S3.Bucket, ClickHouse: chConn}, filepath.Join(caDir, "ca.crt"))
+	api.Client.Timeout = time.Minute
 	do := func(method, path, token string) (int, []byte) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), method, base+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, body
+		code, body, _ := api.Do(t, method, path, token)
+		return code, body
 	}
 	files := func(n string) string { return "/v1/namespaces/" + n + "/packetcaptures/" + name + "/files" }
 
@@ -258,7 +210,7 @@ func TestAccessFromManifests(t *testing.T) {
 // prefix) and the flows where the flow sink inserts them.
 func TestAccessService(t *testing.T) {
 	objs := loadManifests(t)
-	c := accessComponent(t)
+	c := componentNamed(t, "access")
 	w := workloadOf(t, objs, c)
 	svc := find[*corev1.Service](t, objs, "capstream-access")
 	if d := cmp.Diff(w.pod.Labels, svc.Spec.Selector); d != "" {
@@ -274,18 +226,13 @@ func TestAccessService(t *testing.T) {
 
 	tlsDir := podTLSDir(t)
 	load := func(name string) any {
-		for _, c := range components {
-			if c.name == name {
-				w := workloadOf(t, objs, c)
-				got, err := c.load(configPath(t, objs, c, w, t.TempDir(), tlsDir), podEnv(t, w.pod.Spec.Containers[0]))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return got.settings
-			}
+		c := componentNamed(t, name)
+		w := workloadOf(t, objs, c)
+		got, err := c.load(configPath(t, objs, c, w, t.TempDir(), tlsDir), podEnv(t, w.pod.Spec.Containers[0]))
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Fatalf("no component %s", name)
-		return nil
+		return got.settings
 	}
 	a := load("access").(*access.Settings)
 	p := load("sink-pcap").(*pcapstore.Settings)

@@ -159,6 +159,18 @@ func find[T runtime.Object](t *testing.T, objs []object, name string) T {
 	return zero
 }
 
+// componentNamed is the entry of components named name.
+func componentNamed(t *testing.T, name string) component {
+	t.Helper()
+	for _, c := range components {
+		if c.name == name {
+			return c
+		}
+	}
+	t.Fatalf("no component %s", name)
+	return component{}
+}
+
 // TestCRDIsSchemaCRD: the CRD shipped here is the generated one, byte for
 // byte.
 func TestCRDIsSchemaCRD(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -169,16 +168,11 @@ func (k *KubeEnv) EnsureNamespace(t testing.TB, name string) {
 // selector sel and returns the object as the API server stored it.
 func (k *KubeEnv) CreateCapture(t testing.TB, ns, name, sel string) *unstructured.Unstructured {
 	t.Helper()
-	pc := &v3.PacketCapture{
-		TypeMeta:   metav1.TypeMeta{APIVersion: v3.SchemeGroupVersion.String(), Kind: v3.Kind},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec:       v3.PacketCaptureSpec{Selector: sel},
-	}
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pc)
+	u, err := CaptureObject(ns, name, sel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Create(t.Context(), &unstructured.Unstructured{Object: u}, metav1.CreateOptions{})
+	created, err := k.Dynamic.Resource(v3.Resource).Namespace(ns).Create(t.Context(), u, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create capture %s/%s: %v", ns, name, err)
 	}

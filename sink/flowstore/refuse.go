@@ -2,7 +2,6 @@ package flowstore
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/capstream/capstream/schemas"
@@ -99,16 +98,5 @@ func (s *Sink) publishStatus(ctx context.Context, k sink.CaptureKey, now time.Ti
 		State: schemas.StateCapturing, Time: now.UTC(),
 	}
 	s.run.Ledger.Fill(&st)
-	body, err := schemas.EncodeStatus(&st)
-	if err != nil {
-		return err
-	}
-	subj, err := schemas.ReportSubject(&st)
-	if err != nil {
-		return err
-	}
-	if _, err := s.deps.JetStream.Publish(ctx, subj, body); err != nil {
-		return fmt.Errorf("publish status %s: %w", subj, err)
-	}
-	return nil
+	return sink.PublishReport(ctx, s.deps.JetStream, &st)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/capstream/capstream/schemas"
+	"github.com/capstream/capstream/sink"
 )
 
 // publishStatus reports the objects of one capture on one node on its
@@ -62,16 +63,5 @@ func (s *Sink) publishStatus(ctx context.Context, h *schemas.BatchHeader) error 
 			st.Interfaces = append(st.Interfaces, d[i+1:])
 		}
 	}
-	body, err := schemas.EncodeStatus(&st)
-	if err != nil {
-		return err
-	}
-	subj, err := schemas.ReportSubject(&st)
-	if err != nil {
-		return err
-	}
-	if _, err := s.deps.JetStream.Publish(ctx, subj, body); err != nil {
-		return fmt.Errorf("publish status %s: %w", subj, err)
-	}
-	return nil
+	return sink.PublishReport(ctx, s.deps.JetStream, &st)
 }
