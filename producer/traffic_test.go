@@ -42,6 +42,21 @@ func tcpdump(t *testing.T, node *testenv.Node, iface string) (stop func() []reco
 		return nil
 	})
 	return func() []record {
+		// tcpdump drops what it has not read from its socket when
+		// interrupted, and it lags on a loaded machine: wait until its
+		// file stops growing first.
+		last, still := -1, 0
+		for deadline := time.Now().Add(5 * time.Second); still < 3 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			fi, err := os.Stat(path)
+			if err != nil {
+				continue
+			}
+			if n := int(fi.Size()); n == last {
+				still++
+			} else {
+				last, still = n, 0
+			}
+		}
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
 		recs, err := testenv.ReadPcap(path)

@@ -231,7 +231,8 @@ func publishDuplicate(t *testing.T, js jetstream.JetStream, stream jetstream.Str
 	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 5*time.Second, func() error {
+	// The server forgets IDs on its own timer, later on a loaded machine.
+	testenv.Eventually(t, 20*time.Second, func() error {
 		ack, err := js.PublishMsg(t.Context(), b.Msg())
 		if err != nil {
 			return err
