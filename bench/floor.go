@@ -159,6 +159,11 @@ func drainN(ctx context.Context, cons []jetstream.Consumer, n int) error {
 			}()
 			for {
 				m, err := it.Next()
+				if errors.Is(err, jetstream.ErrNoHeartbeat) {
+					// A busy server missed a heartbeat: the iterator
+					// pulls again, as the sinks' does.
+					continue
+				}
 				if err != nil {
 					if gctx.Err() != nil {
 						return nil

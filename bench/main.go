@@ -86,10 +86,18 @@ type options struct {
 	// ScaleInterfaces interfaces, ScaleCaptures captures selecting all of
 	// them, rings of ScaleRingBytes in a budget of ScaleMaxRingBytes; its
 	// idle CPU is measured over ScaleIdle.
-	ScaleIdle                         time.Duration
-	ProducerScale                     bool
-	ScaleInterfaces, ScaleCaptures    int
-	ScaleRingBytes, ScaleMaxRingBytes int64
+	// ScalePacketsPerIface is the UDP packets sent on each interface.
+	ScaleIdle                                            time.Duration
+	ProducerScale                                        bool
+	ScaleInterfaces, ScaleCaptures, ScalePacketsPerIface int
+	ScaleRingBytes, ScaleMaxRingBytes                    int64
+	// Scale runs -scale (scale.go) and nothing else: the router scale
+	// phase, the producer scale phase and the sinks at each of
+	// ScaleSizes interfaces, ScalePackets packets each, beside the
+	// JetStream floor at the same size.
+	Scale        bool
+	ScaleSizes   []int
+	ScalePackets int
 	// CPUProfile, when set, is where a pprof CPU profile of the
 	// throughput phase is written, to see where the pipeline's CPU goes.
 	CPUProfile string
@@ -127,6 +135,10 @@ func defaultOptions() options {
 		ScaleRingBytes:    scaleDefaults.ring,
 		ScaleMaxRingBytes: scaleDefaults.budget,
 		ScaleIdle:         scaleDefaults.idle,
+		ScalePackets:      1000000,
+		ScaleSizes:        []int{1, 10, 100, 1000},
+
+		ScalePacketsPerIface: scaleDefaults.packets,
 
 		ChurnCycles:      10000,
 		ChurnConcurrency: 16,
@@ -147,6 +159,9 @@ var errRatio = errors.New("pipeline/copy ratio below -min-ratio")
 var errSkipped = errors.New("skipped")
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == floorChildArg {
+		os.Exit(runFloorChild(os.Args[2:]))
+	}
 	o := defaultOptions()
 	flag.IntVar(&o.Packets, "packets", o.Packets, "packets in the generated throughput workload")
 	flag.Float64Var(&o.MinRatio, "min-ratio", 0, "exit 2 if pipeline bytes/s over tcpdump copy bytes/s is below this (0: report only)")
@@ -164,6 +179,10 @@ func main() {
 	flag.IntVar(&o.ScaleCaptures, "producer-scale-captures", o.ScaleCaptures, "captures of the producer scale phase, each selecting every interface")
 	flag.Int64Var(&o.ScaleRingBytes, "producer-scale-ring", o.ScaleRingBytes, "afpacket.ringBytes of the producer scale phase (a multiple of 64 KiB; blocks are 1 MiB or the ring if smaller)")
 	flag.Int64Var(&o.ScaleMaxRingBytes, "producer-scale-budget", o.ScaleMaxRingBytes, "maxRingBytes of the producer scale phase")
+	flag.IntVar(&o.ScalePacketsPerIface, "producer-scale-packets", o.ScalePacketsPerIface, "UDP packets sent on each interface in the producer scale phase")
+	flag.BoolVar(&o.Scale, "scale", false, "run the scale runs and nothing else: router scale, producer scale at 110 pods, the sinks and the JetStream floor at -scale-sizes interfaces (needs root)")
+	flag.Var(sizesFlag{&o.ScaleSizes}, "scale-sizes", "interface counts of the sinks' scale runs, comma-separated")
+	flag.IntVar(&o.ScalePackets, "scale-packets", o.ScalePackets, "packets of each of the sinks' scale runs")
 	flag.BoolVar(&o.Churn, "churn", false, "run the churn phase: captures created and deleted against a router and a producer process, the commands stream and their memory back at the start")
 	flag.BoolVar(&o.ChurnOnly, "churn-only", false, "run the churn phase and nothing else")
 	flag.IntVar(&o.ChurnCycles, "churn-cycles", o.ChurnCycles, "create/delete cycles of the churn phase")
@@ -175,6 +194,9 @@ func main() {
 	flag.IntVar(&o.RouterScaleChanges, "router-scale-changes", o.RouterScaleChanges, "pod label changes timed, one at a time, in the router scale phase")
 	flag.IntVar(&o.RouterScaleConcurrency, "router-scale-concurrency", o.RouterScaleConcurrency, "API calls in flight while the router scale phase creates and deletes objects")
 	flag.Parse()
+	if o.Scale {
+		scaleFlagDefaults(&o)
+	}
 	if o.RouterScaleNodes < 1 || o.RouterScalePods < 1 || o.RouterScaleCaptures < 1 || o.RouterScaleChanges < 0 || o.RouterScaleConcurrency < 1 {
 		fmt.Fprintln(os.Stderr, "bench: want -router-scale-nodes, -pods, -captures, -concurrency >= 1 and -changes >= 0")
 		os.Exit(2)
@@ -184,7 +206,8 @@ func main() {
 		os.Exit(2)
 	}
 	if flag.NArg() > 0 || o.Packets < 1 || o.Markers < 1 || o.Reps < 1 || o.ActiveTimeout < time.Second ||
-		o.ScaleInterfaces < 1 || o.ScaleCaptures < 1 || o.ScaleRingBytes < 64<<10 || o.ScaleMaxRingBytes < o.ScaleRingBytes {
+		o.ScaleInterfaces < 1 || o.ScaleCaptures < 1 || o.ScaleRingBytes < 64<<10 || o.ScaleMaxRingBytes < o.ScaleRingBytes ||
+		o.ScalePacketsPerIface < 1 || o.ScalePackets < 1 || len(o.ScaleSizes) == 0 {
 		fmt.Fprintln(os.Stderr, "bench: want -packets, -markers, -reps >= 1, -active-timeout >= 1s and no arguments")
 		flag.Usage()
 		os.Exit(2)
@@ -236,6 +259,9 @@ func run(ctx context.Context, o options, stdout io.Writer) (*result, error) {
 	}
 	if o.RouterScale {
 		return runRouterScaleOnly(ctx, o, stdout)
+	}
+	if o.Scale {
+		return runScaleOnly(ctx, o, stdout)
 	}
 	res := &result{Machine: readMachine(), Options: o}
 	dir, err := os.MkdirTemp("", "capstream-bench-")

@@ -93,7 +93,7 @@ type scaleResult struct {
 // missing.
 func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult, error) {
 	r := &scaleResult{Interfaces: o.ScaleInterfaces, Captures: o.ScaleCaptures, RingBytes: o.ScaleRingBytes, MaxRingBytes: o.ScaleMaxRingBytes,
-		PacketsPerIface: 20, Idle: o.ScaleIdle, status: map[string]*schemas.Status{}}
+		PacketsPerIface: o.ScalePacketsPerIface, Idle: o.ScaleIdle, status: map[string]*schemas.Status{}}
 	t0 := time.Now()
 	bin := filepath.Join(dir, "capstream")
 	if _, err := os.Stat(bin); err != nil {

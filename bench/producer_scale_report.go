@@ -59,7 +59,7 @@ func (r *scaleResult) report() string {
 // interfaces in the producer's default 1 GiB budget only because the ten
 // captures share each interface's ring.
 var scaleDefaults = struct {
-	ifaces, captures int
-	ring, budget     int64
-	idle             time.Duration
-}{500, 10, 2 << 20, 1 << 30, 5 * time.Second}
+	ifaces, captures, packets int
+	ring, budget              int64
+	idle                      time.Duration
+}{500, 10, 20, 2 << 20, 1 << 30, 5 * time.Second}

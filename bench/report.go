@@ -57,6 +57,16 @@ type row struct {
 	ratio                         float64 // NaN: not measured
 }
 
+// newRow is a row whose ratio is candV/baseV for a rate (higherBetter)
+// and baseV/candV for a cost.
+func newRow(scenario, base string, baseV float64, cand string, candV float64, higherBetter bool) row {
+	ratio := candV / baseV
+	if !higherBetter {
+		ratio = baseV / candV
+	}
+	return row{scenario, base, cand, ratio}
+}
+
 func (r *result) copyRatio() float64 {
 	return r.pipelineBytesPerSec() / r.copyBytesPerSec()
 }
@@ -107,11 +117,7 @@ func (r *result) rows() []row {
 	pipeMB, pipeKpps := mbs(r.Throughput.Wall), kpps(r.Throughput.Wall)
 	var rows []row
 	add := func(scenario, base string, baseV float64, cand string, candV float64, higherBetter bool) {
-		ratio := candV / baseV
-		if !higherBetter {
-			ratio = baseV / candV
-		}
-		rows = append(rows, row{scenario, base, cand, ratio})
+		rows = append(rows, newRow(scenario, base, baseV, cand, candV, higherBetter))
 	}
 	b, bv := tool(r.Copy, mbs, "%.1f MB/s tcpdump -r -w")
 	add("throughput bytes/s (copy limit)", b, bv, fmt.Sprintf("%.1f MB/s pipeline", pipeMB), pipeMB, true)
@@ -169,11 +175,10 @@ func (r *result) rows() []row {
 
 const mib = 1 << 20
 
-// report is the printed and saved text: the table, the absolute figures,
-// the targets.
-func (r *result) report() string {
+// formatTable prints rows as the `scenario | baseline | candidate | ratio`
+// table, then the line saying how the ratios read.
+func formatTable(rows []row) string {
 	var sb strings.Builder
-	rows := r.rows()
 	w := [3]int{len("scenario"), len("baseline"), len("candidate")}
 	for _, x := range rows {
 		w[0], w[1], w[2] = max(w[0], len([]rune(x.scenario))), max(w[1], len([]rune(x.baseline))), max(w[2], len([]rune(x.candidate)))
@@ -189,6 +194,14 @@ func (r *result) report() string {
 		fmt.Fprintf(&sb, "%s | %s | %s | %s\n", pad(x.scenario, w[0]), pad(x.baseline, w[1]), pad(x.candidate, w[2]), ratio)
 	}
 	fmt.Fprintln(&sb, "\nratios: higher is better (candidate/baseline for rates, baseline/candidate for costs)")
+	return sb.String()
+}
+
+// report is the printed and saved text: the table, the absolute figures,
+// the targets.
+func (r *result) report() string {
+	var sb strings.Builder
+	sb.WriteString(formatTable(r.rows()))
 
 	t, wl, m := r.Throughput, r.Workload, r.Machine
 	fmt.Fprintf(&sb, "\nmachine: %d CPUs, %s, %d MiB, Linux %s, %s, %s\n", m.CPUs, m.Model, m.MemMiB, m.Kernel, m.Go, m.Date.Format(time.RFC3339))
@@ -274,13 +287,7 @@ func (r *result) report() string {
 	}
 
 	fmt.Fprintln(&sb, "\ntargets:")
-	target := func(ok bool, text string) {
-		mark := "MISSED"
-		if ok {
-			mark = "met"
-		}
-		fmt.Fprintf(&sb, "  %-6s %s\n", mark, text)
-	}
+	target := func(ok bool, text string) { sb.WriteString(targetLine(ok, text)) }
 	floorNote := func(v string) string {
 		if r.Floor.Skipped || r.Floor.Wall == 0 {
 			return ""
@@ -305,6 +312,15 @@ func (r *result) report() string {
 		fmt.Fprintf(&sb, "PROBLEM: %s\n", p)
 	}
 	return sb.String()
+}
+
+// targetLine is one line of a report's targets: met or MISSED, then text.
+func targetLine(ok bool, text string) string {
+	mark := "MISSED"
+	if ok {
+		mark = "met"
+	}
+	return fmt.Sprintf("  %-6s %s\n", mark, text)
 }
 
 // runAlone runs one phase and nothing else (-churn-only, -router-scale)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
@@ -213,6 +214,19 @@ func genLatency(path string, start time.Time, d time.Duration, markers int) (lat
 // type, the last one marked Last (empty if the file has no packets), and
 // calls fn with each in order. fn owns the body.
 func eachBatch(path string, h schemas.BatchHeader, fn func(h schemas.BatchHeader, body []byte) error) error {
+	b := &batcher{h: h, fn: fn, prealloc: true}
+	err := eachRecord(path, func(lt uint32) { b.h.LinkType = lt }, func(_ int, ci gopacket.CaptureInfo, data []byte) error {
+		return b.add(ci, data)
+	})
+	if err != nil {
+		return err
+	}
+	return b.send(true)
+}
+
+// eachRecord reads the pcap at path: start gets the file's link type, then
+// fn every record in order with its index. data is valid only during fn.
+func eachRecord(path string, start func(linkType uint32), fn func(i int, ci gopacket.CaptureInfo, data []byte) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -222,32 +236,54 @@ func eachBatch(path string, h schemas.BatchHeader, fn func(h schemas.BatchHeader
 	if err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
-	h.LinkType = uint32(rd.LinkType())
-	var body []byte
-	send := func(last bool) error {
-		h.Seq++
-		h.Last = last
-		err := fn(h, body)
-		body, h.Packets = nil, 0
-		return err
-	}
-	for {
+	start(uint32(rd.LinkType()))
+	for i := 0; ; i++ {
 		data, ci, err := rd.ReadPacketData()
 		if errors.Is(err, io.EOF) {
-			return send(true)
+			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", path, err)
 		}
-		if h.Packets > 0 && len(body)+schemas.RecordHeaderLen+len(data) > schemas.DefaultBatchBytes {
-			if err := send(false); err != nil {
-				return err
-			}
+		if err := fn(i, ci, data); err != nil {
+			return err
 		}
-		if body == nil {
-			body = make([]byte, 0, schemas.DefaultBatchBytes+schemas.RecordHeaderLen+len(data))
-		}
-		body = schemas.AppendRecord(body, ci.Timestamp, data, ci.Length)
-		h.Packets++
 	}
+}
+
+// batcher cuts one interface's records into batches as the producer does
+// and hands each to fn, which owns the body.
+type batcher struct {
+	h    schemas.BatchHeader
+	body []byte
+	fn   func(h schemas.BatchHeader, body []byte) error
+	// prealloc sizes each body for a whole batch at once (the floor keeps
+	// every batch in memory: no slack); otherwise bodies grow as needed
+	// (thousands of interfaces filling at once).
+	prealloc bool
+}
+
+// add appends a record, sending the batch first if the record would take
+// it past schemas.DefaultBatchBytes.
+func (b *batcher) add(ci gopacket.CaptureInfo, data []byte) error {
+	if b.h.Packets > 0 && len(b.body)+schemas.RecordHeaderLen+len(data) > schemas.DefaultBatchBytes {
+		if err := b.send(false); err != nil {
+			return err
+		}
+	}
+	if b.body == nil && b.prealloc {
+		b.body = make([]byte, 0, schemas.DefaultBatchBytes+schemas.RecordHeaderLen+len(data))
+	}
+	b.body = schemas.AppendRecord(b.body, ci.Timestamp, data, ci.Length)
+	b.h.Packets++
+	return nil
+}
+
+// send hands the batch to fn, numbered next, marked Last if last.
+func (b *batcher) send(last bool) error {
+	b.h.Seq++
+	b.h.Last = last
+	err := b.fn(b.h, b.body)
+	b.body, b.h.Packets = nil, 0
+	return err
 }

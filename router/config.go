@@ -102,9 +102,9 @@ type PacketsStreamConfig struct {
 	// Partitions is how many partitions the stream spreads the batches
 	// over, by (namespace, capture, node): the most replicas of each sink
 	// that share the work, each partition served by one replica at a time.
-	// 1 to 16; change it only while the stream is empty (batches stored
-	// under a partition that no longer exists are not delivered).
-	// Default 8.
+	// 1 to 16, best a prime (see schemas.DefaultPacketPartitions); change
+	// it only while the stream is empty (batches stored under a partition
+	// that no longer exists are not delivered). Default 7.
 	Partitions int `yaml:"partitions"`
 }
 

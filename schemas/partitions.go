@@ -26,8 +26,11 @@ import (
 const (
 	// DefaultPacketPartitions is the number of partitions of a stream the
 	// router creates when none is configured: enough to spread the work of
-	// a handful of sink replicas.
-	DefaultPacketPartitions = 8
+	// a handful of sink replicas. It is prime on purpose: the server's
+	// partition is FNV-1a modulo the count, and modulo a power of two that
+	// depends only on the low bits of each character, so names that
+	// differ in one digit (node-1, node-9) would share a partition.
+	DefaultPacketPartitions = 7
 	// MaxPacketPartitions bounds the partitions: every partition is one
 	// durable consumer per sink (a Raft group each in a JetStream
 	// cluster), and the sinks' NATS permissions list them one by one.

@@ -73,7 +73,7 @@ func TestFunctionalFlowsThreeReplicasSameRows(t *testing.T) {
 	if diff := cmp.Diff(one, three); diff != "" {
 		t.Errorf("rows of three replicas (-one +three):\n%s", diff)
 	}
-	// 8 partitions over 3 replicas: 3, 3 and 2 in use at most, and every
+	// 7 partitions over 3 replicas: 3, 2 and 2 in use at most, and every
 	// replica had some of the 12 captures.
 	for i, h := range held {
 		if h < 1 || h > 3 {
