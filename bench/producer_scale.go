@@ -75,8 +75,10 @@ type scaleResult struct {
 	// PacketsPerIface is what was sent on each interface; Packets what
 	// the captures reported in their status, all together, against
 	// Expected.
-	PacketsPerIface  int
-	Packets          uint64
+	PacketsPerIface int
+	// Packets excludes Warmup, the packets of the warm-up rounds that
+	// made sure every interface delivers before the traffic.
+	Packets, Warmup  uint64
 	Expected         uint64
 	KernelDrops      uint64
 	PublishDrops     uint64
@@ -211,26 +213,49 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 	c2 := procCPU(r.producer.pid())
 	r.CPUIdle = c2 - c1
 
-	// Traffic on every interface, from its peer; every capture selects
-	// it (UDP to scalePort).
-	tt := time.Now()
-	if err := sendScale(node, r.Interfaces, r.PacketsPerIface); err != nil {
-		return r, err
-	}
-	r.Expected = uint64(r.Sockets) * uint64(r.PacketsPerIface) * uint64(r.Captures)
-	err = r.producer.until(ctx, o.Timeout, func() error {
+	// A socket counts as open a moment before its packets flow: send one
+	// packet on every interface until one round reaches every capture on
+	// every open interface, so the traffic below is all seen (on a loaded
+	// machine a burst sent at once would otherwise lose its start).
+	reported := func() uint64 {
 		r.statusMu.Lock()
 		defer r.statusMu.Unlock()
 		var got uint64
 		for _, s := range r.status {
 			got += s.Packets
 		}
-		if got < r.Expected {
+		return got
+	}
+	round := uint64(r.Sockets) * uint64(r.Captures)
+	if err := r.producer.until(ctx, o.Timeout, func() error {
+		before := reported()
+		if err := sendScale(node, r.Interfaces, 1); err != nil {
+			return err
+		}
+		time.Sleep(1500 * time.Millisecond) // more than statusInterval (1s)
+		if got := reported() - before; got < round {
+			return fmt.Errorf("a warm-up packet on every interface reached %d of %d captures' interfaces", got, round)
+		}
+		return nil
+	}); err != nil {
+		return r, err
+	}
+	// Traffic on every interface, from its peer; every capture selects
+	// it (UDP to scalePort).
+	r.Warmup = reported()
+	c3 := procCPU(r.producer.pid())
+	tt := time.Now()
+	if err := sendScale(node, r.Interfaces, r.PacketsPerIface); err != nil {
+		return r, err
+	}
+	r.Expected = uint64(r.Sockets) * uint64(r.PacketsPerIface) * uint64(r.Captures)
+	err = r.producer.until(ctx, o.Timeout, func() error {
+		if got := reported() - r.Warmup; got < r.Expected {
 			return fmt.Errorf("captures reported %d of %d packets", got, r.Expected)
 		}
 		return nil
 	})
-	r.CPUTraffic = procCPU(r.producer.pid()) - c2
+	r.CPUTraffic = procCPU(r.producer.pid()) - c3
 	r.Traffic = time.Since(tt)
 	r.BudgetWaits, _ = r.producer.scrape("capstream_producer_ring_budget_waits_total")
 	if _, hwm, perr := procMem(r.producer.pid()); perr == nil {
@@ -247,6 +272,7 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 		r.PublishDrops += s.PublishDrops
 	}
 	r.statusMu.Unlock()
+	r.Packets -= min(r.Warmup, r.Packets)
 	stopSampling()
 	r.PeakAnon = int64(r.maxAnon)
 	r.RingInUse = r.maxRing

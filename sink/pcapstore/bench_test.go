@@ -68,22 +68,7 @@ func BenchmarkPcapSink(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		iter++
-		for i := range batches {
-			batches[i].Header.Producer = fmt.Sprintf("bench%d", iter)
-		}
-		if err := sinktest.Publish(b.Context(), srv.JS, batches); err != nil {
-			b.Fatal(err)
-		}
-		cfg := DefaultConfig()
-		cfg.S3 = bucket.Config()
-		cfg.Prefix = fmt.Sprintf("bench%d", iter)
-		cfg.StopAfter = 100 * time.Millisecond // unused: the last batch completes the last object
-		cfg.Migrate = false                    // every other setting is the default
-		s3, _ := cfg.S3.Client()
-		s, err := New(cfg, sink.Deps{Logger: testenv.Logger(b), Registerer: prometheus.NewRegistry(), JetStream: srv.JS, ClickHouse: db.Conn, S3: s3})
-		if err != nil {
-			b.Fatal(err)
-		}
+		s := benchSink(b, srv, db, bucket, batches, iter)
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
@@ -129,4 +114,28 @@ func BenchmarkPcapSink(b *testing.B) {
 	b.ReportMetric(peak, "peak-heap-MiB")
 	b.ReportMetric(float64(fi.Size())*float64(b.N)/ref.Seconds()/1e6, "tcpdump-MB/s")
 	b.ReportMetric(ref.Seconds()/b.Elapsed().Seconds(), "x-tcpdump")
+}
+
+// benchSink publishes batches as producer bench<iter> and returns a pcap
+// sink, not started, with the default settings but its prefix bench<iter>
+// and no migration.
+func benchSink(b *testing.B, srv *testenv.NATSServer, db *testenv.ClickHouseDB, bucket *testenv.S3Bucket, batches []sinktest.Batch, iter int) *Sink {
+	b.Helper()
+	for i := range batches {
+		batches[i].Header.Producer = fmt.Sprintf("bench%d", iter)
+	}
+	if err := sinktest.Publish(b.Context(), srv.JS, batches); err != nil {
+		b.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.S3 = bucket.Config()
+	cfg.Prefix = fmt.Sprintf("bench%d", iter)
+	cfg.StopAfter = 100 * time.Millisecond // unused: the last batch completes the last object
+	cfg.Migrate = false                    // every other setting is the default
+	s3, _ := cfg.S3.Client()
+	s, err := New(cfg, sink.Deps{Logger: testenv.Logger(b), Registerer: prometheus.NewRegistry(), JetStream: srv.JS, ClickHouse: db.Conn, S3: s3})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
 }

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
 	chschema "github.com/capstream/capstream/schemas/clickhouse"
@@ -67,21 +65,7 @@ func BenchmarkPcapSinkInterfaces(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				iter++
-				for i := range batches {
-					batches[i].Header.Producer = fmt.Sprintf("bench%d", iter)
-				}
-				if err := sinktest.Publish(b.Context(), srv.JS, batches); err != nil {
-					b.Fatal(err)
-				}
-				cfg := DefaultConfig()
-				cfg.S3 = bucket.Config()
-				cfg.Prefix = fmt.Sprintf("bench%d", iter)
-				cfg.Migrate = false
-				s3, _ := cfg.S3.Client()
-				s, err := New(cfg, sink.Deps{Logger: testenv.Logger(b), Registerer: prometheus.NewRegistry(), JetStream: srv.JS, ClickHouse: db.Conn, S3: s3})
-				if err != nil {
-					b.Fatal(err)
-				}
+				s := benchSink(b, srv, db, bucket, batches, iter)
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
 				b.StartTimer()

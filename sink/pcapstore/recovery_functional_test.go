@@ -12,6 +12,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
 	"github.com/capstream/capstream/sink/sinktest"
 )
 
@@ -217,30 +218,9 @@ func TestFunctionalPcapReplicaJoinsAndCrashes(t *testing.T) {
 	e := setup(t)
 	in, batches := traffic(t, 30)
 	const captures = 4
-	all := sinktest.Captures(batches, captures)
-	cfg := e.config()
-	a, b := start(t, e, cfg), start(t, e, cfg)
-	sinktest.WaitMembers(t, "pcap", a.Instance, b.Instance)
-	third := len(all) / 3
-	if err := sinktest.Publish(t.Context(), e.NATS.JS, all[:third]); err != nil {
-		t.Fatal(err)
-	}
-	c := start(t, e, cfg)
-	sinktest.WaitMembers(t, "pcap", a.Instance, b.Instance, c.Instance)
-	if err := sinktest.Publish(t.Context(), e.NATS.JS, all[third:2*third]); err != nil {
-		t.Fatal(err)
-	}
-	survivor := sinktest.KillHolder(t, a, b, func(x *instance) bool { return x.Metric("capstream_sink_pcap_pending_batches", nil) > 0 })
-	if err := sinktest.Publish(t.Context(), e.NATS.JS, all[2*third:]); err != nil {
-		t.Fatal(err)
-	}
-	waitDrained(t, e, 60*time.Second)
-	released := a.Metric("capstream_sink_pcap_partitions_released_total", nil) + b.Metric("capstream_sink_pcap_partitions_released_total", nil)
-	survivor.Stop()
-	c.Stop()
-	if released == 0 {
-		t.Error("no partition released to the replica that joined")
-	}
+	sinktest.JoinThenCrash(t, e.Env, "pcap", schemas.ConsumerPcapSink, sinktest.Captures(batches, captures),
+		func() *instance { return start(t, e, e.config()) },
+		func(x *instance) bool { return x.Metric("capstream_sink_pcap_pending_batches", nil) > 0 })
 	keys, paths := e.download(t)
 	for k := range captures {
 		var mine []string
@@ -250,10 +230,5 @@ func TestFunctionalPcapReplicaJoinsAndCrashes(t *testing.T) {
 			}
 		}
 		sinktest.SamePackets(t, in, mine, fmt.Sprintf("of capture %d after a join and a crash", k))
-	}
-	for name, x := range map[string]*instance{"survivor": survivor, "joined": c} {
-		if got := x.Metric("capstream_sink_pcap_lost_batches_total", nil); got != 0 {
-			t.Errorf("%s counted %v lost batches, want 0", name, got)
-		}
 	}
 }

@@ -38,3 +38,42 @@ func WaitMembers(t *testing.T, component string, rs ...*Instance) {
 	})
 	time.Sleep(2 * RebalanceInterval)
 }
+
+// JoinThenCrash runs two replicas of a sink (component "pcap" or
+// "flows"; start starts one), publishes a third of all, starts a third
+// replica, publishes the next third, kills whichever of the first two
+// holds a batch (holds), publishes the rest and waits until the sink's
+// consumers of durable are drained. It stops the two left, checking that
+// a partition was released to the one that joined and that neither
+// counted a lost batch; the caller checks what was stored.
+func JoinThenCrash[S any](t *testing.T, e *Env, component, durable string, all []Batch, start func() *Running[S], holds func(*Running[S]) bool) {
+	t.Helper()
+	a, b := start(), start()
+	WaitMembers(t, component, a.Instance, b.Instance)
+	third := len(all) / 3
+	if err := Publish(t.Context(), e.NATS.JS, all[:third]); err != nil {
+		t.Fatal(err)
+	}
+	c := start()
+	WaitMembers(t, component, a.Instance, b.Instance, c.Instance)
+	if err := Publish(t.Context(), e.NATS.JS, all[third:2*third]); err != nil {
+		t.Fatal(err)
+	}
+	survivor := KillHolder(t, a, b, holds)
+	if err := Publish(t.Context(), e.NATS.JS, all[2*third:]); err != nil {
+		t.Fatal(err)
+	}
+	e.WaitDrained(t, durable, 60*time.Second, false)
+	prefix := "capstream_sink_" + component + "_"
+	released := a.Metric(prefix+"partitions_released_total", nil) + b.Metric(prefix+"partitions_released_total", nil)
+	survivor.Stop()
+	c.Stop()
+	if released == 0 {
+		t.Error("no partition released to the replica that joined")
+	}
+	for name, x := range map[string]*Instance{"survivor": survivor.Instance, "joined": c.Instance} {
+		if got := x.Metric(prefix+"lost_batches_total", nil); got != 0 {
+			t.Errorf("%s counted %v lost batches, want 0", name, got)
+		}
+	}
+}
