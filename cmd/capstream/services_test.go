@@ -235,8 +235,8 @@ func TestSinkConfigRejectsUnknown(t *testing.T) {
 
 func TestSinkMemoryLimit(t *testing.T) {
 	pcap, flows := pcapstore.DefaultSettings(), flowstore.DefaultSettings()
-	if pcap.MemoryLimit != 192<<20 || flows.MemoryLimit != 192<<20 {
-		t.Errorf("default memory limits %d and %d, want 192 MiB", pcap.MemoryLimit, flows.MemoryLimit)
+	if pcap.MemoryLimit != 224<<20 || flows.MemoryLimit != 224<<20 {
+		t.Errorf("default memory limits %d and %d, want 224 MiB", pcap.MemoryLimit, flows.MemoryLimit)
 	}
 	// The example configs say the default.
 	for _, f := range []struct {

@@ -43,18 +43,7 @@ func BenchmarkPcapSink(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, db, bucket := testenv.NATS(b), testenv.ClickHouse(b), testenv.S3(b)
-	limits := schemas.DefaultPacketsStreamLimits()
-	limits.MaxBytes = 4 << 30
-	if err := schemas.EnsureStreams(b.Context(), srv.JS, limits); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := sink.Bind(b.Context(), srv.JS, schemas.PcapSinkConsumer(), 0); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := chschema.Migrate(b.Context(), db.Conn); err != nil {
-		b.Fatal(err)
-	}
+	srv, db, bucket := benchServices(b)
 	h := sinktest.Header("ns", "cap", "uid", "node", "pod", "cali0")
 	batches := sinktest.Batches(h, pkts, schemas.DefaultBatchBytes)
 	// The producer marks the interface's last batch when a capture
@@ -138,4 +127,24 @@ func benchSink(b *testing.B, srv *testenv.NATSServer, db *testenv.ClickHouseDB, 
 		b.Fatal(err)
 	}
 	return s
+}
+
+// benchServices starts the services of a sink benchmark: a stream that
+// holds 4 GiB, the pcap sink's consumers bound, a migrated database and a
+// bucket.
+func benchServices(b *testing.B) (*testenv.NATSServer, *testenv.ClickHouseDB, *testenv.S3Bucket) {
+	b.Helper()
+	srv, db, bucket := testenv.NATS(b), testenv.ClickHouse(b), testenv.S3(b)
+	limits := schemas.DefaultPacketsStreamLimits()
+	limits.MaxBytes = 4 << 30
+	if err := schemas.EnsureStreams(b.Context(), srv.JS, limits); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := sink.Bind(b.Context(), srv.JS, schemas.PcapSinkConsumer(), 0); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := chschema.Migrate(b.Context(), db.Conn); err != nil {
+		b.Fatal(err)
+	}
+	return srv, db, bucket
 }

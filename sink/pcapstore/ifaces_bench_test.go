@@ -6,9 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstream/capstream/internal/testenv"
 	"github.com/capstream/capstream/schemas"
-	chschema "github.com/capstream/capstream/schemas/clickhouse"
 	"github.com/capstream/capstream/sink"
 	"github.com/capstream/capstream/sink/sinktest"
 )
@@ -26,18 +24,7 @@ func BenchmarkPcapSinkInterfaces(b *testing.B) {
 	b.Cleanup(sinktest.CleanupLarge)
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("interfaces=%d", n), func(b *testing.B) {
-			srv, db, bucket := testenv.NATS(b), testenv.ClickHouse(b), testenv.S3(b)
-			limits := schemas.DefaultPacketsStreamLimits()
-			limits.MaxBytes = 4 << 30
-			if err := schemas.EnsureStreams(b.Context(), srv.JS, limits); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := sink.Bind(b.Context(), srv.JS, schemas.PcapSinkConsumer(), 0); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := chschema.Migrate(b.Context(), db.Conn); err != nil {
-				b.Fatal(err)
-			}
+			srv, db, bucket := benchServices(b)
 			// Each interface gets its share of the packets, in batches as
 			// a producer cuts them, interleaved as they arrive.
 			per := make([][]sinktest.Batch, n)
