@@ -78,14 +78,9 @@ type share struct {
 	joined chan struct{}
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	members map[string]member
-}
-
-// member is a fellow replica as last heard.
-type member struct {
-	at   time.Time
-	held int
+	mu sync.Mutex
+	// members are the fellow replicas, with when each was last heard.
+	members map[string]time.Time
 }
 
 // assigned reports whether partition p is the me-th of n live replicas'.
@@ -94,7 +89,7 @@ func assigned(p, me, n int) bool { return p%n == me }
 // maxMembers bounds the replicas a share remembers.
 const maxMembers = 1024
 
-func newShare(log *slog.Logger, m *Metrics, nc *nats.Conn, b *bound, source schemas.Source, cfg ConsumerConfig, lostAfter time.Duration) *share {
+func newShare(log *slog.Logger, m *Metrics, nc *nats.Conn, b *bound, source schemas.Source, cfg ConsumerConfig) *share {
 	n := len(b.cons)
 	s := &share{
 		log: log, m: m, nc: nc, stream: b.stream, cons: b.cons,
@@ -110,10 +105,10 @@ func newShare(log *slog.Logger, m *Metrics, nc *nats.Conn, b *bound, source sche
 		ended:    make(chan int, n),
 		stop:     make(chan struct{}),
 		joined:   make(chan struct{}, 1),
-		members:  map[string]member{},
+		members:  map[string]time.Time{},
 	}
 	for i := range s.gaps {
-		s.gaps[i].wait = lostAfter
+		s.gaps[i].wait = cfg.LostAfter
 	}
 	m.Partitions.Set(float64(n))
 	return s
@@ -121,7 +116,8 @@ func newShare(log *slog.Logger, m *Metrics, nc *nats.Conn, b *bound, source sche
 
 // heard takes a fellow replica's announcement. The subject is the sink's
 // own (only its identity may publish there), but the body is checked all
-// the same.
+// the same, and only a replica it starts to remember (at most maxMembers)
+// makes it answer, so a flood of new IDs costs no flood of announcements.
 func (s *share) heard(msg *nats.Msg) {
 	if len(msg.Data) > schemas.MaxSinkMemberBytes {
 		return
@@ -133,9 +129,10 @@ func (s *share) heard(msg *nats.Msg) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, known := s.members[sm.ID]
-	if known || len(s.members) < maxMembers {
-		s.members[sm.ID] = member{at: time.Now(), held: sm.Held}
+	if !known && len(s.members) >= maxMembers {
+		return
 	}
+	s.members[sm.ID] = time.Now()
 	if !known {
 		select {
 		case s.joined <- struct{}{}:
@@ -150,8 +147,8 @@ func (s *share) live(now time.Time) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ids := []string{s.id}
-	for id, m := range s.members {
-		if now.Sub(m.at) > 3*s.interval {
+	for id, at := range s.members {
+		if now.Sub(at) > 3*s.interval {
 			delete(s.members, id)
 			continue
 		}

@@ -235,7 +235,7 @@ func (r *Runner) Run(ctx context.Context, h Handler, workers ...func(context.Con
 		return NilIfDone(ctx, err)
 	}
 	nc := r.deps.JetStream.Conn()
-	s := newShare(r.log, r.M, nc, b, r.cfg.Source, r.cfg.Consumer, r.cfg.Consumer.LostAfter)
+	s := newShare(r.log, r.M, nc, b, r.cfg.Source, r.cfg.Consumer)
 	sub, err := nc.Subscribe(s.subject, s.heard)
 	if err != nil {
 		return NilIfDone(ctx, fmt.Errorf("hear the other replicas on %s: %w", s.subject, err))
@@ -282,14 +282,19 @@ func (r *Runner) loop(ctx context.Context, h Handler, s *share, ackWait time.Dur
 	var closedErr error
 	// src is the pumps' output until they have all ended at shutdown.
 	src, shutting := s.out, false
+	// complete runs the sink's Drain once shutting down and every pump
+	// has handed over what the client had buffered.
+	complete := func() {
+		if shutting && src != nil && s.running() == 0 {
+			src = nil
+			h.Drain(hctx)
+		}
+	}
 	shutdown := func() {
 		shutting = true
 		startGrace()
 		s.drainAll()
-		if s.running() == 0 {
-			src = nil
-			h.Drain(hctx)
-		}
+		complete()
 	}
 	h.Tick(hctx, time.Now())
 	s.rebalance(time.Now())
@@ -318,11 +323,8 @@ func (r *Runner) loop(ctx context.Context, h Handler, s *share, ackWait time.Dur
 					closedErr = errors.New("packet consumer closed")
 				}
 				shutdown()
-			} else if shutting && src != nil && s.running() == 0 {
-				// The pumps handed over what the client had buffered
-				// (shutdown): complete everything.
-				src = nil
-				h.Drain(hctx)
+			} else {
+				complete()
 			}
 		case now := <-rebalance.C:
 			if !shutting {
