@@ -2,11 +2,45 @@ package sinktest
 
 import (
 	"fmt"
+	"hash/fnv"
 	"testing"
 	"time"
 
 	"github.com/capstream/capstream/internal/testenv"
+	"github.com/capstream/capstream/schemas"
 )
+
+// Partition is the partition the packets stream stores a batch of the
+// capture name on node in (namespace ns), with n partitions: the server's
+// {{partition(n,1,2,3)}}, FNV-1a of the three subject tokens one after
+// the other, modulo n. TestPartitionMatchesServer checks it against the
+// server.
+func Partition(ns, name, node string, n int) int {
+	h := fnv.New32a()
+	for _, s := range []string{ns, name, node} {
+		tok, err := schemas.Token(s)
+		if err != nil {
+			panic(err)
+		}
+		_, _ = h.Write([]byte(tok))
+	}
+	return int(h.Sum32() % uint32(n))
+}
+
+// CapturesCovering returns how many captures Captures must make of
+// batches (all of one namespace and node) so that every one of the
+// stream's default partitions holds some: a replica that joins then
+// always gets a partition with traffic.
+func CapturesCovering(batches []Batch) int {
+	h := batches[0].Header
+	seen := map[int]bool{}
+	k := 0
+	for len(seen) < schemas.DefaultPacketPartitions {
+		seen[Partition(h.Namespace, fmt.Sprintf("cap-%d", k), h.Node, schemas.DefaultPacketPartitions)] = true
+		k++
+	}
+	return k
+}
 
 // Captures returns batches as n captures (cap-<k>, uid-<k>) on the same
 // node would publish them, interleaved as they arrive live: n (capture,
