@@ -63,8 +63,10 @@ type scaleResult struct {
 	// Waiting is how many interfaces never opened (Interfaces - Sockets).
 	Waiting int
 	// PeakRSS is the producer's VmHWM (the mapped rings count in it);
-	// PeakAnon the largest RssAnon sampled (its heap and stacks).
-	PeakRSS, PeakAnon int64
+	// PeakAnon the largest RssAnon sampled (its heap and stacks),
+	// PeakFile the largest RssFile (the binary's pages) and PeakShmem the
+	// largest RssShmem (the rings).
+	PeakRSS, PeakAnon, PeakFile, PeakShmem int64
 	// Idle is how long the idle CPU was measured.
 	Idle time.Duration
 	// CPUIdle is the producer's CPU over Idle with every socket open
@@ -89,6 +91,7 @@ type scaleResult struct {
 	statusMu         sync.Mutex
 	status           map[string]*schemas.Status
 	maxRing, maxAnon float64
+	maxFile, maxShmem float64
 }
 
 // runProducerScale runs the phase; bin is the capstream binary, built if
@@ -274,7 +277,7 @@ func runProducerScale(ctx context.Context, o options, dir string) (*scaleResult,
 	r.statusMu.Unlock()
 	r.Packets -= min(r.Warmup, r.Packets)
 	stopSampling()
-	r.PeakAnon = int64(r.maxAnon)
+	r.PeakAnon, r.PeakFile, r.PeakShmem = int64(r.maxAnon), int64(r.maxFile), int64(r.maxShmem)
 	r.RingInUse = r.maxRing
 	r.Problems = r.check()
 	if err != nil {
@@ -311,10 +314,10 @@ func (r *scaleResult) startProducer(ctx context.Context, o options, dir, bin, na
 // sample reads the producer's RssAnon and scrapes its ring gauge, keeping
 // the largest of each.
 func (r *scaleResult) sample() {
-	if f, err := procStatus(r.producer.pid(), "RssAnon"); err == nil {
-		if anon, ok := f["RssAnon"]; ok {
-			r.maxAnon = max(r.maxAnon, float64(anon))
-		}
+	if f, err := procStatus(r.producer.pid(), "RssAnon", "RssFile", "RssShmem"); err == nil {
+		r.maxAnon = max(r.maxAnon, float64(f["RssAnon"]))
+		r.maxFile = max(r.maxFile, float64(f["RssFile"]))
+		r.maxShmem = max(r.maxShmem, float64(f["RssShmem"]))
 	}
 	if v, err := r.producer.scrape("capstream_producer_ring_bytes"); err == nil {
 		r.maxRing = max(r.maxRing, v)

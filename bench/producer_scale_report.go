@@ -41,8 +41,8 @@ func (r *scaleResult) report() string {
 	fmt.Fprintf(&sb, "  rings: %.0f MiB in use of the %d MiB budget = %d open interfaces x %d MiB (%d interfaces wait for the budget, %v budget waits counted); %v sockets carry %v subscriptions, opened %s after the commands; without sharing the %d x %d selections would ask for %d MiB\n",
 		r.RingInUse/mib, r.MaxRingBytes/mib, open, r.RingBytes/mib, r.Waiting, r.BudgetWaits, r.Sockets, r.Subscribers, r.Open.Round(time.Millisecond),
 		r.Captures, r.Interfaces, int64(r.Captures*r.Interfaces)*r.RingBytes/mib)
-	fmt.Fprintf(&sb, "  producer peak RSS (VmHWM of the producer process, its mapped rings included) %.1f MiB, of which anonymous (heap, stacks) at most %.1f MiB (RssAnon sampled every %s)\n",
-		float64(r.PeakRSS)/mib, float64(r.PeakAnon)/mib, rssEvery)
+	fmt.Fprintf(&sb, "  producer peak RSS (VmHWM of the producer process, its mapped rings included) %.1f MiB, of which anonymous (heap, stacks) at most %.1f MiB, file-backed (the binary) %.1f MiB, shared (the rings) %.1f MiB (RssAnon, RssFile, RssShmem sampled every %s)\n",
+		float64(r.PeakRSS)/mib, float64(r.PeakAnon)/mib, float64(r.PeakFile)/mib, float64(r.PeakShmem)/mib, rssEvery)
 	fmt.Fprintf(&sb, "  producer CPU: idle with every socket open %.3f cores (%s over %s); %d packets sent (%d per interface) stored %d times in %s with %s CPU (%.2f µs per packet stored); whole phase %s\n",
 		r.CPUIdle.Seconds()/r.Idle.Seconds(), r.CPUIdle.Round(time.Millisecond), r.Idle, r.Interfaces*r.PacketsPerIface, r.PacketsPerIface,
 		r.Packets, r.Traffic.Round(time.Millisecond), r.CPUTraffic.Round(time.Millisecond), float64(r.CPUTraffic.Microseconds())/float64(max(r.Packets, 1)), r.CPU.Round(time.Millisecond))

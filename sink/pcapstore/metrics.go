@@ -14,6 +14,7 @@ type metrics struct {
 	buffered    prometheus.Gauge
 	putTime     prometheus.Histogram
 	objectBytes prometheus.Histogram
+	indexRows   prometheus.Histogram
 }
 
 // register registers the pcap sink's metrics; the runner's registrar adds
@@ -26,4 +27,5 @@ func (m *metrics) register(ms *run.Registrar) {
 	m.buffered = ms.Gauge("buffered_bytes", "Bytes held in open objects.")
 	m.putTime = ms.Histogram("complete_seconds", "Time from sealing an object to its batches being acked (queue, upload, index).", prometheus.ExponentialBuckets(0.005, 2, 14))
 	m.objectBytes = ms.Histogram("object_bytes", "Size of completed objects.", prometheus.ExponentialBuckets(4096, 4, 10))
+	m.indexRows = ms.Histogram("index_insert_rows", "Rows of each pcap_objects INSERT (the objects uploaded while the insert before ran).", prometheus.ExponentialBuckets(1, 2, 11))
 }

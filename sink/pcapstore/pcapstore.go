@@ -7,7 +7,7 @@
 // Lifecycle: New only checks the configuration. Run runs the sink on a
 // sink.Runner, which migrates the schema, binds the durable consumer and
 // owns every goroutine (the pull pump, the loop, and the sink's uploaders,
-// indexers and status reporter, in one group); the first tick aborts stale
+// indexer and status reporter, in one group); the first tick aborts stale
 // multipart uploads under the prefix. The decisions (which object takes a
 // batch, what to seal and when) are the pure core in core.go. On cancel
 // the runner drains the pull, the sink completes every open object within
@@ -22,6 +22,7 @@ package pcapstore
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/capstream/capstream/schemas"
@@ -47,12 +48,11 @@ type Sink struct {
 	idle     []chan *object
 	inflight int
 
-	// Uploaders hand the index rows of uploaded objects to indexers, each
-	// inserting all the rows waiting in one INSERT: ClickHouse takes tens
-	// of milliseconds per insert, whatever its size. There are two, so the
-	// row of an object that completes during an insert (the last one of a
-	// stopped capture, typically) does not wait for it.
-	indexReqs chan indexReq
+	// Uploaders hand uploaded objects to the indexer, which inserts all
+	// the rows waiting in one INSERT: ClickHouse takes milliseconds of
+	// CPU per insert, whatever its size.
+	indexQ  chan uploaded
+	putting atomic.Int32 // uploads in progress, for the indexer's linger
 
 	// Status reports run in their own goroutine, after the acks: they are
 	// not part of making a batch durable, so they stay off that path. A
@@ -84,14 +84,14 @@ func New(cfg Config, deps sink.Deps) (*Sink, error) {
 		return nil, err
 	}
 	return &Sink{
-		cfg:       cfg,
-		deps:      deps,
-		log:       run.Logger(),
-		run:       run,
-		m:         m,
-		core:      newCore(cfg.core()),
-		done:      map[ifaceKey]*completed{},
-		indexReqs: make(chan indexReq, cfg.Uploaders),
+		cfg:    cfg,
+		deps:   deps,
+		log:    run.Logger(),
+		run:    run,
+		m:      m,
+		core:   newCore(cfg.core()),
+		done:   map[ifaceKey]*completed{},
+		indexQ: make(chan uploaded, maxIndexRows),
 	}, nil
 }
 
@@ -106,9 +106,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	for range s.cfg.Uploaders {
 		workers = append(workers, s.uploader)
 	}
-	for range min(2, s.cfg.Uploaders) {
-		workers = append(workers, func(ctx context.Context) error { s.indexer(ctx); return nil })
-	}
+	workers = append(workers, s.indexer)
 	workers = append(workers, s.reporter)
 	return s.run.Run(ctx, (*handler)(s), workers...)
 }
