@@ -80,17 +80,17 @@ type scaleResult struct {
 	PacketsPerIface int
 	// Packets excludes Warmup, the packets of the warm-up rounds that
 	// made sure every interface delivers before the traffic.
-	Packets, Warmup  uint64
-	Expected         uint64
-	KernelDrops      uint64
-	PublishDrops     uint64
-	Traffic, Wall    time.Duration
-	Exit             string
-	Problems         []string
-	producer         *proc
-	statusMu         sync.Mutex
-	status           map[string]*schemas.Status
-	maxRing, maxAnon float64
+	Packets, Warmup   uint64
+	Expected          uint64
+	KernelDrops       uint64
+	PublishDrops      uint64
+	Traffic, Wall     time.Duration
+	Exit              string
+	Problems          []string
+	producer          *proc
+	statusMu          sync.Mutex
+	status            map[string]*schemas.Status
+	maxRing, maxAnon  float64
 	maxFile, maxShmem float64
 }
 
