@@ -222,8 +222,12 @@ start_s3() {
 	port=$(free_port)
 	key="capstream$(openssl rand -hex 4)"
 	secret="$(openssl rand -hex 20)"
+	# --keep-alive: without it versitygw answers every request with
+	# "Connection: close", and every PUT pays a TLS handshake (most of the
+	# pcap sink's CPU at 1000 interfaces); S3 servers in production keep
+	# connections open.
 	ROOT_ACCESS_KEY="$key" ROOT_SECRET_KEY="$secret" \
-		start s3 "$CACHE_DIR/versitygw-$VERSITYGW_VERSION/versitygw" --port "127.0.0.1:$port" \
+		start s3 "$CACHE_DIR/versitygw-$VERSITYGW_VERSION/versitygw" --port "127.0.0.1:$port" --keep-alive \
 		--cert "$tls/server.pem" --key "$tls/server-key.pem" --health /health posix "$d/data"
 	# HTTPS only, with the dev CA's certificate.
 	wait_for s3 100 curl -sf --cacert "$tls/ca.pem" "https://127.0.0.1:$port/health"
