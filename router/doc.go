@@ -11,6 +11,9 @@
 //     that no longer has endpoints.
 //   - reconcile.go: one capture's reconcile against the informer caches,
 //     and the per-capture state the handlers use.
+//   - candidates.go: the pod cache's endpoint label index and the pods a
+//     reconcile evaluates its selector on: those its selector's
+//     requirements allow, not the whole namespace.
 //   - term.go: the Lease campaign and one leadership term (streams,
 //     command replay, workqueues, status consumer).
 //   - status.go: the status consumer and the status subresource writer.

@@ -13,6 +13,7 @@ type metrics struct {
 	leader           prometheus.Gauge
 	reconciles       *prometheus.CounterVec
 	reconcileSeconds prometheus.Histogram
+	reconcilePods    *prometheus.CounterVec
 	published        *prometheus.CounterVec
 	publishErrors    prometheus.Counter
 	loadErrors       prometheus.Counter
@@ -28,6 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		leader:           r.Gauge("leader", "1 while this replica holds the lease and publishes commands."),
 		reconciles:       r.CounterVec("reconciles_total", "Capture reconciles by result (ok, error, invalid).", "result"),
 		reconcileSeconds: r.Histogram("reconcile_duration_seconds", "Time to reconcile one capture, publishing included.", prometheus.ExponentialBuckets(0.0005, 4, 8)),
+		reconcilePods:    r.CounterVec("reconcile_pods_total", "Pods whose endpoint labels a reconcile evaluated the selector on, by lookup (index: the candidates of the label index, list: every pod of the namespace).", "lookup"),
 		published:        r.CounterVec("commands_published_total", "Commands published by action (capture, stop).", "action"),
 		publishErrors:    r.Counter("command_publish_errors_total", "Command publishes JetStream refused or did not acknowledge."),
 		loadErrors:       r.Counter("command_load_errors_total", "Commands in the stream that could not be decoded when loading; they are rewritten."),

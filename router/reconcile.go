@@ -63,10 +63,16 @@ func (r *Router) reconcile(ctx context.Context, k captureKey) (time.Duration, er
 	if err != nil && !apierrors.IsNotFound(err) {
 		return 0, err
 	}
-	pods, err := r.pods.Pods(pc.Namespace).List(labels.Everything())
+	// Only the pods that can match, not the namespace: see candidates.go.
+	pods, narrowed, err := candidatePods(r.pods, pc.Namespace, ns, sel)
 	if err != nil {
 		return 0, err
 	}
+	lookup := "list"
+	if narrowed {
+		lookup = "index"
+	}
+	r.metrics.reconcilePods.WithLabelValues(lookup).Add(float64(len(pods)))
 	d := Decide(pc, sel, ns, pods, r.cfg, now)
 	nodes := make([]string, 0, len(d.Commands))
 	for n := range d.Commands {

@@ -64,8 +64,9 @@ type Router struct {
 	scheme  *runtime.Scheme
 	now     func() time.Time
 
-	// Set by Run before the informers start.
-	pods       corelisters.PodLister
+	// Set by Run before the informers start. pods is the pod cache with
+	// its namespace and endpoint label indexes (candidates.go).
+	pods       cache.Indexer
 	namespaces corelisters.NamespaceLister
 	captures   cache.GenericLister
 	recorder   record.EventRecorder
@@ -186,7 +187,10 @@ func (r *Router) Run(ctx context.Context) error {
 	if err := pcInf.Informer().SetTransform(stripManagedFields); err != nil {
 		return fmt.Errorf("capture informer: %w", err)
 	}
-	r.pods, r.namespaces, r.captures = podInf.Lister(), nsInf.Lister(), pcInf.Lister()
+	if err := podInf.Informer().AddIndexers(podIndexers); err != nil {
+		return fmt.Errorf("pod informer: %w", err)
+	}
+	r.pods, r.namespaces, r.captures = podInf.Informer().GetIndexer(), nsInf.Lister(), pcInf.Lister()
 	if err := r.addHandlers(podInf.Informer(), nsInf.Informer(), pcInf.Informer()); err != nil {
 		return err
 	}

@@ -152,7 +152,8 @@ func (s *Selector) Equal(o *Selector) bool {
 // Keys is not a list of required labels: a selector may match a label map
 // that has none of them, because `k != "v"` and `k not in {...}` match when
 // k is absent (and all() or an empty selector reads no key at all). Do not
-// use it to index selectors by the labels an endpoint must carry.
+// use it to index selectors by the labels an endpoint must carry; that is
+// what Requirements returns.
 func (s *Selector) Keys() []string {
 	return slices.Clone(s.keys)
 }
